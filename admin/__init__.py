@@ -1,0 +1,1 @@
+"""tollgate-admin: the operator's command-line client of the gRPC control API."""

@@ -1,0 +1,1 @@
+"""gRPC control service: PostgreSQL is the system of record; projects the fast path's data into Redis."""

@@ -1,0 +1,1 @@
+"""Per-call decision core (rating, CLI pool, localization, LCR, authorization); built in issue 4."""

@@ -1,0 +1,1 @@
+"""The Kamailio KEMI script and kamailio.cfg; built in issue 5."""

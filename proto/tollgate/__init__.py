@@ -1,0 +1,1 @@
+"""Generated gRPC stubs of the tollgate control API (see proto/generate.py)."""

@@ -1,0 +1,66 @@
+"""Build: generate the tollgate.v1 gRPC stubs from proto/, then package everything.
+
+The Cython extensions of fastpath/ are added here as they arrive (issue "Fast path").
+"""
+
+import importlib.util
+from pathlib import Path
+
+from setuptools import Command, setup
+from setuptools.command.build_py import build_py
+from setuptools.command.develop import develop
+from setuptools.command.egg_info import egg_info
+
+HERE = Path(__file__).resolve().parent
+
+
+def generate_stubs() -> None:
+    spec = importlib.util.spec_from_file_location("proto_generate", HERE / "proto" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.generate()
+
+
+class GenerateStubs(Command):
+    """`python setup.py generate_stubs`: only the protoc step."""
+
+    user_options: list = []
+
+    def initialize_options(self) -> None: ...
+
+    def finalize_options(self) -> None: ...
+
+    def run(self) -> None:
+        generate_stubs()
+
+
+class BuildPyWithStubs(build_py):
+    def run(self) -> None:
+        generate_stubs()
+        super().run()
+
+
+class EggInfoWithStubs(egg_info):
+    # Editable installs run egg_info, not build_py: generate there too so `pip install -e .` is complete.
+    def run(self) -> None:
+        generate_stubs()
+        super().run()
+
+
+class DevelopWithStubs(develop):
+    def run(self) -> None:
+        generate_stubs()
+        super().run()
+
+
+setup(
+    packages=["tollgate", "tollgate.v1", "control", "admin", "fastpath", "kemi"],
+    package_dir={"tollgate": "proto/tollgate", "tollgate.v1": "proto/tollgate/v1"},
+    package_data={"tollgate.v1": ["*.proto", "*.pyi"], "control": ["migrations/*.sql"]},
+    cmdclass={
+        "generate_stubs": GenerateStubs,
+        "build_py": BuildPyWithStubs,
+        "egg_info": EggInfoWithStubs,
+        "develop": DevelopWithStubs,
+    },
+)
