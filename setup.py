@@ -5,6 +5,7 @@ The Cython extensions of fastpath/ are added here as they arrive (issue "Fast pa
 
 import importlib.util
 from pathlib import Path
+from typing import ClassVar
 
 from setuptools import Command, setup
 from setuptools.command.build_py import build_py
@@ -24,7 +25,7 @@ def generate_stubs() -> None:
 class GenerateStubs(Command):
     """`python setup.py generate_stubs`: only the protoc step."""
 
-    user_options: list = []
+    user_options: ClassVar[list] = []
 
     def initialize_options(self) -> None: ...
 

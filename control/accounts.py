@@ -1,0 +1,326 @@
+"""Account operations (SPEC §2): plain functions on a connection inside the RPC's transaction.
+
+Servicers call these; nothing here knows about gRPC beyond raising ApiError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from datetime import datetime
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+
+from control import auth, company, validation
+from control.account_fields import (
+    BY_PATH,
+    FIELDS,
+    IMMUTABLE_PATHS,
+    SELF_SERVICE_PATHS,
+    UPDATABLE_PATHS,
+    is_set,
+    read,
+    set_from_column,
+    timestamp,
+    to_column,
+)
+from control.auth import Principal
+from control.errors import failed_precondition, invalid, not_found, permission_denied, unauthenticated
+from tollgate.v1 import account_pb2
+
+NAME_PREFIX = "accounts/"
+_GENERATION_ATTEMPTS = 8
+# CLI pool options that fall back to the non-CLI rate group (SPEC §6 rows 3-5).
+_NEEDS_NON_CLI_GROUP = {3, 4, 5}
+
+
+def number_from_name(name: str, field: str = "name") -> str:
+    number = name.removeprefix(NAME_PREFIX)
+    if not name.startswith(NAME_PREFIX) or not number:
+        raise invalid(field, "must be a resource name like accounts/{account_number}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def to_message(row: dict, devices: list[str]) -> account_pb2.Account:
+    account = account_pb2.Account(
+        name=NAME_PREFIX + row["account_number"],
+        account_number=row["account_number"],
+        type=account_pb2.AccountType.Value(row["type"]),
+        balance=row["balance"],
+        sip_devices=devices,
+    )
+    for field in FIELDS:
+        set_from_column(account, field, row[field.column])
+    account.create_time.CopyFrom(timestamp(row["created_at"]))
+    account.update_time.CopyFrom(timestamp(row["updated_at"]))
+    if row["deleted_at"] is not None:
+        account.delete_time.CopyFrom(timestamp(row["deleted_at"]))
+    return account
+
+
+def devices_by_account(conn: psycopg.Connection, account_ids: list[int]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {i: [] for i in account_ids}
+    rows = conn.execute(
+        "SELECT account_id, username FROM sip_devices WHERE account_id = ANY(%s) ORDER BY username",
+        (account_ids,),
+    )
+    for row in rows:
+        found[row["account_id"]].append(row["username"])
+    return found
+
+
+def messages(conn: psycopg.Connection, rows: list[dict]) -> list[account_pb2.Account]:
+    devices = devices_by_account(conn, [r["id"] for r in rows])
+    return [to_message(r, devices[r["id"]]) for r in rows]
+
+
+def _fetch(conn: psycopg.Connection, principal: Principal, name: str, lock: bool = False) -> dict:
+    """The account row; account tokens only reach their own (PERMISSION_DENIED before NOT_FOUND)."""
+    number = number_from_name(name)
+    query = "SELECT * FROM accounts WHERE lower(account_number) = lower(%s)"
+    params: list = [number]
+    if not principal.is_admin:
+        query += " AND id = %s"
+        params.append(principal.account_id)
+    row = conn.execute(query + (" FOR UPDATE" if lock else ""), params).fetchone()
+    if row is None:
+        if not principal.is_admin:
+            raise permission_denied("an account token reaches only its own account")
+        raise not_found(f"account {number}")
+    return row
+
+
+def get(conn: psycopg.Connection, principal: Principal, name: str) -> account_pb2.Account:
+    return messages(conn, [_fetch(conn, principal, name)])[0]
+
+
+# -------------------------------------------------------------------------------------------- validation
+
+
+def _check(state: dict, changed: set[str], settings: dict) -> None:
+    """Validate the account as it will be stored; `changed` holds the API paths being written."""
+    if not state.get("email"):
+        raise invalid("email", "is required")
+    state["email"] = validation.email("email", state["email"])
+    if state["notification_email"]:
+        state["notification_email"] = validation.email("profile.notification_email", state["notification_email"])
+    if "pin" in changed:
+        validation.pin("pin", state["pin"], settings["pin_length"])
+    state["timezone"] = validation.timezone("profile.timezone", state["timezone"])
+    state["country"] = validation.country("profile.country", state["country"])
+    for path in ("settings.max_concurrent_calls", "settings.cps", "settings.lc_charge_per_min",
+                 "billing.credit_limit"):
+        validation.non_negative(path, state[BY_PATH[path].column])
+    validation.in_range("billing.billing_day", state["billing_day"], 1, 28)
+    validation.in_range("billing.cli_pool", state["cli_pool"], 0, 8)
+    if state["account_type"] == "PREPAID" and state["credit_limit"] != 0:
+        raise invalid("billing.credit_limit", "only postpaid accounts have a credit limit (use 0 for prepaid)")
+    if state["cli_pool"] in _NEEDS_NON_CLI_GROUP and not state["non_cli_rate_group_id"]:
+        raise invalid("billing.non_cli_rate_group", f"is required by cli_pool {state['cli_pool']}")
+
+
+def _defaults(settings: dict) -> dict:
+    state = {
+        f.column: None if f.kind in ("ref", "time") else "" if f.kind == "str" else 0 if f.kind == "int" else False
+        for f in FIELDS
+        if f.kind != "enum"
+    }
+    state |= {"account_type": "PREPAID", "status": "ACTIVE", "billing_day": 1,
+              "invoice_with_cdr": settings["invoice_with_cdr"], "timezone": settings["timezone"]}
+    return state
+
+
+# ---------------------------------------------------------------------------------------------- create
+
+
+def _generated_number() -> str:
+    return str(10**9 + secrets.randbelow(9 * 10**9))  # 10 digits, first not 0
+
+
+def _generated_pin(length: int) -> str:
+    return "".join(secrets.choice(string.digits) for _ in range(length))
+
+
+def create(conn: psycopg.Connection, request: account_pb2.Account) -> account_pb2.Account:
+    settings = company.load(conn)
+    state = _defaults(settings)
+    changed = {f.path for f in FIELDS if is_set(request, f.path)}
+    for path in changed:
+        value = to_column(BY_PATH[path], read(request, path))
+        if value is not None:
+            state[BY_PATH[path].column] = value
+    state["type"] = _account_type(request.type)
+    _check(state, changed, settings)
+    if request.password:
+        state["password_hash"] = auth.hash_password(validation.password("password", request.password))
+    given_number = request.account_number
+    if given_number:
+        validation.custom_account_number("account_number", given_number)
+    row = _insert_with_generated_ids(conn, state, given_number, settings["pin_length"])
+    sip_password = _create_sip_device(conn, row, settings["sip_realm"]) if request.create_sip_device else ""
+    account = messages(conn, [row])[0]
+    account.sip_device_password = sip_password
+    return account
+
+
+def _account_type(value: int) -> str:
+    if value == account_pb2.PROVIDER:
+        return "PROVIDER"
+    if value in (account_pb2.CUSTOMER, account_pb2.ACCOUNT_TYPE_UNSPECIFIED):
+        return "CUSTOMER"
+    raise invalid("type", f"unknown account type {value}")
+
+
+def _insert_with_generated_ids(conn: psycopg.Connection, state: dict, number: str, pin_length: int) -> dict:
+    """Insert; a generated number or PIN that collides is drawn again, a given one is ALREADY_EXISTS."""
+    for _ in range(_GENERATION_ATTEMPTS):
+        values = state | {"account_number": number or _generated_number(),
+                          "pin": state["pin"] or _generated_pin(pin_length)}
+        try:
+            with conn.transaction():  # a savepoint: a collision does not abort the RPC's transaction
+                return _insert(conn, values)
+        except psycopg.errors.UniqueViolation as exc:
+            constraint = exc.diag.constraint_name
+            retry = (constraint == "accounts_number_key" and not number) or (
+                constraint == "accounts_pin_live_key" and not state["pin"]
+            )
+            if not retry:
+                raise
+    raise failed_precondition("could not draw a free account number or PIN; retry")
+
+
+def _insert(conn: psycopg.Connection, values: dict) -> dict:
+    columns = list(values)
+    query = sql.SQL("INSERT INTO accounts ({}) VALUES ({}) RETURNING *").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(map(sql.Placeholder, columns)),
+    )
+    return conn.execute(query, values).fetchone()
+
+
+def _create_sip_device(conn: psycopg.Connection, account: dict, realm: str) -> str:
+    """A device named after the account number; returns its password (the only time it is seen)."""
+    username = account["account_number"]
+    password = secrets.token_urlsafe(18)
+    credentials = f"{username}:{realm}:{password}".encode()
+    conn.execute(
+        "INSERT INTO sip_devices (account_id, username, ha1, ha1_sha256, realm) VALUES (%s, %s, %s, %s, %s)",
+        (account["id"], username, hashlib.md5(credentials).hexdigest(), hashlib.sha256(credentials).hexdigest(),
+         realm),
+    )
+    return password
+
+
+# ---------------------------------------------------------------------------------------------- update
+
+
+def update_paths(request: account_pb2.Account, mask_paths: list[str]) -> list[str]:
+    """AIP-134: no mask = the populated fields; "*" = every updatable field; else exactly the mask."""
+    if not mask_paths:
+        paths = [p for p in sorted(UPDATABLE_PATHS) if _populated(request, p)]
+        if not paths:
+            raise invalid("update_mask", "nothing to update: set a field or give an update_mask")
+        return paths
+    if mask_paths == ["*"]:
+        return sorted(UPDATABLE_PATHS - ({"password"} if not request.password else set()))
+    for path in mask_paths:
+        if path in IMMUTABLE_PATHS:
+            raise invalid("update_mask", f"{path} cannot be changed")
+        if path not in UPDATABLE_PATHS:
+            raise invalid("update_mask", f"unknown field {path}")
+    return sorted(set(mask_paths))
+
+
+def _populated(request: account_pb2.Account, path: str) -> bool:
+    return bool(request.password) if path == "password" else is_set(request, path)
+
+
+def update(conn: psycopg.Connection, principal: Principal, request: account_pb2.Account,
+           mask_paths: list[str]) -> account_pb2.Account:
+    paths = update_paths(request, mask_paths)
+    if not principal.is_admin and not set(paths) <= SELF_SERVICE_PATHS:
+        raise permission_denied(f"an account token may change only {sorted(SELF_SERVICE_PATHS)}")
+    row = _fetch(conn, principal, request.name, lock=True)
+    if row["deleted_at"] is not None:
+        raise failed_precondition(f"account {row['account_number']} is deleted")
+    settings = company.load(conn)
+    changes: dict = {}
+    for path in paths:
+        if path == "password":
+            changes["password_hash"] = auth.hash_password(validation.password("password", request.password))
+            continue
+        field = BY_PATH[path]
+        value = to_column(field, read(request, path))
+        if value is None and field.kind == "enum":
+            raise invalid(path, "must be set")
+        changes[field.column] = value
+    state = row | changes
+    _check(state, set(paths), settings)
+    changes = {column: state[column] for column in changes}
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in changes
+    )
+    updated = conn.execute(
+        sql.SQL("UPDATE accounts SET {}, updated_at = now() WHERE id = %(id)s RETURNING *").format(assignments),
+        changes | {"id": row["id"]},
+    ).fetchone()
+    return messages(conn, [updated])[0]
+
+
+# ---------------------------------------------------------------------------------------------- delete
+
+# What a soft delete removes besides marking the row (SPEC §2). Issue 3's tables add their lines here.
+_DELETE_CASCADE = (
+    "DELETE FROM sip_devices WHERE account_id = ANY(%s)",
+    "DELETE FROM api_tokens WHERE account_id = ANY(%s)",
+)
+
+
+def delete_many(conn: psycopg.Connection, names: list[str]) -> list[account_pb2.Account]:
+    """Soft-delete every named account or none: one unknown or already deleted name fails the batch."""
+    if not names:
+        raise invalid("names", "give at least one account")
+    numbers = []
+    for index, name in enumerate(names):
+        number = number_from_name(name, f"names[{index}]").lower()
+        if number not in numbers:
+            numbers.append(number)
+    rows = conn.execute(
+        "SELECT id, account_number, deleted_at FROM accounts WHERE lower(account_number) = ANY(%s)"
+        " ORDER BY id FOR UPDATE",
+        (numbers,),
+    ).fetchall()
+    live = {r["account_number"].lower(): r["id"] for r in rows if r["deleted_at"] is None}
+    missing = [n for n in numbers if n not in live]
+    if missing:
+        raise not_found(f"account(s) {', '.join(missing)} (nothing was deleted)")
+    ids = list(live.values())
+    for statement in _DELETE_CASCADE:
+        conn.execute(statement, (ids,))
+    deleted = conn.execute(
+        "UPDATE accounts SET deleted_at = now(), updated_at = now() WHERE id = ANY(%s) RETURNING *", (ids,)
+    ).fetchall()
+    return messages(conn, sorted(deleted, key=lambda r: r["id"]))
+
+
+# ---------------------------------------------------------------------------------------------- login
+
+
+def login(conn: psycopg.Connection, login_name: str, password: str, ttl_seconds: int) -> tuple[dict, str, datetime]:
+    """Check credentials of a live, active account; the same error for every failure (no user probing)."""
+    row = conn.execute(
+        "SELECT * FROM accounts WHERE deleted_at IS NULL AND status = 'ACTIVE'"
+        " AND (expire_at IS NULL OR expire_at > now())"
+        " AND (lower(email) = lower(%s) OR lower(account_number) = lower(%s))",
+        (login_name.strip(), login_name.strip()),
+    ).fetchone()
+    if row is None or not auth.verify_password(row["password_hash"], password):
+        raise unauthenticated("wrong login or password, or the account is disabled")
+    token, expires = auth.issue_token(conn, row["id"], ttl_seconds)
+    return row, token, expires

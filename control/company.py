@@ -1,0 +1,69 @@
+"""The company profile: a single row of defaults (currency, decimals, PIN length, ...)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from control import validation
+from control.errors import invalid
+from tollgate.v1 import account_pb2, company_pb2
+
+_INVOICE_PREFIX = "INVOICE_WITH_CDR_"
+_SCALARS = ("name", "currency", "decimals", "pin_length", "max_call_seconds", "timezone", "sip_realm")
+MUTABLE_PATHS = frozenset((*_SCALARS, "invoice_with_cdr"))
+
+
+def load(conn: psycopg.Connection) -> dict:
+    return conn.execute("SELECT * FROM company WHERE id = 1").fetchone()
+
+
+def to_message(row: dict) -> company_pb2.Company:
+    company = company_pb2.Company(**{key: row[key] for key in _SCALARS})
+    company.invoice_with_cdr = account_pb2.InvoiceWithCdr.Value(_INVOICE_PREFIX + row["invoice_with_cdr"])
+    return company
+
+
+def _checked(path: str, value):
+    field = f"company.{path}"
+    checks = {
+        "name": lambda v: validation.max_length(field, v.strip(), 255),
+        "currency": lambda v: validation.currency(field, v),
+        "decimals": lambda v: validation.in_range(field, v, 0, 6),
+        "pin_length": lambda v: validation.in_range(field, v, 4, 12),
+        "max_call_seconds": lambda v: validation.in_range(field, v, 1, 86_400),
+        "timezone": lambda v: validation.timezone(field, v),
+        "sip_realm": _realm,
+        "invoice_with_cdr": _invoice_with_cdr,
+    }
+    return checks[path](value)
+
+
+def _realm(value: str) -> str:
+    if not value or len(value) > 253 or any(c.isspace() or c in ':"@' for c in value):
+        raise invalid("company.sip_realm", "must be a non-empty realm without spaces, quotes, ':' or '@'")
+    return value
+
+
+def _invoice_with_cdr(value: int) -> str:
+    if value == 0 or value not in account_pb2.InvoiceWithCdr.values():
+        raise invalid("company.invoice_with_cdr", "must be NONE, PDF or CSV")
+    return account_pb2.InvoiceWithCdr.Name(value).removeprefix(_INVOICE_PREFIX)
+
+
+def update(conn: psycopg.Connection, company: company_pb2.Company, paths: list[str]) -> company_pb2.Company:
+    unknown = [p for p in paths if p not in MUTABLE_PATHS]
+    if unknown:
+        raise invalid("update_mask", f"unknown company fields {unknown}")
+    changes = {path: _checked(path, getattr(company, path)) for path in paths}
+    if changes:
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
+        )
+        conn.execute(sql.SQL("UPDATE company SET {} WHERE id = 1").format(assignments), changes)
+    return to_message(load(conn))
+
+
+def implied_paths(company: company_pb2.Company) -> list[str]:
+    """AIP-134: without an update_mask, the populated fields are the ones to change."""
+    return [path for path in sorted(MUTABLE_PATHS) if getattr(company, path)]

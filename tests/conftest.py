@@ -1,0 +1,83 @@
+"""Shared fixtures: a throw-away PostgreSQL database and a real control server on a free port.
+
+The DSN of the PostgreSQL server comes from TOLLGATE_TEST_PG (default: local trust auth as postgres);
+each test session creates its own database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import psycopg
+import pytest
+from psycopg import sql
+
+from control.config import Config
+from control.server import RunningServer, create_server
+from tollgate.v1 import account_pb2_grpc, auth_pb2_grpc, company_pb2_grpc
+
+PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _dsn_for(database: str) -> str:
+    return psycopg.conninfo.make_conninfo(PG_SERVER_DSN, dbname=database)
+
+
+@pytest.fixture(scope="session")
+def database_dsn() -> Iterator[str]:
+    name = f"tollgate_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_SERVER_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _dsn_for(name)
+    finally:
+        with psycopg.connect(PG_SERVER_DSN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@dataclass
+class ControlServer:
+    address: str
+    admin_token: str
+    dsn: str
+    running: RunningServer
+
+
+@pytest.fixture(scope="session")
+def control_server(database_dsn: str) -> Iterator[ControlServer]:
+    token = secrets.token_urlsafe(24)
+    config = Config(listen="127.0.0.1:0", dsn=database_dsn, admin_tokens=(token,), workers=8)
+    running = create_server(config)
+    try:
+        yield ControlServer(f"127.0.0.1:{running.port}", token, database_dsn, running)
+    finally:
+        running.stop(grace=0)
+
+
+@pytest.fixture(scope="session")
+def channel(control_server: ControlServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(control_server.address) as ch:
+        yield ch
+
+
+@dataclass
+class Stubs:
+    accounts: account_pb2_grpc.AccountServiceStub
+    company: company_pb2_grpc.CompanyServiceStub
+    auth: auth_pb2_grpc.AuthServiceStub
+    metadata: tuple
+
+
+@pytest.fixture(scope="session")
+def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
+    """Stubs and the admin's bearer metadata: `admin.accounts.GetAccount(req, metadata=admin.metadata)`."""
+    return Stubs(
+        account_pb2_grpc.AccountServiceStub(channel),
+        company_pb2_grpc.CompanyServiceStub(channel),
+        auth_pb2_grpc.AuthServiceStub(channel),
+        (("authorization", f"Bearer {control_server.admin_token}"),),
+    )
