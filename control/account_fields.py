@@ -1,4 +1,4 @@
-"""The one table that maps Account API fields to database columns, and the conversions both ways.
+"""The one table that maps Account API fields to database columns (conversions: control/fields.py).
 
 Create, update, get, list and export all go through FIELDS, so adding a field is one line here plus
 its column in a migration.
@@ -6,30 +6,9 @@ its column in a migration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
-
-from google.protobuf import timestamp_pb2
-
-from control import validation
+from control.fields import Field
+from control.fields import enum as _enum
 from tollgate.v1 import account_pb2
-
-
-@dataclass(frozen=True)
-class Field:
-    path: str  # API path, as written in update_mask
-    column: str
-    kind: str  # str | int | bool | enum | ref | time
-    enum_prefix: str = ""  # enum: proto value name = enum_prefix + stored text
-    enum_type: Any = None
-    collection: str = ""  # ref: "rateGroups", "localizations"
-    max_len: int = 255
-
-
-def _enum(path: str, column: str, enum_type, prefix: str = "") -> Field:
-    return Field(path, column, "enum", enum_prefix=prefix, enum_type=enum_type)
-
 
 # Mutable fields (account_number, type and password are handled by their own rules).
 FIELDS: tuple[Field, ...] = (
@@ -77,64 +56,3 @@ SELF_SERVICE_PATHS = frozenset({"password"} | {f.path for f in FIELDS if f.path.
 IMMUTABLE_PATHS = frozenset({"name", "account_number", "type", "create_sip_device", "balance", "sip_devices",
                              "sip_device_password", "create_time", "update_time", "delete_time"})
 UPDATABLE_PATHS = frozenset({"password"} | set(BY_PATH))
-
-
-def read(message, path: str):
-    """The value at a dotted path of a message (`profile.city`)."""
-    for part in path.split("."):
-        message = getattr(message, part)
-    return message
-
-
-def is_set(message, path: str) -> bool:
-    """Whether the request populated this path (proto3: a non-default value, or a present message)."""
-    *parents, leaf = path.split(".")
-    for part in parents:
-        if not message.HasField(part):
-            return False
-        message = getattr(message, part)
-    if leaf in ("expire_time",):
-        return message.HasField(leaf)
-    return bool(getattr(message, leaf))
-
-
-def to_column(field: Field, value) -> Any:
-    """API value -> database value. Enum UNSPECIFIED and empty references become None ("default")."""
-    if field.kind == "enum":
-        if value == 0:
-            return None
-        try:
-            return field.enum_type.Name(value).removeprefix(field.enum_prefix)
-        except ValueError:
-            raise validation.invalid(field.path, f"unknown value {value}") from None
-    if field.kind == "ref":
-        return validation.resource_id(field.path, value, field.collection)
-    if field.kind == "time":
-        return value.ToDatetime(tzinfo=UTC) if value.ByteSize() else None
-    if field.kind == "str":
-        return validation.max_length(field.path, value.strip(), field.max_len)
-    return value
-
-
-def set_from_column(message, field: Field, value) -> None:
-    """Write a database value into the message at the field's path."""
-    *parents, leaf = field.path.split(".")
-    target = message
-    for part in parents:
-        target = getattr(target, part)
-    if value is None:
-        return
-    if field.kind == "enum":
-        setattr(target, leaf, field.enum_type.Value(field.enum_prefix + value))
-    elif field.kind == "ref":
-        setattr(target, leaf, f"{field.collection}/{value}")
-    elif field.kind == "time":
-        getattr(target, leaf).CopyFrom(timestamp(value))
-    else:
-        setattr(target, leaf, value)
-
-
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts

@@ -5,7 +5,6 @@ Servicers call these; nothing here knows about gRPC beyond raising ApiError.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import string
 from datetime import datetime
@@ -14,21 +13,11 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
-from control import auth, company, validation
-from control.account_fields import (
-    BY_PATH,
-    FIELDS,
-    IMMUTABLE_PATHS,
-    SELF_SERVICE_PATHS,
-    UPDATABLE_PATHS,
-    is_set,
-    read,
-    set_from_column,
-    timestamp,
-    to_column,
-)
+from control import auth, company, digest, projection, validation
+from control.account_fields import BY_PATH, FIELDS, IMMUTABLE_PATHS, SELF_SERVICE_PATHS, UPDATABLE_PATHS
 from control.auth import Principal
 from control.errors import failed_precondition, invalid, not_found, permission_denied, unauthenticated
+from control.fields import is_set, read, set_from_column, timestamp, to_column
 from tollgate.v1 import account_pb2
 
 NAME_PREFIX = "accounts/"
@@ -64,20 +53,19 @@ def to_message(row: dict, devices: list[str]) -> account_pb2.Account:
     return account
 
 
-def devices_by_account(conn: psycopg.Connection, account_ids: list[int]) -> dict[int, list[str]]:
-    found: dict[int, list[str]] = {i: [] for i in account_ids}
+def devices_by_account(conn: psycopg.Connection, numbers: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {n: [] for n in numbers}
     rows = conn.execute(
-        "SELECT account_id, username FROM sip_devices WHERE account_id = ANY(%s) ORDER BY username",
-        (account_ids,),
+        "SELECT account, username FROM sip_devices WHERE account = ANY(%s) ORDER BY username", (numbers,)
     )
     for row in rows:
-        found[row["account_id"]].append(row["username"])
+        found[row["account"]].append(row["username"])
     return found
 
 
 def messages(conn: psycopg.Connection, rows: list[dict]) -> list[account_pb2.Account]:
-    devices = devices_by_account(conn, [r["id"] for r in rows])
-    return [to_message(r, devices[r["id"]]) for r in rows]
+    devices = devices_by_account(conn, [r["account_number"] for r in rows])
+    return [to_message(r, devices[r["account_number"]]) for r in rows]
 
 
 def _fetch(conn: psycopg.Connection, principal: Principal, name: str, lock: bool = False) -> dict:
@@ -164,6 +152,7 @@ def create(conn: psycopg.Connection, request: account_pb2.Account) -> account_pb
         validation.custom_account_number("account_number", given_number)
     row = _insert_with_generated_ids(conn, state, given_number, settings["pin_length"])
     sip_password = _create_sip_device(conn, row, settings["sip_realm"]) if request.create_sip_device else ""
+    projection.mark_dirty(conn, *_ACCOUNT_FAMILIES, *(("devices",) if sip_password else ()))
     account = messages(conn, [row])[0]
     account.sip_device_password = sip_password
     return account
@@ -207,12 +196,11 @@ def _insert(conn: psycopg.Connection, values: dict) -> dict:
 def _create_sip_device(conn: psycopg.Connection, account: dict, realm: str) -> str:
     """A device named after the account number; returns its password (the only time it is seen)."""
     username = account["account_number"]
-    password = secrets.token_urlsafe(18)
-    credentials = f"{username}:{realm}:{password}".encode()
+    password = digest.generated_password()
+    ha1, ha1_sha256 = digest.ha1_pair(username, realm, password)
     conn.execute(
-        "INSERT INTO sip_devices (account_id, username, ha1, ha1_sha256, realm) VALUES (%s, %s, %s, %s, %s)",
-        (account["id"], username, hashlib.md5(credentials).hexdigest(), hashlib.sha256(credentials).hexdigest(),
-         realm),
+        "INSERT INTO sip_devices (account, username, ha1, ha1_sha256, realm) VALUES (%s, %s, %s, %s, %s)",
+        (username, username, ha1, ha1_sha256, realm),
     )
     return password
 
@@ -270,16 +258,24 @@ def update(conn: psycopg.Connection, principal: Principal, request: account_pb2.
         sql.SQL("UPDATE accounts SET {}, updated_at = now() WHERE id = %(id)s RETURNING *").format(assignments),
         changes | {"id": row["id"]},
     ).fetchone()
+    projection.mark_dirty(conn, *_ACCOUNT_FAMILIES)
     return messages(conn, [updated])[0]
 
 
 # ---------------------------------------------------------------------------------------------- delete
 
-# What a soft delete removes besides marking the row (SPEC §2). Issue 3's tables add their lines here.
+# What a soft delete removes besides marking the row (SPEC §2): devices, caller ids and IP maps go,
+# DIDs are released, a provider's trunks are disabled; CDRs, invoices and payments stay.
 _DELETE_CASCADE = (
-    "DELETE FROM sip_devices WHERE account_id = ANY(%s)",
-    "DELETE FROM api_tokens WHERE account_id = ANY(%s)",
+    "DELETE FROM sip_devices WHERE account = ANY(%(numbers)s)",
+    "DELETE FROM caller_ids WHERE account = ANY(%(numbers)s)",
+    "DELETE FROM ip_maps WHERE account = ANY(%(numbers)s)",
+    "UPDATE dids SET account = NULL WHERE account = ANY(%(numbers)s)",
+    "UPDATE trunks SET status = 'INACTIVE', updated_at = now() WHERE provider = ANY(%(numbers)s)",
+    "DELETE FROM api_tokens WHERE account_id = ANY(%(ids)s)",
 )
+# Families whose projection an account change can alter (a provider's state shows on its trunks).
+_ACCOUNT_FAMILIES = ("accounts", "trunks")
 
 
 def delete_many(conn: psycopg.Connection, names: list[str]) -> list[account_pb2.Account]:
@@ -296,16 +292,17 @@ def delete_many(conn: psycopg.Connection, names: list[str]) -> list[account_pb2.
         " ORDER BY id FOR UPDATE",
         (numbers,),
     ).fetchall()
-    live = {r["account_number"].lower(): r["id"] for r in rows if r["deleted_at"] is None}
+    live = {r["account_number"].lower(): r for r in rows if r["deleted_at"] is None}
     missing = [n for n in numbers if n not in live]
     if missing:
         raise not_found(f"account(s) {', '.join(missing)} (nothing was deleted)")
-    ids = list(live.values())
+    keys = {"ids": [r["id"] for r in live.values()], "numbers": [r["account_number"] for r in live.values()]}
     for statement in _DELETE_CASCADE:
-        conn.execute(statement, (ids,))
+        conn.execute(statement, keys)
     deleted = conn.execute(
-        "UPDATE accounts SET deleted_at = now(), updated_at = now() WHERE id = ANY(%s) RETURNING *", (ids,)
+        "UPDATE accounts SET deleted_at = now(), updated_at = now() WHERE id = ANY(%(ids)s) RETURNING *", keys
     ).fetchall()
+    projection.mark_dirty(conn, *_ACCOUNT_FAMILIES, "devices", "callerids", "ipmaps", "dids")
     return messages(conn, sorted(deleted, key=lambda r: r["id"]))
 
 

@@ -135,7 +135,11 @@ class ApiInterceptor(grpc.ServerInterceptor):
             return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, public))
         if handler.unary_stream:
             return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, public))
-        return handler  # no streaming-request RPCs yet; wrap them here when they arrive
+        if handler.stream_unary:
+            return handler._replace(stream_unary=self._wrap_unary(handler.stream_unary, public))
+        if public:  # server reflection is the only bidirectional stream, and it needs no token
+            return handler
+        raise RuntimeError(f"{handler_call_details.method}: bidirectional streaming is not wrapped")
 
     def _authenticate(self, context: grpc.ServicerContext, public: bool) -> Principal | None:
         return None if public else self._authority.principal_for(context.invocation_metadata())

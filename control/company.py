@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from control import validation
+from control import projection, validation
 from control.errors import invalid
 from tollgate.v1 import account_pb2, company_pb2
 
@@ -61,6 +61,7 @@ def update(conn: psycopg.Connection, company: company_pb2.Company, paths: list[s
             sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
         )
         conn.execute(sql.SQL("UPDATE company SET {} WHERE id = 1").format(assignments), changes)
+        projection.mark_dirty(conn, "company")
     return to_message(load(conn))
 
 

@@ -19,6 +19,8 @@ class Config:
     token_ttl_seconds: int = 86_400
     pool_max_size: int = 10
     workers: int = 16
+    # How often the Redis projection is checked against PostgreSQL besides the change notifications.
+    projection_interval_seconds: float = 2.0
 
 
 def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> Config:

@@ -6,16 +6,13 @@ Filter language (AIP-160 subset): terms joined by AND, each `field OP value`, OP
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from psycopg import sql
 
+from control import paging
 from control.auth import Principal
 from control.errors import invalid
 
@@ -128,32 +125,4 @@ class AccountQuery:
             clauses.append(sql.SQL("a.id = %s"))
             params.append(principal.account_id)
         where = sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("true")
-        fingerprint = hashlib.sha256(f"{filter_text}|{show_deleted}|{principal}".encode()).hexdigest()[:16]
-        return cls(where, params, fingerprint)
-
-
-def encode_page_token(query: AccountQuery, last_id: int) -> str:
-    payload = json.dumps({"after": last_id, "q": query.fingerprint}).encode()
-    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
-
-
-def decode_page_token(query: AccountQuery, token: str) -> int:
-    """The id to continue after; 0 for the first page."""
-    if not token:
-        return 0
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        after, fingerprint = int(payload["after"]), payload["q"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise invalid("page_token", "is not a token this service issued") from None
-    if fingerprint != query.fingerprint:
-        raise invalid("page_token", "was issued for another filter")
-    return after
-
-
-def page_size(requested: int, default: int = 50, maximum: int = 1000) -> int:
-    if requested < 0:
-        raise invalid("page_size", "must not be negative")
-    return min(requested or default, maximum)
-
-
+        return cls(where, params, paging.fingerprint("accounts", filter_text, show_deleted, str(principal)))

@@ -14,6 +14,7 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
+import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import ConnectionPool
@@ -21,8 +22,23 @@ from psycopg_pool import ConnectionPool
 from control import db
 from control.auth import ApiInterceptor, TokenAuthority
 from control.config import Config, load_config
+from control.config_servicers import DirectoryService, RateGroupService, TrunkService
+from control.projection import Publisher
 from control.servicers import AccountService, AuthService, CompanyService
-from tollgate.v1 import account_pb2, account_pb2_grpc, auth_pb2, auth_pb2_grpc, company_pb2, company_pb2_grpc
+from tollgate.v1 import (
+    account_pb2,
+    account_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    company_pb2,
+    company_pb2_grpc,
+    directory_pb2,
+    directory_pb2_grpc,
+    rating_pb2,
+    rating_pb2_grpc,
+    trunks_pb2,
+    trunks_pb2_grpc,
+)
 
 log = logging.getLogger("tollgate.control")
 
@@ -30,6 +46,9 @@ SERVICE_NAMES = (
     account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
     company_pb2.DESCRIPTOR.services_by_name["CompanyService"].full_name,
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+    rating_pb2.DESCRIPTOR.services_by_name["RateGroupService"].full_name,
+    trunks_pb2.DESCRIPTOR.services_by_name["TrunkService"].full_name,
+    directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
 )
 _HEALTH_INTERVAL_SECONDS = 5.0
 
@@ -39,26 +58,32 @@ class RunningServer:
     server: grpc.Server
     port: int
     pool: ConnectionPool
+    publisher: Publisher
     _stop_health: threading.Event
 
     def stop(self, grace: float = 2.0) -> None:
         self._stop_health.set()
         self.server.stop(grace).wait()
+        self.publisher.close()
         self.pool.close()
 
 
-def _watch_health(pool: ConnectionPool, servicer: health.HealthServicer, stop: threading.Event) -> None:
-    """SERVING while PostgreSQL answers; NOT_SERVING otherwise, so load balancers can route away."""
+def _watch_health(pool: ConnectionPool, redis_url: str, servicer: health.HealthServicer,
+                  stop: threading.Event) -> None:
+    """SERVING while PostgreSQL and Redis answer; NOT_SERVING otherwise, so load balancers can route away."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
     while True:
         try:
             with pool.connection(timeout=5) as conn:
                 conn.execute("SELECT 1")
+            client.ping()
             status = health_pb2.HealthCheckResponse.SERVING
         except Exception:  # any failure to reach the database means "not serving"
             status = health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", *SERVICE_NAMES):
             servicer.set(name, status)
         if stop.wait(_HEALTH_INTERVAL_SECONDS):
+            client.close()
             return
 
 
@@ -70,16 +95,21 @@ def create_server(config: Config) -> RunningServer:
     account_pb2_grpc.add_AccountServiceServicer_to_server(AccountService(pool), server)
     company_pb2_grpc.add_CompanyServiceServicer_to_server(CompanyService(pool), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(pool, config.token_ttl_seconds), server)
+    rating_pb2_grpc.add_RateGroupServiceServicer_to_server(RateGroupService(pool), server)
+    trunks_pb2_grpc.add_TrunkServiceServicer_to_server(TrunkService(pool), server)
+    directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryService(pool), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(config.listen)
     if port == 0:
         raise SystemExit(f"cannot listen on {config.listen}")
+    publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds)
+    publisher.start()
     server.start()
     stop = threading.Event()
-    threading.Thread(target=_watch_health, args=(pool, health_servicer, stop), daemon=True).start()
-    return RunningServer(server, port, pool, stop)
+    threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
+    return RunningServer(server, port, pool, publisher, stop)
 
 
 def main(argv: list[str] | None = None) -> None:

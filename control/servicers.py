@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from control import account_csv, accounts, company, listing
-from control.account_fields import timestamp
+from control import account_csv, accounts, company, listing, paging
 from control.auth import current_principal, require_admin
 from control.errors import invalid
+from control.fields import timestamp
 from tollgate.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -50,8 +50,8 @@ class AccountService(account_pb2_grpc.AccountServiceServicer):
 
     def ListAccounts(self, request: account_pb2.ListAccountsRequest, context) -> account_pb2.ListAccountsResponse:
         query = listing.AccountQuery.build(current_principal(), request.filter, request.show_deleted)
-        size = listing.page_size(request.page_size)
-        after = listing.decode_page_token(query, request.page_token)
+        size = paging.page_size(request.page_size)
+        after = paging.decode_token(request.page_token, query.fingerprint) or 0
         with self._pool.connection() as conn, conn.transaction():
             rows = conn.execute(
                 sql.SQL("SELECT a.* FROM accounts a WHERE {} AND a.id > %s ORDER BY a.id LIMIT %s").format(query.where),
@@ -64,7 +64,7 @@ class AccountService(account_pb2_grpc.AccountServiceServicer):
                 accounts=accounts.messages(conn, rows[:size]), total_size=total
             )
         if len(rows) > size:
-            response.next_page_token = listing.encode_page_token(query, rows[size - 1]["id"])
+            response.next_page_token = paging.encode_token(rows[size - 1]["id"], query.fingerprint)
         return response
 
     def DeleteAccounts(self, request: account_pb2.DeleteAccountsRequest, context) -> account_pb2.DeleteAccountsResponse:

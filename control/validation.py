@@ -14,7 +14,6 @@ from control.errors import invalid
 __all__ = ["invalid"]
 
 _CUSTOM_NUMBER = re.compile(r"[0-9A-Za-z]{4,20}")
-_RESOURCE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 @functools.cache
@@ -86,14 +85,3 @@ def max_length(field: str, value: str, limit: int) -> str:
     if len(value) > limit:
         raise invalid(field, f"must be at most {limit} characters")
     return value
-
-
-def resource_id(field: str, name: str, collection: str) -> str | None:
-    """`collection/{id}` -> id; "" -> None (no reference)."""
-    if name == "":
-        return None
-    prefix = collection + "/"
-    ident = name.removeprefix(prefix)
-    if not name.startswith(prefix) or not _RESOURCE_ID.fullmatch(ident):
-        raise invalid(field, f"must be a resource name like {prefix}{{id}}")
-    return ident

@@ -14,13 +14,23 @@ from dataclasses import dataclass
 import grpc
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 
 from control.config import Config
 from control.server import RunningServer, create_server
-from tollgate.v1 import account_pb2_grpc, auth_pb2_grpc, company_pb2_grpc
+from tollgate.v1 import (
+    account_pb2_grpc,
+    auth_pb2_grpc,
+    company_pb2_grpc,
+    directory_pb2_grpc,
+    rating_pb2_grpc,
+    trunks_pb2_grpc,
+)
 
 PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# A Redis database of its own, emptied at the start of the session, so the demo stack's data is safe.
+REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
 def _dsn_for(database: str) -> str:
@@ -39,21 +49,31 @@ def database_dsn() -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.close()
+
+
 @dataclass
 class ControlServer:
     address: str
     admin_token: str
     dsn: str
+    redis_url: str
     running: RunningServer
 
 
 @pytest.fixture(scope="session")
-def control_server(database_dsn: str) -> Iterator[ControlServer]:
+def control_server(database_dsn: str, redis_client: redis.Redis) -> Iterator[ControlServer]:
     token = secrets.token_urlsafe(24)
-    config = Config(listen="127.0.0.1:0", dsn=database_dsn, admin_tokens=(token,), workers=8)
+    config = Config(listen="127.0.0.1:0", dsn=database_dsn, redis_url=REDIS_URL, admin_tokens=(token,), workers=8,
+                    projection_interval_seconds=0.5)
     running = create_server(config)
     try:
-        yield ControlServer(f"127.0.0.1:{running.port}", token, database_dsn, running)
+        yield ControlServer(f"127.0.0.1:{running.port}", token, database_dsn, REDIS_URL, running)
     finally:
         running.stop(grace=0)
 
@@ -69,6 +89,9 @@ class Stubs:
     accounts: account_pb2_grpc.AccountServiceStub
     company: company_pb2_grpc.CompanyServiceStub
     auth: auth_pb2_grpc.AuthServiceStub
+    rate_groups: rating_pb2_grpc.RateGroupServiceStub
+    trunks: trunks_pb2_grpc.TrunkServiceStub
+    directory: directory_pb2_grpc.DirectoryServiceStub
     metadata: tuple
 
 
@@ -79,5 +102,8 @@ def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
         account_pb2_grpc.AccountServiceStub(channel),
         company_pb2_grpc.CompanyServiceStub(channel),
         auth_pb2_grpc.AuthServiceStub(channel),
+        rating_pb2_grpc.RateGroupServiceStub(channel),
+        trunks_pb2_grpc.TrunkServiceStub(channel),
+        directory_pb2_grpc.DirectoryServiceStub(channel),
         (("authorization", f"Bearer {control_server.admin_token}"),),
     )

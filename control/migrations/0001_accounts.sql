@@ -74,7 +74,9 @@ CREATE TABLE accounts (
     created_at                 timestamptz NOT NULL DEFAULT now(),
     updated_at                 timestamptz NOT NULL DEFAULT now(),
     deleted_at                 timestamptz,
-    CHECK (account_type = 'POSTPAID' OR credit_limit = 0)
+    CHECK (account_type = 'POSTPAID' OR credit_limit = 0),
+    -- The target of every configuration reference: numbers are immutable and never reused.
+    CONSTRAINT accounts_account_number_exact_key UNIQUE (account_number)
 );
 -- Numbers are never reused, deleted rows included; "AB12" and "ab12" are the same number.
 CREATE UNIQUE INDEX accounts_number_key ON accounts (lower(account_number));
@@ -84,7 +86,7 @@ CREATE INDEX accounts_created_at_idx ON accounts (created_at);
 
 CREATE TABLE sip_devices (
     id         bigserial PRIMARY KEY,
-    account_id bigint NOT NULL REFERENCES accounts (id),
+    account    text   NOT NULL REFERENCES accounts (account_number),
     username   text   NOT NULL,
     -- Digest credentials: md5(username:realm:password) and its SHA-256 twin (RFC 7616); never the password.
     ha1        text   NOT NULL,
@@ -93,7 +95,7 @@ CREATE TABLE sip_devices (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX sip_devices_username_key ON sip_devices (username);
-CREATE INDEX sip_devices_account_idx ON sip_devices (account_id);
+CREATE INDEX sip_devices_account_idx ON sip_devices (account);
 
 -- Portal login tokens, stored as SHA-256 so a database leak does not leak sessions.
 CREATE TABLE api_tokens (

@@ -1,0 +1,192 @@
+"""The Redis projection: what the fast path needs, published as versioned snapshots (fastpath/snapshot_format).
+
+Writers mark families dirty inside their transaction (`mark_dirty`): a change counter in PostgreSQL plus
+a NOTIFY delivered at commit. The Publisher thread wakes on the NOTIFY (or every few seconds, to catch
+up after Redis or this process was down), rebuilds each family whose counter is ahead of what Redis
+holds, writes the new version in chunks, and swaps the pointer atomically with one script that also
+announces the version on the feed stream. Readers never see half a snapshot: they only ever follow the
+pointer to a complete one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import redis
+
+from fastpath import snapshot_format as fmt
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "tollgate_projection"
+_PIPELINE_CHUNKS = 20  # chunks per round trip: big decks never hold Redis for long
+
+# family kind -> (query, parameter from the family name?)
+_QUERIES = {
+    "company": "SELECT max_call_seconds, decimals, currency, sip_realm FROM company",
+    "accounts": """
+        SELECT account_number, type, status, deleted_at IS NOT NULL, extract(epoch FROM expire_at)::bigint,
+               account_type, credit_limit, max_concurrent_calls, cps, localization_id, allow_local_calls,
+               allow_loss_less_routing, lc_charge_per_min, allow_recording, rate_group_id,
+               non_cli_rate_group_id, cli_pool
+        FROM accounts ORDER BY id""",
+    "devices": "SELECT username, account, realm, ha1, ha1_sha256, status FROM sip_devices ORDER BY username",
+    "ipmaps": "SELECT id, account, cidr::text, tech_prefix, status FROM ip_maps ORDER BY id",
+    "dids": "SELECT number, account, provider, status FROM dids ORDER BY number",
+    "callerids": "SELECT account, number FROM caller_ids ORDER BY account, number",
+    "rategroups": """
+        SELECT id, markup_percent, routing_strategy, default_initial_increment, default_increment, trunks, status
+        FROM rate_groups ORDER BY id""",
+    "trunks": """
+        SELECT t.id, t.provider, (a.deleted_at IS NULL AND a.status = 'ACTIVE'), t.gateways,
+               t.max_concurrent_calls, t.cps, t.localization_id, t.priority, t.status
+        FROM trunks t JOIN accounts a ON a.account_number = t.provider ORDER BY t.id""",
+    "localizations": """
+        SELECT id, caller_id_inbound, caller_id_outbound, destination, termination_caller_id,
+               termination_destination
+        FROM localization_profiles ORDER BY id""",
+    "odeck": """
+        SELECT prefix, connect_fee, included_seconds, rate_per_min, initial_increment, increment, forced_trunks,
+               priority
+        FROM origination_rates WHERE rate_group_id = %s ORDER BY prefix""",
+    "tdeck": """
+        SELECT prefix, connect_fee, included_seconds, rate_per_min, initial_increment, increment, strip, prepend,
+               priority
+        FROM termination_rates WHERE trunk_id = %s ORDER BY prefix""",
+}
+
+# KEYS: pointer, sources, feed. ARGV: family, version, source seq, retired ttl, snapshot key prefix.
+# Refuses a version built from older data than the live one (two publishers racing).
+_SWAP = """
+local live = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+if tonumber(ARGV[3]) < live then return 0 end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'family', ARGV[1], 'version', ARGV[2])
+if old then redis.call('EXPIRE', ARGV[5] .. ARGV[1] .. ':' .. old, ARGV[4]) end
+return 1
+"""
+
+
+def mark_dirty(conn: psycopg.Connection, *families: str) -> None:
+    """Record that these families changed; the publisher sees it when the transaction commits."""
+    for family in dict.fromkeys(families):
+        conn.execute(
+            "INSERT INTO projection_state (family) VALUES (%s)"
+            " ON CONFLICT (family) DO UPDATE SET seq = projection_state.seq + 1",
+            (family,),
+        )
+        conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, family))
+
+
+def _chunks(cursor: psycopg.Cursor) -> Iterator[bytes]:
+    while rows := cursor.fetchmany(fmt.CHUNK_ROWS):
+        yield fmt.encode_chunk([list(r) for r in rows])
+
+
+class Publisher:
+    """Keeps Redis in step with PostgreSQL; one per control service process."""
+
+    def __init__(self, dsn: str, redis_url: str, interval_seconds: float = 2.0):
+        self._dsn = dsn
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self._swap = self._redis.register_script(_SWAP)
+        self._interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="projection-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._dsn, autocommit=True) as listener:
+                    listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._loop(listener)
+            except (psycopg.Error, redis.RedisError, OSError) as exc:
+                self._report_failure(exc)
+                self._stop.wait(self._interval)
+
+    def _loop(self, listener: psycopg.Connection) -> None:
+        while not self._stop.is_set():
+            self.reconcile()
+            # Wake on the first NOTIFY, then drain a burst briefly so one publish covers many changes.
+            for _ in listener.notifies(timeout=self._interval, stop_after=1):
+                for _ in listener.notifies(timeout=0.02):
+                    pass
+
+    def _report_failure(self, exc: Exception) -> None:
+        if not self._failing:  # once per outage, not once per retry
+            log.error("projection publisher cannot reach its stores: %s", exc)
+        self._failing = True
+
+    # ------------------------------------------------------------------ publishing
+    def reconcile(self) -> list[str]:
+        """Publish every family Redis lags behind; return their names."""
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            wanted = dict(conn.execute("SELECT family, seq FROM projection_state").fetchall())
+        published = {k.decode(): int(v) for k, v in self._redis.hgetall(fmt.SOURCES).items()}
+        live = {k.decode() for k in self._redis.hkeys(fmt.POINTER)}
+        stale = [f for f, seq in wanted.items() if published.get(f, -1) < seq or f not in live]
+        for family in sorted(stale):
+            self.publish(family)
+        if self._failing:
+            log.info("projection publisher recovered")
+            self._failing = False
+        return stale
+
+    def publish(self, family: str) -> int:
+        """Build and swap in a new version of one family; return the version."""
+        kind = fmt.kind_of(family)
+        params = (family.partition(":")[2],) if kind in ("odeck", "tdeck") else ()
+        version = int(self._redis.incr(fmt.VERSION_SEQ))
+        key = fmt.snapshot_key(family, version)
+        started = time.monotonic()
+        with psycopg.connect(self._dsn) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                row = conn.execute("SELECT seq FROM projection_state WHERE family = %s", (family,)).fetchone()
+                seq = row[0] if row else 0
+                with conn.cursor(name="projection") as cursor:
+                    cursor.execute(_QUERIES[kind], params)
+                    rows = self._write_chunks(key, _chunks(cursor))
+        swapped = self._swap(
+            keys=[fmt.POINTER, fmt.SOURCES, fmt.FEED],
+            args=[family, version, seq, fmt.RETIRED_TTL_SECONDS, fmt.PREFIX + "snap:", fmt.FEED_MAXLEN],
+        )
+        if not swapped:
+            self._redis.delete(key)
+        log.info("published %s v%d (%d chunks) in %.3f s", family, version, rows, time.monotonic() - started)
+        return version
+
+    def _write_chunks(self, key: str, chunks: Iterator[bytes]) -> int:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.delete(key)
+        pipe.rpush(key, fmt.encode_chunk([]))  # an empty family still has a (one-chunk) snapshot
+        count, pending = 0, 0
+        for chunk in chunks:
+            pipe.rpush(key, chunk)
+            count, pending = count + 1, pending + 1
+            if pending == _PIPELINE_CHUNKS:
+                pipe.execute()
+                pending = 0
+        pipe.execute()
+        return count
+
+    def close(self) -> None:
+        self.stop()
+        self._redis.close()

@@ -1,0 +1,72 @@
+"""The Redis projection's layout: the contract between control (writer) and the fast path (reader).
+
+Every family is a versioned snapshot: a Redis LIST of chunks, each chunk a JSON array of rows, each row
+a JSON array whose positions are COLUMNS[kind]. A pointer hash names the live version of each family,
+and a stream announces every swap. All keys share the hash tag {cfg}, so the swap (pointer + stream)
+is one atomic script on a single Redis, Sentinel or Redis Cluster alike.
+"""
+
+from __future__ import annotations
+
+import json
+
+TAG = "{cfg}"
+PREFIX = f"tg:{TAG}:"
+POINTER = PREFIX + "pointer"  # HASH family -> live version
+SOURCES = PREFIX + "sources"  # HASH family -> PostgreSQL change seq the live version reflects
+FEED = PREFIX + "feed"  # STREAM of {family, version}
+VERSION_SEQ = PREFIX + "seq"  # counter of versions
+CHUNK_ROWS = 5_000
+FEED_MAXLEN = 10_000
+# How long a replaced snapshot stays readable for a reader that was in the middle of loading it.
+RETIRED_TTL_SECONDS = 120
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "company": ("max_call_seconds", "decimals", "currency", "sip_realm"),
+    "accounts": (
+        "number", "type", "status", "deleted", "expire_epoch", "account_type", "credit_limit",
+        "max_concurrent_calls", "cps", "localization", "allow_local_calls", "allow_loss_less_routing",
+        "lc_charge_per_min", "allow_recording", "rate_group", "non_cli_rate_group", "cli_pool",
+    ),
+    "devices": ("username", "account", "realm", "ha1", "ha1_sha256", "status"),
+    "ipmaps": ("id", "account", "cidr", "tech_prefix", "status"),
+    "dids": ("number", "account", "provider", "status"),
+    "callerids": ("account", "number"),
+    "rategroups": ("id", "markup_percent", "routing_strategy", "default_initial_increment",
+                   "default_increment", "trunks", "status"),
+    "trunks": ("id", "provider", "provider_usable", "gateways", "max_concurrent_calls", "cps",
+               "localization", "priority", "status"),
+    "localizations": ("id", "caller_id_inbound", "caller_id_outbound", "destination",
+                      "termination_caller_id", "termination_destination"),
+    "odeck": ("prefix", "connect_fee", "included_seconds", "rate_per_min", "initial_increment", "increment",
+              "forced_trunks", "priority"),
+    "tdeck": ("prefix", "connect_fee", "included_seconds", "rate_per_min", "initial_increment", "increment",
+              "strip", "prepend", "priority"),
+}
+BASE_FAMILIES = ("company", "accounts", "devices", "ipmaps", "dids", "callerids", "rategroups", "trunks",
+                 "localizations")
+
+
+def origination_deck(rate_group_id: str) -> str:
+    return f"odeck:{rate_group_id}"
+
+
+def termination_deck(trunk_id: str) -> str:
+    return f"tdeck:{trunk_id}"
+
+
+def kind_of(family: str) -> str:
+    """'odeck:gold' -> 'odeck'; base families are their own kind."""
+    return family.partition(":")[0]
+
+
+def snapshot_key(family: str, version: int) -> str:
+    return f"{PREFIX}snap:{family}:{version}"
+
+
+def encode_chunk(rows: list) -> bytes:
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def decode_chunk(data: bytes) -> list:
+    return json.loads(data)
