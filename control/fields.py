@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
+from psycopg.types.json import Jsonb
 
 from control import validation
 
@@ -100,7 +101,7 @@ def to_column(field: Field, value) -> Any:
     if field.kind == "strings":
         return [validation.max_length(f"{field.path}[{i}]", v.strip(), field.max_len) for i, v in enumerate(value)]
     if field.kind == "messages":
-        return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in value]
+        return Jsonb([json_format.MessageToDict(m, preserving_proto_field_name=True) for m in value])
     if field.kind == "time":
         return value.ToDatetime(tzinfo=UTC) if value.ByteSize() else None
     if field.kind == "str":
@@ -128,6 +129,8 @@ def set_from_column(message, field: Field, value) -> None:
         getattr(target, leaf).extend(json_format.ParseDict(v, field.message_type()) for v in value)
     elif field.kind == "time":
         getattr(target, leaf).CopyFrom(timestamp(value))
+    elif field.kind == "str":
+        setattr(target, leaf, str(value))  # also network types, e.g. a cidr column
     else:
         setattr(target, leaf, value)
 

@@ -103,6 +103,11 @@ class Publisher:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        """Catch Redis up once before serving (when it is reachable), then follow changes in a thread."""
+        try:
+            self.reconcile()
+        except (psycopg.Error, redis.RedisError, OSError) as exc:
+            self._report_failure(exc)
         self._thread = threading.Thread(target=self._run, name="projection-publisher", daemon=True)
         self._thread.start()
 
@@ -125,9 +130,8 @@ class Publisher:
         while not self._stop.is_set():
             self.reconcile()
             # Wake on the first NOTIFY, then drain a burst briefly so one publish covers many changes.
-            for _ in listener.notifies(timeout=self._interval, stop_after=1):
-                for _ in listener.notifies(timeout=0.02):
-                    pass
+            if list(listener.notifies(timeout=self._interval, stop_after=1)):
+                list(listener.notifies(timeout=0.02))
 
     def _report_failure(self, exc: Exception) -> None:
         if not self._failing:  # once per outage, not once per retry

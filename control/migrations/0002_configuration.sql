@@ -96,7 +96,8 @@ CREATE TABLE ip_maps (
     description text NOT NULL DEFAULT '',
     status      text NOT NULL DEFAULT 'ACTIVE' CHECK (status IN ('ACTIVE', 'INACTIVE'))
 );
-CREATE UNIQUE INDEX ip_maps_network_key ON ip_maps (cidr, tech_prefix);
+-- Named after its first column so a clash is reported on `cidr`.
+CREATE UNIQUE INDEX ip_maps_cidr_key ON ip_maps (cidr, tech_prefix);
 
 -- One row per projected family: `seq` grows with every committed change, so a publisher can tell
 -- which families Redis lags behind (and catch up after Redis or the publisher was down).
