@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Make a Debian 12 machine ready for tollgate, and do nothing that is already done:
+#   - the Debian packages (PostgreSQL, Redis, Python build tools, Kamailio + its Python/Redis modules, SIPp);
+#   - PostgreSQL and Redis running on 127.0.0.1, with 127.0.0.1 connections as user `postgres` allowed;
+#   - the virtualenv .venv with tollgate installed in editable mode (`pip install -e '.[test]'`).
+# Installing packages, starting PostgreSQL and editing pg_hba.conf need root; the rest does not.
+# Called by start-stack.sh and run-tests.sh; safe to run again at any time.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PACKAGES=(
+    postgresql redis-server
+    python3-venv python3-dev build-essential
+    kamailio kamailio-python3-modules kamailio-redis-modules sip-tester
+    curl ca-certificates
+)
+PYTHON="${PYTHON:-python3}"          # the interpreter that creates .venv
+STAMP=.venv/.tollgate-installed      # touched after a successful pip install
+LOGS="$ROOT/run"                     # apt and pip output go to run/apt.log and run/pip.log
+mkdir -p "$LOGS"
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'bootstrap: %s\n' "$*" >&2; exit 1; }
+need_root() { [[ $EUID -eq 0 ]] || die "$1 needs root: run  sudo bash scripts/bootstrap.sh"; }
+
+# quietly LOG COMMAND...: run COMMAND with its output appended to LOG; show the end of LOG if it fails.
+quietly() {
+    local log=$1; shift
+    printf '\n$ %s\n' "$*" >>"$log"
+    if ! "$@" >>"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        die "'$*' failed (full output in $log)"
+    fi
+}
+
+# wait_for SECONDS WHAT COMMAND...: retry COMMAND every 0.5 s until it succeeds.
+wait_for() {
+    local seconds=$1 what=$2; shift 2
+    local tries=$((seconds * 2))
+    until "$@" >/dev/null 2>&1; do
+        tries=$((tries - 1))
+        ((tries > 0)) || die "$what not ready after ${seconds}s"
+        sleep 0.5
+    done
+}
+
+# --- Debian packages ---------------------------------------------------------------------------------
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+if ((${#missing[@]})); then
+    need_root "installing ${missing[*]}"
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    quietly "$LOGS/apt.log" apt-get update
+    quietly "$LOGS/apt.log" apt-get install -y -o Dpkg::Use-Pty=0 "${missing[@]}"
+    # Under systemd the package enables and starts a stock Kamailio on port 5060; tollgate runs its own
+    # Kamailio with its own configuration, so switch the stock one off when this script installed it.
+    if [[ " ${missing[*]} " == *" kamailio "* && -d /run/systemd/system ]]; then
+        say "disabling the stock kamailio.service (tollgate starts Kamailio itself)"
+        systemctl disable --now kamailio.service >/dev/null 2>&1 || true
+    fi
+else
+    say "Debian packages present"
+fi
+
+# --- PostgreSQL --------------------------------------------------------------------------------------
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432; }
+if pg_ready; then
+    say "PostgreSQL is running"
+else
+    need_root "starting PostgreSQL"
+    # The newest installed major version; its cluster "main" is created by the package's postinst.
+    version="$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)"
+    [[ -n "$version" ]] || die "no PostgreSQL server under /usr/lib/postgresql"
+    if [[ ! -d "/etc/postgresql/$version/main" ]]; then
+        say "creating PostgreSQL $version cluster main"
+        pg_createcluster "$version" main >/dev/null
+    fi
+    port="$(pg_conftool -s "$version" main show port 2>/dev/null || echo 5432)"
+    [[ "$port" == 5432 ]] || die "PostgreSQL $version/main is configured for port $port, tollgate expects 5432:
+    set 'port = 5432' in /etc/postgresql/$version/main/postgresql.conf (or stop the server using 5432)"
+    if ! pg_ctlcluster "$version" main status >/dev/null 2>&1; then
+        say "starting PostgreSQL $version"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    fi
+    wait_for 30 "PostgreSQL" pg_ready
+fi
+
+# Debian's pg_hba.conf only has peer auth for the postgres user: allow TCP from 127.0.0.1 when it fails.
+pg_tcp_ok() { PGCONNECT_TIMEOUT=5 psql -w -X -q -h 127.0.0.1 -U postgres -d postgres -c 'select 1' >/dev/null 2>&1; }
+if ! pg_tcp_ok; then
+    need_root "editing pg_hba.conf"
+    hba="$(cd / && runuser -u postgres -- psql -X -At -c 'show hba_file')"
+    [[ -f "$hba" ]] || die "cannot find pg_hba.conf (got '$hba')"
+    say "allowing 'host all postgres 127.0.0.1/32 trust' in $hba"
+    cp -p "$hba" "$hba.before-tollgate"
+    { printf '# added by tollgate scripts/bootstrap.sh: local TCP as postgres without a password\n'
+      printf 'host all postgres 127.0.0.1/32 trust\n'
+      cat "$hba.before-tollgate"; } >"$hba"
+    (cd / && runuser -u postgres -- psql -X -q -c 'select pg_reload_conf()' >/dev/null)
+    wait_for 10 "PostgreSQL on 127.0.0.1 as postgres" pg_tcp_ok
+fi
+
+# --- Redis -------------------------------------------------------------------------------------------
+redis_ready() { [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" == PONG ]]; }
+if redis_ready; then
+    say "Redis is running"
+else
+    say "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    wait_for 15 "Redis" redis_ready
+fi
+
+# --- Python virtualenv -------------------------------------------------------------------------------
+if ! .venv/bin/python -c '' >/dev/null 2>&1; then
+    say "creating .venv with $("$PYTHON" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
+    rm -rf .venv
+    "$PYTHON" -m venv .venv
+fi
+if [[ ! -f "$STAMP" || pyproject.toml -nt "$STAMP" || setup.py -nt "$STAMP" ]]; then
+    say "installing tollgate into .venv (pip install -e '.[test]', generates the gRPC stubs)"
+    quietly "$LOGS/pip.log" .venv/bin/pip install --disable-pip-version-check -e '.[test]'
+    touch "$STAMP"
+else
+    # pip is not needed again, but a .proto edited since the last build must still reach the stubs.
+    stale=""
+    for proto in proto/tollgate/*/*.proto; do
+        pb2="${proto%.proto}_pb2.py"
+        if [[ ! -f "$pb2" || "$proto" -nt "$pb2" ]]; then stale=yes; fi
+    done
+    if [[ -n "$stale" ]]; then
+        say "regenerating gRPC stubs from proto/"
+        .venv/bin/python proto/generate.py
+    fi
+    say "tollgate is installed in .venv"
+fi

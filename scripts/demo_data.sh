@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Load the demo accounts through tollgate-admin, skipping those that exist already (safe to run again):
+#   9000000001  provider "Demo Carrier Ltd", prepaid
+#   9000000002  customer "Demo Customer Inc", postpaid with a 100.00 credit limit and a SIP device
+# The CLI finds the server and an admin token as usual: TOLLGATE_ADDRESS / TOLLGATE_TOKEN, or
+# ~/.config/tollgate/admin.toml. start-stack.sh runs this after starting the control service.
+# The demo accounts have no portal password; set one with `tollgate-admin accounts update N --password ...`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ADMIN="$ROOT/.venv/bin/tollgate-admin"
+EXIT_NOT_FOUND=4        # tollgate-admin's exit codes (admin/errors.py)
+EXIT_ALREADY_EXISTS=5
+
+say() { printf '==> %s\n' "$*"; }
+
+# ensure NUMBER LABEL CREATE-FLAGS...: create the account unless `accounts get NUMBER` finds it.
+ensure() {
+    local number=$1 label=$2; shift 2
+    local rc=0 err
+    err="$("$ADMIN" accounts get "$number" 2>&1 >/dev/null)" || rc=$?
+    if ((rc == 0)); then
+        say "demo $label $number exists"
+        return
+    fi
+    if ((rc != EXIT_NOT_FOUND)); then
+        printf '%s\n' "$err" >&2
+        say "cannot look up demo $label $number (tollgate-admin exit $rc)"
+        return "$rc"
+    fi
+    local out
+    rc=0
+    out="$("$ADMIN" accounts create --number "$number" "$@" 2>&1)" || rc=$?
+    if ((rc == 0)); then
+        say "created demo $label $number"
+        # The one line worth keeping from the full record: the SIP password is never shown again.
+        grep 'SIP device password' <<<"$out" | sed 's/^/    /' || true
+    elif ((rc == EXIT_ALREADY_EXISTS)); then
+        # Numbers are never reused: a deleted demo account (or its email on another account) stays taken.
+        printf '%s\n' "$out" | sed 's/^/    /'
+        say "demo $label $number not created: its number or email is taken (a deleted demo account?)"
+    else
+        printf '%s\n' "$out" >&2
+        return "$rc"
+    fi
+}
+
+ensure 9000000001 provider --provider \
+    --email noc@carrier.example.com --company "Demo Carrier Ltd" \
+    --first-name Dana --last-name Carrier --phone "+44 20 7946 0001" \
+    --address1 "1 Interconnect Way" --city London --zip "EC1A 1AA" \
+    --country GB --timezone Europe/London \
+    --max-calls 200 --cps 20
+
+ensure 9000000002 customer \
+    --email ops@customer.example.com --company "Demo Customer Inc" \
+    --first-name Casey --last-name Customer --phone "+1 212 555 0102" \
+    --address1 "2 Dial Tone Street" --city "New York" --province NY --zip 10001 \
+    --country US --timezone America/New_York \
+    --postpaid --credit-limit 100.00 --sip-device \
+    --max-calls 10 --cps 2

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# README command 1: start the whole tollgate stack with demo data (Debian 12, as root).
+#   1. scripts/bootstrap.sh: Debian packages, PostgreSQL and Redis running, .venv installed;
+#   2. the database named by the configured DSN (default "tollgate"), created when missing;
+#   3. /etc/tollgate/control.toml (or $TOLLGATE_CONFIG) with a fresh admin token, when missing;
+#   4. ~/.config/tollgate/admin.toml for tollgate-admin, with that token;
+#   5. the control service (re)started in the background: pid run/control.pid, log run/control.log;
+#   6. demo data (scripts/demo_data.sh), then a summary.
+# Safe to run again: it keeps the configuration and the data, and restarts the control service.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export TOLLGATE_CONFIG="${TOLLGATE_CONFIG:-/etc/tollgate/control.toml}"
+PY=.venv/bin/python
+PIDFILE=run/control.pid
+LOG=run/control.log
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'start-stack: %s\n' "$*" >&2; exit 1; }
+
+bash scripts/bootstrap.sh
+
+# --- control service configuration --------------------------------------------------------------------
+if [[ ! -f "$TOLLGATE_CONFIG" ]]; then
+    say "writing $TOLLGATE_CONFIG with a new admin token"
+    if ! mkdir -p "$(dirname "$TOLLGATE_CONFIG")" 2>/dev/null || [[ ! -w "$(dirname "$TOLLGATE_CONFIG")" ]]; then
+        die "cannot write $TOLLGATE_CONFIG: run as root (sudo bash scripts/start-stack.sh)"
+    fi
+    (
+        umask 077
+        "$PY" - "$TOLLGATE_CONFIG" <<'EOF'
+import json, secrets, sys, time
+path = sys.argv[1]
+token = secrets.token_urlsafe(32)
+with open(path, "x") as f:
+    f.write(f"""# tollgate control service: written by scripts/start-stack.sh on {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.
+# Every key, its default and its TOLLGATE_* environment override: config/control.example.toml.
+listen = "127.0.0.1:50051"
+dsn = "postgresql://postgres@127.0.0.1:5432/tollgate"
+redis_url = "redis://127.0.0.1:6379/0"
+# Bearer tokens with full access. Keep this file mode 600.
+admin_tokens = [{json.dumps(token)}]
+""")
+EOF
+    )
+else
+    say "keeping $TOLLGATE_CONFIG"
+fi
+chmod 600 "$TOLLGATE_CONFIG"
+
+# The effective settings (file + TOLLGATE_* overrides), read by the service's own loader.
+# Line 1: client address, 2: DSN, 3: first admin token.
+mapfile -t settings < <("$PY" - <<'EOF'
+from control.config import load_config
+config = load_config()
+host, _, port = config.listen.rpartition(":")
+if host in ("", "0.0.0.0", "[::]", "::", "*"):  # listening on every interface: talk to it over loopback
+    host = "127.0.0.1"
+print(f"{host}:{port}")
+print(config.dsn)
+print(config.admin_tokens[0] if config.admin_tokens else "")
+EOF
+)
+((${#settings[@]} == 3)) || die "cannot read the configuration $TOLLGATE_CONFIG"
+ADDRESS="${settings[0]}"
+DSN="${settings[1]}"
+TOKEN="${settings[2]}"
+[[ -n "$TOKEN" ]] || die "no admin_tokens in $TOLLGATE_CONFIG (nor in TOLLGATE_ADMIN_TOKENS)"
+
+# --- database ----------------------------------------------------------------------------------------
+created="$("$PY" - "$DSN" <<'EOF'
+import sys
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+dsn = sys.argv[1]
+name = conninfo_to_dict(dsn).get("dbname") or "tollgate"
+with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True, connect_timeout=10) as conn:
+    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        print(f"created database {name}")
+    else:
+        print(f"database {name} exists")
+EOF
+)" || die "cannot reach PostgreSQL with $DSN"
+say "$created"
+
+# --- CLI configuration -------------------------------------------------------------------------------
+# write_cli_config HOME_DIR OWNER: ~/.config/tollgate/admin.toml with this server's address and admin token.
+# An existing file is kept when it already holds one of the admin tokens (it may carry other choices).
+write_cli_config() {
+    local home=$1 owner=$2 file="$1/.config/tollgate/admin.toml"
+    if [[ -f "$file" ]] && "$PY" - "$file" <<'EOF'
+import sys, tomllib
+from control.config import load_config
+with open(sys.argv[1], "rb") as f:
+    token = tomllib.load(f).get("token")
+sys.exit(0 if token in load_config().admin_tokens else 1)
+EOF
+    then
+        say "keeping $file"
+        return
+    fi
+    say "writing $file (address $ADDRESS, admin token)"
+    if [[ ! -d "$home/.config" ]]; then
+        install -d -m 700 -o "$owner" -g "$(id -gn "$owner")" "$home/.config"
+    fi
+    install -d -m 700 -o "$owner" -g "$(id -gn "$owner")" "$home/.config/tollgate"
+    (
+        umask 077
+        "$PY" - "$file" "$ADDRESS" "$TOKEN" <<'EOF'
+import json, sys
+path, address, token = sys.argv[1:]
+with open(path, "w") as f:
+    f.write("# tollgate-admin: written by scripts/start-stack.sh\n")
+    f.write(f"address = {json.dumps(address)}\ntoken = {json.dumps(token)}\n")
+EOF
+    )
+    chown "$owner:$(id -gn "$owner")" "$file"
+}
+write_cli_config "$HOME" "$(id -un)"
+if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root && "$SUDO_USER" != "$(id -un)" ]]; then
+    # Started with sudo: the user who typed it gets a working CLI too.
+    write_cli_config "$(getent passwd "$SUDO_USER" | cut -d: -f6)" "$SUDO_USER"
+fi
+
+# --- control service ---------------------------------------------------------------------------------
+bash scripts/stop-stack.sh
+if "$PY" - "$ADDRESS" <<'EOF'
+import socket, sys
+host, _, port = sys.argv[1].rpartition(":")
+try:
+    socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+except OSError:
+    sys.exit(1)
+EOF
+then
+    die "something else already listens on $ADDRESS: stop it, or set listen in $TOLLGATE_CONFIG"
+fi
+
+say "starting the control service on $ADDRESS (log $LOG)"
+mkdir -p run
+printf '\n=== %s start-stack.sh: starting tollgate-control\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" >>"$LOG"
+# setsid: the service outlives this shell and its terminal; it keeps the pid written below.
+setsid .venv/bin/tollgate-control </dev/null >>"$LOG" 2>&1 &
+echo $! >"$PIDFILE"
+
+# Wait (up to 30 s) for the standard gRPC health check to answer SERVING, while the process lives.
+if ! "$PY" - "$ADDRESS" "$(cat "$PIDFILE")" <<'EOF'
+import os, sys, time
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+address, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 30
+with grpc.insecure_channel(address) as channel:
+    stub = health_pb2_grpc.HealthStub(channel)
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            sys.exit("the control service exited")
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                sys.exit(0)
+        except grpc.RpcError:
+            pass
+        time.sleep(0.5)
+sys.exit("no SERVING health answer within 30 s")
+EOF
+then
+    echo "--- last lines of $LOG:" >&2
+    tail -n 30 "$LOG" >&2
+    die "the control service did not come up"
+fi
+say "control service is SERVING on $ADDRESS (pid $(cat "$PIDFILE"))"
+
+# --- demo data ---------------------------------------------------------------------------------------
+TOLLGATE_ADDRESS="$ADDRESS" TOLLGATE_TOKEN="$TOKEN" bash scripts/demo_data.sh
+
+# --- summary -----------------------------------------------------------------------------------------
+cat <<EOF
+
+tollgate control service
+  address      $ADDRESS (gRPC, plaintext, loopback)
+  pid / log    $ROOT/$PIDFILE  /  $ROOT/$LOG
+  config       $TOLLGATE_CONFIG (admin token in admin_tokens)
+  CLI config   $HOME/.config/tollgate/admin.toml (address + the same token)
+  stop         bash scripts/stop-stack.sh
+
+Accounts (demo data):
+EOF
+TOLLGATE_ADDRESS="$ADDRESS" TOLLGATE_TOKEN="$TOKEN" .venv/bin/tollgate-admin accounts list | sed 's/^/  /'
+cat <<EOF
+
+Use the CLI:
+  $ROOT/.venv/bin/tollgate-admin accounts list
+  $ROOT/.venv/bin/tollgate-admin accounts get 9000000002
+  $ROOT/.venv/bin/tollgate-admin --help            (or: source .venv/bin/activate)
+List the gRPC services through server reflection:
+  python3 scripts/list-services.py --methods
+EOF
