@@ -55,9 +55,10 @@ class DevelopWithStubs(develop):
 
 
 setup(
-    packages=["tollgate", "tollgate.v1", "control", "admin", "fastpath", "kemi"],
+    packages=["tollgate", "tollgate.v1", "control", "control.migrations", "admin", "fastpath",
+              "fastpath.reference", "kemi"],
     package_dir={"tollgate": "proto/tollgate", "tollgate.v1": "proto/tollgate/v1"},
-    package_data={"tollgate.v1": ["*.proto", "*.pyi"], "control": ["migrations/*.sql"]},
+    package_data={"tollgate.v1": ["*.proto", "*.pyi"], "control.migrations": ["*.sql"]},
     cmdclass={
         "generate_stubs": GenerateStubs,
         "build_py": BuildPyWithStubs,

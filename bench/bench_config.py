@@ -87,7 +87,7 @@ def main() -> None:
         family = fmt.origination_deck("bench")
         publisher = Publisher(dsn, REDIS)
         publish_s, version = timed(lambda: publisher.publish(family))
-        chunks = client.lrange(fmt.snapshot_key(family, version), 0, -1)
+        chunks = client.lrange(fmt.Keys().snapshot(family, version), 0, -1)
         raw_write_s, _ = timed(lambda: _raw_write(client, chunks))
         feed = ProjectionFeed(client)
         load_s, snapshot = timed(lambda: feed.read(family, version))

@@ -15,6 +15,7 @@ class Config:
     listen: str = "127.0.0.1:50051"
     dsn: str = "postgresql://postgres@127.0.0.1:5432/tollgate"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = "tg"  # key prefix of the projection; distinct per stack sharing one Redis
     admin_tokens: tuple[str, ...] = field(default_factory=tuple)
     token_ttl_seconds: int = 86_400
     pool_max_size: int = 10
@@ -34,7 +35,8 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
     unknown = set(values) - set(Config.__dataclass_fields__)
     if unknown:
         raise SystemExit(f"{path}: unknown keys {sorted(unknown)}")
-    for key, var in (("listen", "TOLLGATE_LISTEN"), ("dsn", "TOLLGATE_DSN"), ("redis_url", "TOLLGATE_REDIS_URL")):
+    for key, var in (("listen", "TOLLGATE_LISTEN"), ("dsn", "TOLLGATE_DSN"), ("redis_url", "TOLLGATE_REDIS_URL"),
+                     ("redis_namespace", "TOLLGATE_REDIS_NAMESPACE")):
         if env.get(var):
             values[key] = env[var]
     if env.get("TOLLGATE_ADMIN_TOKENS"):

@@ -74,8 +74,8 @@ def _count(text: str, low: int = 0, high: int = _MAX_INT32) -> int:
 def _convert(column: str, text: str):
     text = text.strip()
     if column == "prefix":
-        if not (text.isdigit() and len(text) <= 32):
-            raise ValueError(f"prefix {text!r} must be 1 to 32 digits")
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):
+            raise ValueError(f"prefix {text!r} must be 1 to 18 digits")
         return text
     if column in _MONEY:
         return _money(text or "0")

@@ -67,6 +67,7 @@ def unauthenticated(message: str) -> ApiError:
 # Unique indexes and foreign keys -> the API field the caller set. Keep in step with migrations/.
 _CONSTRAINT_FIELDS = {
     "accounts_number_key": "account_number",
+    "accounts_account_number_exact_key": "account_number",
     "accounts_email_live_key": "email",
     "accounts_pin_live_key": "pin",
     "sip_devices_username_key": "account_number",

@@ -25,7 +25,7 @@ ID_PATTERNS = {
     "sipDevices": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}"),
     "dids": re.compile(r"[0-9]{1,32}"),
     "callerIds": re.compile(r"[0-9]{1,32}"),
-    "rates": re.compile(r"[0-9]{1,32}"),
+    "rates": re.compile(r"[0-9]{1,18}"),
 }
 
 

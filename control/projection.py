@@ -92,8 +92,10 @@ def _chunks(cursor: psycopg.Cursor) -> Iterator[bytes]:
 class Publisher:
     """Keeps Redis in step with PostgreSQL; one per control service process."""
 
-    def __init__(self, dsn: str, redis_url: str, interval_seconds: float = 2.0):
+    def __init__(self, dsn: str, redis_url: str, interval_seconds: float = 2.0,
+                 namespace: str = fmt.DEFAULT_NAMESPACE):
         self._dsn = dsn
+        self._keys = fmt.Keys(namespace)
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
         self._swap = self._redis.register_script(_SWAP)
         self._interval = interval_seconds
@@ -143,8 +145,13 @@ class Publisher:
         """Publish every family Redis lags behind; return their names."""
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             wanted = dict(conn.execute("SELECT family, seq FROM projection_state").fetchall())
-        published = {k.decode(): int(v) for k, v in self._redis.hgetall(fmt.SOURCES).items()}
-        live = {k.decode() for k in self._redis.hkeys(fmt.POINTER)}
+            epoch = conn.execute("SELECT epoch FROM projection_epoch").fetchone()[0]
+        if self._redis.get(self._keys.epoch) != epoch.encode():
+            # Another (or a recreated) database wrote this projection: its sequence numbers mean nothing here.
+            self._redis.delete(self._keys.sources)
+            self._redis.set(self._keys.epoch, epoch)
+        published = {k.decode(): int(v) for k, v in self._redis.hgetall(self._keys.sources).items()}
+        live = {k.decode() for k in self._redis.hkeys(self._keys.pointer)}
         stale = [f for f, seq in wanted.items() if published.get(f, -1) < seq or f not in live]
         for family in sorted(stale):
             self.publish(family)
@@ -157,8 +164,8 @@ class Publisher:
         """Build and swap in a new version of one family; return the version."""
         kind = fmt.kind_of(family)
         params = (family.partition(":")[2],) if kind in ("odeck", "tdeck") else ()
-        version = int(self._redis.incr(fmt.VERSION_SEQ))
-        key = fmt.snapshot_key(family, version)
+        version = int(self._redis.incr(self._keys.version_seq))
+        key = self._keys.snapshot(family, version)
         started = time.monotonic()
         with psycopg.connect(self._dsn) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -169,8 +176,8 @@ class Publisher:
                     cursor.execute(_QUERIES[kind], params)
                     rows = self._write_chunks(key, _chunks(cursor))
         swapped = self._swap(
-            keys=[fmt.POINTER, fmt.SOURCES, fmt.FEED],
-            args=[family, version, seq, fmt.RETIRED_TTL_SECONDS, fmt.PREFIX + "snap:", fmt.FEED_MAXLEN],
+            keys=[self._keys.pointer, self._keys.sources, self._keys.feed],
+            args=[family, version, seq, fmt.RETIRED_TTL_SECONDS, self._keys.snapshot_prefix, fmt.FEED_MAXLEN],
         )
         if not swapped:
             self._redis.delete(key)

@@ -101,10 +101,14 @@ def create_server(config: Config) -> RunningServer:
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(config.listen)
+    try:
+        port = server.add_insecure_port(config.listen)
+    except RuntimeError:  # grpc raises instead of returning 0 when it cannot bind
+        port = 0
     if port == 0:
-        raise SystemExit(f"cannot listen on {config.listen}")
-    publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds)
+        pool.close()
+        raise SystemExit(f"cannot listen on {config.listen}: address in use or invalid")
+    publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace)
     publisher.start()
     server.start()
     stop = threading.Event()

@@ -35,19 +35,20 @@ class SnapshotGone(Exception):
 
 
 class ProjectionFeed:
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, namespace: str = fmt.DEFAULT_NAMESPACE):
         self._redis = client
+        self._keys = fmt.Keys(namespace)
         self._last_id = b"0-0"
 
     def load(self) -> dict[str, Snapshot]:
         """Every live family. The feed position is taken first, so no swap between is missed."""
-        newest = self._redis.xrevrange(fmt.FEED, count=1)
+        newest = self._redis.xrevrange(self._keys.feed, count=1)
         self._last_id = newest[0][0] if newest else b"0-0"
-        pointer = self._redis.hgetall(fmt.POINTER)
+        pointer = self._redis.hgetall(self._keys.pointer)
         return {f.decode(): self.read(f.decode(), int(v)) for f, v in pointer.items()}
 
     def read(self, family: str, version: int) -> Snapshot:
-        key = fmt.snapshot_key(family, version)
+        key = self._keys.snapshot(family, version)
         rows: list[list] = []
         start = 0
         while True:
@@ -63,7 +64,7 @@ class ProjectionFeed:
 
     def changes(self, block_ms: int = 1000) -> list[Snapshot]:
         """Wait up to block_ms for swaps; return the newest version of each family that changed."""
-        reply = self._redis.xread({fmt.FEED: self._last_id}, block=block_ms)
+        reply = self._redis.xread({self._keys.feed: self._last_id}, block=block_ms)
         newest: dict[str, int] = {}
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
@@ -74,7 +75,7 @@ class ProjectionFeed:
             try:
                 snapshots.append(self.read(family, version))
             except SnapshotGone:  # superseded while we were away: take whatever is live now
-                live = self._redis.hget(fmt.POINTER, family)
+                live = self._redis.hget(self._keys.pointer, family)
                 if live is not None:
                     snapshots.append(self.read(family, int(live)))
         return snapshots

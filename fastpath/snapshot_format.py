@@ -9,13 +9,9 @@ is one atomic script on a single Redis, Sentinel or Redis Cluster alike.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
-TAG = "{cfg}"
-PREFIX = f"tg:{TAG}:"
-POINTER = PREFIX + "pointer"  # HASH family -> live version
-SOURCES = PREFIX + "sources"  # HASH family -> PostgreSQL change seq the live version reflects
-FEED = PREFIX + "feed"  # STREAM of {family, version}
-VERSION_SEQ = PREFIX + "seq"  # counter of versions
+DEFAULT_NAMESPACE = "tg"
 CHUNK_ROWS = 5_000
 FEED_MAXLEN = 10_000
 # How long a replaced snapshot stays readable for a reader that was in the middle of loading it.
@@ -60,8 +56,42 @@ def kind_of(family: str) -> str:
     return family.partition(":")[0]
 
 
-def snapshot_key(family: str, version: int) -> str:
-    return f"{PREFIX}snap:{family}:{version}"
+@dataclass(frozen=True)
+class Keys:
+    """The key names of one projection. The namespace lets several stacks share one Redis."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}:{{cfg}}:"
+
+    @property
+    def pointer(self) -> str:  # HASH family -> live version
+        return self.prefix + "pointer"
+
+    @property
+    def sources(self) -> str:  # HASH family -> PostgreSQL change seq the live version reflects
+        return self.prefix + "sources"
+
+    @property
+    def feed(self) -> str:  # STREAM of {family, version}
+        return self.prefix + "feed"
+
+    @property
+    def version_seq(self) -> str:  # counter of versions
+        return self.prefix + "seq"
+
+    @property
+    def epoch(self) -> str:  # which database the sources' sequence numbers belong to
+        return self.prefix + "epoch"
+
+    @property
+    def snapshot_prefix(self) -> str:
+        return self.prefix + "snap:"
+
+    def snapshot(self, family: str, version: int) -> str:
+        return f"{self.snapshot_prefix}{family}:{version}"
 
 
 def encode_chunk(rows: list) -> bytes:

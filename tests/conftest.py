@@ -19,6 +19,7 @@ from psycopg import sql
 
 from control.config import Config
 from control.server import RunningServer, create_server
+from fastpath import snapshot_format as fmt
 from tollgate.v1 import (
     account_pb2_grpc,
     auth_pb2_grpc,
@@ -29,8 +30,10 @@ from tollgate.v1 import (
 )
 
 PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-# A Redis database of its own, emptied at the start of the session, so the demo stack's data is safe.
+# A Redis database apart from the demo stack's, and a namespace of this session's own, so that test
+# sessions running side by side do not read each other's projection.
 REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+REDIS_NAMESPACE = f"tgtest{secrets.token_hex(4)}"
 
 
 def _dsn_for(database: str) -> str:
@@ -52,8 +55,9 @@ def database_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
     yield client
+    for key in client.scan_iter(f"{REDIS_NAMESPACE}:*", count=1000):
+        client.delete(key)
     client.close()
 
 
@@ -63,17 +67,19 @@ class ControlServer:
     admin_token: str
     dsn: str
     redis_url: str
+    keys: fmt.Keys
     running: RunningServer
 
 
 @pytest.fixture(scope="session")
 def control_server(database_dsn: str, redis_client: redis.Redis) -> Iterator[ControlServer]:
     token = secrets.token_urlsafe(24)
-    config = Config(listen="127.0.0.1:0", dsn=database_dsn, redis_url=REDIS_URL, admin_tokens=(token,), workers=8,
-                    projection_interval_seconds=0.5)
+    config = Config(listen="127.0.0.1:0", dsn=database_dsn, redis_url=REDIS_URL, redis_namespace=REDIS_NAMESPACE,
+                    admin_tokens=(token,), workers=8, projection_interval_seconds=0.5)
     running = create_server(config)
     try:
-        yield ControlServer(f"127.0.0.1:{running.port}", token, database_dsn, REDIS_URL, running)
+        yield ControlServer(f"127.0.0.1:{running.port}", token, database_dsn, REDIS_URL, fmt.Keys(REDIS_NAMESPACE),
+                            running)
     finally:
         running.stop(grace=0)
 

@@ -16,8 +16,13 @@ from tollgate.v1 import common_pb2, rating_pb2
 
 
 @pytest.fixture
-def feed(redis_client, control_server) -> ProjectionFeed:
-    reader = ProjectionFeed(redis_client)
+def keys(control_server) -> fmt.Keys:
+    return control_server.keys
+
+
+@pytest.fixture
+def feed(redis_client, keys) -> ProjectionFeed:
+    reader = ProjectionFeed(redis_client, keys.namespace)
     reader.load()
     return reader
 
@@ -41,8 +46,8 @@ def upload(admin, parent: str, text: str):
         iter([common_pb2.ImportRatesRequest(parent=parent, csv_data=text.encode())]), metadata=admin.metadata)
 
 
-def test_initial_load_has_every_base_family(feed, redis_client):
-    families = set(ProjectionFeed(redis_client).load())
+def test_initial_load_has_every_base_family(feed, redis_client, keys):
+    families = set(ProjectionFeed(redis_client, keys.namespace).load())
     assert set(fmt.BASE_FAMILIES) <= families
 
 
@@ -80,7 +85,7 @@ def test_deck_import_publishes_the_whole_deck(admin, feed):
                      "initial_increment": 30, "increment": 6, "forced_trunks": [], "priority": 0}
 
 
-def test_readers_never_see_half_a_deck(admin, feed, redis_client):
+def test_readers_never_see_half_a_deck(admin, feed, redis_client, keys):
     group = admin.rate_groups.CreateRateGroup(rating_pb2.CreateRateGroupRequest(
         rate_group_id=f"rg-{uuid.uuid4().hex[:8]}", rate_group=rating_pb2.RateGroup()), metadata=admin.metadata)
     family = fmt.origination_deck(group.name.split("/")[1])
@@ -89,9 +94,9 @@ def test_readers_never_see_half_a_deck(admin, feed, redis_client):
     stop = threading.Event()
 
     def read_continuously() -> None:
-        reader = ProjectionFeed(redis_client)
+        reader = ProjectionFeed(redis_client, keys.namespace)
         while not stop.is_set():
-            live = redis_client.hget(fmt.POINTER, family)
+            live = redis_client.hget(keys.pointer, family)
             if live is not None:
                 seen.add(len(reader.read(family, int(live)).rows))
 
@@ -107,16 +112,29 @@ def test_readers_never_see_half_a_deck(admin, feed, redis_client):
     assert seen <= {0, 9_000, 21_000} and {9_000, 21_000} <= seen
 
 
-def test_projection_heals_after_redis_loses_everything(admin, control_server, redis_client):
-    redis_client.flushdb()  # as after a Redis restart without persistence
+def test_projection_heals_after_redis_loses_everything(admin, redis_client, keys):
+    for key in redis_client.scan_iter(keys.prefix + "*"):  # as after a Redis restart without persistence
+        redis_client.delete(key)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not set(fmt.BASE_FAMILIES) <= {
-        k.decode() for k in redis_client.hkeys(fmt.POINTER)
+        k.decode() for k in redis_client.hkeys(keys.pointer)
     }:
         time.sleep(0.1)
-    assert set(fmt.BASE_FAMILIES) <= {k.decode() for k in redis_client.hkeys(fmt.POINTER)}
+    assert set(fmt.BASE_FAMILIES) <= {k.decode() for k in redis_client.hkeys(keys.pointer)}
     account = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(email=unique_email())),
                                            metadata=admin.metadata)
-    reader = ProjectionFeed(redis_client)
+    reader = ProjectionFeed(redis_client, keys.namespace)
     reader.load()
     wait_for(reader, "accounts", lambda s: account_record(s, account.account_number))
+
+
+def test_a_projection_from_another_database_is_replaced(admin, redis_client, keys):
+    # As if a dropped database with higher change counters had written this Redis before.
+    redis_client.set(keys.epoch, "another-database")
+    redis_client.hset(keys.sources, mapping={family: 10**9 for family in fmt.BASE_FAMILIES})
+    account = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(email=unique_email())),
+                                           metadata=admin.metadata)
+    reader = ProjectionFeed(redis_client, keys.namespace)
+    reader.load()
+    wait_for(reader, "accounts", lambda s: account_record(s, account.account_number), seconds=3)
+    assert redis_client.get(keys.epoch) != b"another-database"

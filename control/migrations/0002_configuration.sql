@@ -17,7 +17,7 @@ ALTER TABLE rate_groups
 
 CREATE TABLE origination_rates (
     rate_group_id     text    NOT NULL REFERENCES rate_groups (id) ON DELETE CASCADE,
-    prefix            text    NOT NULL CHECK (prefix ~ '^[0-9]{1,32}$'),
+    prefix            text    NOT NULL CHECK (prefix ~ '^[0-9]{1,18}$'),  -- the fast path keys prefixes as uint64
     description       text    NOT NULL DEFAULT '',
     connect_fee       bigint  NOT NULL DEFAULT 0 CHECK (connect_fee >= 0),
     included_seconds  integer NOT NULL DEFAULT 0 CHECK (included_seconds >= 0),
@@ -57,7 +57,7 @@ CREATE INDEX trunks_provider_idx ON trunks (provider);
 
 CREATE TABLE termination_rates (
     trunk_id          text    NOT NULL REFERENCES trunks (id) ON DELETE CASCADE,
-    prefix            text    NOT NULL CHECK (prefix ~ '^[0-9]{1,32}$'),
+    prefix            text    NOT NULL CHECK (prefix ~ '^[0-9]{1,18}$'),  -- the fast path keys prefixes as uint64
     description       text    NOT NULL DEFAULT '',
     connect_fee       bigint  NOT NULL DEFAULT 0 CHECK (connect_fee >= 0),
     included_seconds  integer NOT NULL DEFAULT 0 CHECK (included_seconds >= 0),
@@ -105,6 +105,14 @@ CREATE TABLE projection_state (
     family text   PRIMARY KEY,
     seq    bigint NOT NULL DEFAULT 1
 );
+-- Identifies this database to Redis: a projection written from another (or a recreated) database is
+-- republished whole instead of being trusted by its sequence numbers.
+CREATE TABLE projection_epoch (
+    id    integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    epoch text    NOT NULL DEFAULT gen_random_uuid()::text
+);
+INSERT INTO projection_epoch DEFAULT VALUES;
+
 INSERT INTO projection_state (family)
 VALUES ('company'), ('accounts'), ('devices'), ('ipmaps'), ('dids'), ('callerids'), ('rategroups'),
        ('trunks'), ('localizations');
