@@ -10,7 +10,7 @@ import sys
 
 import grpc
 
-from admin import accounts, company, config, login
+from admin import accounts, apply, company, config, directory, login, rating, trunks
 from admin.errors import EXIT_OTHER, EXIT_USAGE, UsageError, report_rpc_error
 
 PROG = "tollgate-admin"
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_parsers(commands, common)
     company.add_parsers(commands, common)
     login.add_parsers(commands, common)
+    rating.add_parsers(commands, common)
+    trunks.add_parsers(commands, common)
+    directory.add_parsers(commands, common)
+    apply.add_parsers(commands, common)
     return parser
 
 

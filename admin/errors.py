@@ -50,14 +50,23 @@ def _violations(status: status_pb2.Status) -> list[tuple[str, str]]:
 
 
 def report_rpc_error(err: grpc.RpcError, stream: TextIO | None = None) -> int:
-    """Print `error: CODE: message` and each field violation; return the exit code."""
+    """Print `error: CODE: field: description` per field violation, or `error: CODE: message` when the
+    status has none; return the exit code.
+
+    The server's message already repeats the first violation ("email: not a valid address"), so printing
+    both would show a validation error twice.
+    """
     stream = stream or sys.stderr
     code: grpc.StatusCode | None = err.code() if hasattr(err, "code") else None
+    prefix = f"error: {code.name if code else 'UNKNOWN'}"
     message = err.details() if hasattr(err, "details") else str(err)
     status = _rich_status(err)
+    violations = _violations(status) if status is not None else []
     if status is not None:
         message = status.message
-    print(f"error: {code.name if code else 'UNKNOWN'}: {message}", file=stream)
-    for field, description in _violations(status) if status is not None else []:
-        print(f"  {field}: {description}", file=stream)
+    if violations:
+        for field, description in violations:
+            print(f"{prefix}: {field}: {description}" if field else f"{prefix}: {description}", file=stream)
+    else:
+        print(f"{prefix}: {message}", file=stream)
     return exit_code_for(code)

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from admin.money import parse_money
+from admin.output import is_repeated
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,29 @@ def const(name: str, path: str, help: str, value: Any, group: str) -> Flag:
     return Flag((name,), path, help, {"action": "store_const", "const": value}, group=group)
 
 
+def repeated(name: str, path: str, help: str, metavar: str, item: Callable[[str], Any] | None = None) -> Flag:
+    """A list field: the flag may be given many times and the values keep their order. In an update the
+    list given replaces the stored one (the mask names the whole field)."""
+    options: dict[str, Any] = {"action": "append", "metavar": metavar}
+    if item is not None:
+        options["type"] = item
+    return Flag((name,), path, help, options, group=path)
+
+
+def clear(name: str, path: str, help: str) -> Flag:
+    """`--no-trunks`: set a list field to empty; exclusive with the flag that fills it."""
+    return Flag((name,), path, help, {"action": "store_const", "const": []}, group=path)
+
+
 def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag], required: Iterable[str] = ()) -> None:
     """Register flags; `required` names paths that must be given (e.g. email on create)."""
     groups: dict[str, Any] = {}
     must = set(required)
     for flag in flags:
         target: Any = parser
-        if flag.group:
+        # A required flag cannot sit in a mutually exclusive group (argparse refuses); its partner
+        # (e.g. --no-gateways) is then simply not offered on that command.
+        if flag.group and flag.path not in must:
             if flag.group not in groups:
                 groups[flag.group] = parser.add_mutually_exclusive_group()
             target = groups[flag.group]
@@ -125,13 +142,19 @@ def given(args: argparse.Namespace, flags: Iterable[Flag]) -> dict[str, Any]:
 
 
 def apply(message: Message, values: dict[str, Any]) -> None:
-    """Set dotted paths on a message; None on a message field (a Timestamp) clears it."""
+    """Set dotted paths on a message; None on a message field (a Timestamp) clears it, and a list
+    replaces a repeated field."""
     for path, value in values.items():
         *parents, leaf = path.split(".")
         target = message
         for part in parents:
             target = getattr(target, part)
-        if target.DESCRIPTOR.fields_by_name[leaf].message_type is None:
+        descriptor = target.DESCRIPTOR.fields_by_name[leaf]
+        if is_repeated(descriptor):
+            container = getattr(target, leaf)
+            del container[:]
+            container.extend(value)
+        elif descriptor.message_type is None:
             setattr(target, leaf, value)
         elif value is None:
             target.ClearField(leaf)

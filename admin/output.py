@@ -2,10 +2,10 @@
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from tabulate import tabulate
@@ -36,11 +36,23 @@ def is_repeated(field: FieldDescriptor) -> bool:
     return field.label == FieldDescriptor.LABEL_REPEATED
 
 
+# How one item of a repeated message field reads in a table cell, by message type (e.g. a gateway as
+# "192.0.2.1:5060/udp"); other messages fall back to the one-line text format.
+ITEM_FORMATS: dict[str, Callable[[Any], str]] = {}
+
+
+def item_text(item: Any) -> str:
+    if isinstance(item, Message):
+        known = ITEM_FORMATS.get(item.DESCRIPTOR.full_name)
+        return known(item) if known else text_format.MessageToString(item, as_one_line=True)
+    return str(item)
+
+
 def scalar(message: Message, field: FieldDescriptor, money_paths: set[str], path: str) -> str:
     """One field as people read it: enum names, decimal money, RFC 3339 times, blank when unset."""
     value = getattr(message, field.name)
     if is_repeated(field):
-        return ", ".join(str(item) for item in value)
+        return ", ".join(item_text(item) for item in value)
     if field.message_type is not None:  # only Timestamps reach here; unset ones mean "never"/"not yet"
         return value.ToJsonString() if message.HasField(field.name) else ""
     if field.enum_type is not None:
