@@ -33,7 +33,8 @@ def _create(resource: Resource, message_field: str, id_field: str | None = None)
         ident = getattr(request, id_field) if id_field else ""
         parent = getattr(request, "parent", "")
         with self._pool.connection() as conn, conn.transaction():
-            return resources.create(conn, resource, getattr(request, message_field), ident, parent)
+            return resources.create(conn, resource, getattr(request, message_field), ident, parent,
+                                    id_field=id_field or "")
 
     return rpc
 

@@ -139,12 +139,13 @@ def _finish(conn: psycopg.Connection, resource: Resource, row: dict) -> None:
     projection.mark_dirty(conn, *resource.families(row))
 
 
-def create(conn: psycopg.Connection, resource: Resource, message, resource_id: str = "", parent: str = ""):
+def create(conn: psycopg.Connection, resource: Resource, message, resource_id: str = "", parent: str = "",
+           id_field: str = ""):
     parent_id = resource.parse_parent(parent) if resource.parent_collection else None
     if parent_id is not None:
-        _require_parent(conn, resource, parent_id, parent)
+        parent_id = _require_parent(conn, resource, parent_id, parent)
     ident = resource_id or (read(message, resource.id_path) if resource.id_path else "")
-    id_field = f"{resource.label.replace(' ', '_')}_id" if not resource.id_path else resource.id_path
+    id_field = id_field or resource.id_path or "name"
     if not ident:
         raise invalid(id_field, "is required")
     if not ID_PATTERNS[resource.collection].fullmatch(ident):
@@ -161,6 +162,7 @@ def create(conn: psycopg.Connection, resource: Resource, message, resource_id: s
         value = to_column(f, read(message, path))
         if value is not None:
             values[f.column] = value
+    values = _canonical_accounts(conn, resource, values)
     if resource.before_write:
         values = resource.before_write(conn, ident, values, message, paths)
     values[resource.id_column] = ident
@@ -176,16 +178,28 @@ def create(conn: psycopg.Connection, resource: Resource, message, resource_id: s
     return resource.to_message(row)
 
 
-def _require_parent(conn: psycopg.Connection, resource: Resource, parent_id: str, parent: str) -> None:
+def _canonical_accounts(conn: psycopg.Connection, resource: Resource, values: dict) -> dict:
+    """Account numbers are case-insensitive for people ("ab12" is "AB12"); store the account's own spelling."""
+    for f in resource.fields:
+        number = values.get(f.column)
+        if f.collection == "accounts" and number:
+            row = conn.execute("SELECT account_number FROM accounts WHERE lower(account_number) = lower(%s)",
+                               (number,)).fetchone()
+            if row is not None:
+                values[f.column] = row["account_number"]
+    return values
+
+
+def _require_parent(conn: psycopg.Connection, resource: Resource, parent_id: str, parent: str) -> str:
+    key = "account_number" if resource.parent_table == "accounts" else "id"
     found = conn.execute(
-        sql.SQL("SELECT 1 FROM {} WHERE {} = %s").format(
-            sql.Identifier(resource.parent_table),
-            sql.Identifier("account_number" if resource.parent_table == "accounts" else "id"),
-        ),
+        sql.SQL("SELECT {} AS id FROM {} WHERE lower({}) = lower(%s)").format(
+            sql.Identifier(key), sql.Identifier(resource.parent_table), sql.Identifier(key)),
         (parent_id,),
     ).fetchone()
     if found is None:
         raise not_found(parent)
+    return found["id"]
 
 
 def get(conn: psycopg.Connection, resource: Resource, name: str, lock: bool = False) -> dict:
@@ -228,6 +242,7 @@ def update(conn: psycopg.Connection, resource: Resource, message, mask_paths: li
             raise invalid(path, "must be set")
         changes[f.column] = value
     parent_id, ident = resource.parse_name(message.name)
+    changes = _canonical_accounts(conn, resource, changes)
     if resource.before_write:
         changes = resource.before_write(conn, ident, changes, message, paths)
     if changes:
