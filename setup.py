@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from typing import ClassVar
 
-from setuptools import Command, setup
+from setuptools import Command, Extension, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.develop import develop
 from setuptools.command.egg_info import egg_info
@@ -54,7 +54,21 @@ class DevelopWithStubs(develop):
         super().run()
 
 
+def fastpath_extensions() -> list:
+    """The Cython modules of fastpath/ (Cython is a build requirement, see pyproject.toml)."""
+    from Cython.Build import cythonize
+
+    return cythonize(
+        [
+            Extension("fastpath.deck_image", ["fastpath/deck_image.pyx"], extra_compile_args=["-O2"]),
+            Extension("fastpath._core", ["fastpath/_core.pyx"], extra_compile_args=["-O2"]),
+        ],
+        compiler_directives={"language_level": 3},
+    )
+
+
 setup(
+    ext_modules=fastpath_extensions(),
     packages=["tollgate", "tollgate.v1", "control", "control.migrations", "admin", "fastpath",
               "fastpath.reference", "kemi"],
     package_dir={"tollgate": "proto/tollgate", "tollgate.v1": "proto/tollgate/v1"},

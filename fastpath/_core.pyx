@@ -1,0 +1,442 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled decision core: the same decisions as fastpath/reference, in microseconds.
+
+Engine(world) mirrors a World into typed records once per projection change; Engine.decide() then
+runs per INVITE with C integers for money and time, C lookups into shared deck images, and Python
+objects only where a string has to be built. tests/test_fastpath_differential.py holds it to the
+reference.
+"""
+
+from libc.stdint cimport int64_t
+
+from fastpath.deck_image cimport DeckImage, RateRec
+
+from fastpath import model
+
+DEF LOCAL_CALL_INCREMENT = 60
+
+
+# ---------------------------------------------------------------------------------------------- rating
+
+cdef inline int64_t _ceil_div(int64_t numerator, int64_t denominator) noexcept nogil:
+    return (numerator + denominator - 1) // denominator  # numerator >= 0, denominator > 0
+
+
+cdef int64_t c_cost(int64_t billable, int64_t connect_fee, int64_t included, int64_t rate, int64_t initial,
+                    int64_t increment) noexcept nogil:
+    cdef int64_t rest, charged
+    if billable <= 0:
+        return 0
+    rest = billable - included
+    if rest <= 0:
+        charged = 0
+    elif rest <= initial:
+        charged = initial
+    else:
+        charged = initial + _ceil_div(rest - initial, increment) * increment
+    return connect_fee + _ceil_div(charged * rate, 60)
+
+
+cdef int64_t c_max_duration(int64_t available, int64_t connect_fee, int64_t included, int64_t rate,
+                            int64_t initial, int64_t increment, int64_t limit) noexcept nogil:
+    cdef int64_t low, high, middle
+    if connect_fee == 0 and rate == 0:
+        return limit
+    if c_cost(1, connect_fee, included, rate, initial, increment) > available:
+        return 0
+    if c_cost(limit, connect_fee, included, rate, initial, increment) <= available:
+        return limit
+    low = 1
+    high = limit
+    while high - low > 1:
+        middle = (low + high) // 2
+        if c_cost(middle, connect_fee, included, rate, initial, increment) <= available:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def cost(int64_t billable, int64_t connect_fee, int64_t included, int64_t rate, int64_t initial,
+         int64_t increment):
+    return c_cost(billable, connect_fee, included, rate, initial, increment)
+
+
+def max_duration(int64_t available, int64_t connect_fee, int64_t included, int64_t rate, int64_t initial,
+                 int64_t increment, int64_t limit):
+    return c_max_duration(available, connect_fee, included, rate, initial, increment, limit)
+
+
+def marked_up(int64_t rate, int64_t markup_percent):
+    return _ceil_div(rate * (100 + markup_percent), 100)
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+cdef class Route:
+    cdef readonly str trunk, provider, destination, caller_id, prefix
+    cdef readonly tuple gateways
+    cdef readonly int64_t rate_per_min, cost
+    cdef readonly int max_concurrent_calls, cps
+
+    def as_tuple(self):
+        return (self.trunk, self.provider, self.gateways, self.destination, self.caller_id, self.prefix,
+                self.rate_per_min, self.cost, self.max_concurrent_calls, self.cps)
+
+
+cdef class Decision:
+    cdef readonly int code
+    cdef readonly str reason, stage, direction, caller_id, destination, rate_group, prefix, callee
+    cdef readonly int64_t rate_per_min, granted_seconds, reserve
+    cdef readonly tuple routes, callee_devices
+    cdef readonly bint record
+
+    def as_tuple(self):
+        return (self.code, self.reason, self.stage, self.direction, self.caller_id, self.destination,
+                self.rate_group, self.prefix, self.rate_per_min, self.granted_seconds, self.reserve,
+                tuple(r.as_tuple() for r in self.routes), self.callee, self.callee_devices, self.record)
+
+
+cdef Decision _decision(int code, str reason, str stage, str direction, str caller_id, str destination,
+                        bint record):
+    cdef Decision d = Decision.__new__(Decision)
+    d.code = code
+    d.reason = reason
+    d.stage = stage
+    d.direction = direction
+    d.caller_id = caller_id
+    d.destination = destination
+    d.rate_group = ""
+    d.prefix = ""
+    d.callee = ""
+    d.rate_per_min = 0
+    d.granted_seconds = 0
+    d.reserve = 0
+    d.routes = ()
+    d.callee_devices = ()
+    d.record = record
+    return d
+
+
+cdef class _Account:
+    cdef str number, rate_group, non_cli_rate_group
+    cdef bint active, deleted, has_expiry, allow_local_calls, allow_loss_less_routing, allow_recording
+    cdef int64_t expire_epoch, lc_charge_per_min
+    cdef int cli_pool
+    cdef _Rules rules
+
+    cdef inline bint usable(self, int64_t now):
+        return self.active and not self.deleted and not (self.has_expiry and self.expire_epoch <= now)
+
+
+cdef class _Rules:
+    # Each list holds (0, match, replace) for a prefix rule or (1, compiled_pattern, replacement).
+    cdef list caller_id_outbound, destination, termination_caller_id, termination_destination
+
+
+cdef class _Group:
+    cdef str id
+    cdef bint active, by_cost
+    cdef int64_t markup_percent, default_initial, default_increment
+    cdef tuple trunks
+
+
+cdef class _Trunk:
+    cdef str id, provider
+    cdef bint usable
+    cdef tuple gateways
+    cdef int max_concurrent_calls, cps, priority
+    cdef _Rules rules
+    cdef object deck
+
+
+cdef list _compile(list rules):
+    compiled = []
+    for rule in rules:
+        if isinstance(rule, model.localization.PrefixRule):
+            compiled.append((0, rule.match, rule.replace))
+        else:
+            compiled.append((1, rule.pattern, rule.replacement))
+    return compiled
+
+
+cdef _Rules _rules(object source):
+    cdef _Rules rules = _Rules.__new__(_Rules)
+    rules.caller_id_outbound = _compile(source.caller_id_outbound)
+    rules.destination = _compile(source.destination)
+    rules.termination_caller_id = _compile(source.termination_caller_id)
+    rules.termination_destination = _compile(source.termination_destination)
+    return rules
+
+
+cdef str _localize(str number, list rules):
+    cdef tuple rule
+    for rule in rules:
+        if rule[0] == 0:
+            if number.startswith(rule[1]):
+                number = rule[2] + number[len(<str>rule[1]):]
+        else:
+            number = rule[1].sub(rule[2], number, 1)
+    return number
+
+
+# ---------------------------------------------------------------------------------------------- deck lookups
+
+cdef class _Match:
+    """A deck hit: the matched prefix and the record's numbers (strings only when asked)."""
+    cdef str prefix
+    cdef int64_t connect_fee, included, rate, initial, increment, priority, strip
+    cdef object strings  # forced trunks (odeck) / prepend (tdeck)
+
+
+cdef _Match _lookup(object deck, str number):
+    cdef DeckImage image
+    cdef RateRec rec
+    cdef bytes digits
+    cdef _Match hit
+    if deck is None:
+        return None
+    if isinstance(deck, DeckImage):
+        image = <DeckImage>deck
+        digits = number.encode("ascii", "replace")
+        if not image.match(digits, len(digits), &rec):
+            return None
+        hit = _Match.__new__(_Match)
+        hit.prefix = number[:rec.prefix_len]
+        hit.connect_fee = rec.connect_fee
+        hit.included = rec.included_seconds
+        hit.rate = rec.rate_per_min
+        hit.initial = rec.initial_increment
+        hit.increment = rec.increment
+        hit.priority = rec.priority
+        hit.strip = rec.strip
+        hit.strings = image.record_strings(&rec)
+        return hit
+    found = deck.longest_match(number)
+    if found is None:
+        return None
+    prefix, record = found
+    hit = _Match.__new__(_Match)
+    hit.prefix = prefix
+    hit.connect_fee, hit.included, hit.rate, hit.initial, hit.increment = record[:5]
+    if len(record) == 7:  # odeck: ..., forced_trunks, priority
+        hit.strings, hit.priority, hit.strip = tuple(record[5]), record[6], 0
+    else:  # tdeck: ..., strip, prepend, priority
+        hit.strip, hit.strings, hit.priority = record[5], record[6], record[7]
+    return hit
+
+
+# ---------------------------------------------------------------------------------------------- engine
+
+cdef class Engine:
+    """One World, mirrored for speed. Build a new Engine when the World changes (cheap: no deck copies)."""
+    cdef dict accounts, groups, trunks, origination_decks, devices_active, did_owner, dids_by_account
+    cdef dict caller_ids, devices_by_account, pools_both
+    cdef int64_t max_call_seconds
+
+    def __init__(self, world):
+        self.max_call_seconds = world.max_call_seconds
+        rules = {key: _rules(value) for key, value in world.localizations.items()}
+        no_rules = _rules(model.Rules())
+        self.accounts = {n: self._account(a, rules.get(a.localization or "", no_rules))
+                         for n, a in world.accounts.items()}
+        self.groups = {g.id: self._group(g) for g in world.rate_groups.values()}
+        self.trunks = {t.id: self._trunk(t, rules.get(t.localization or "", no_rules),
+                                         world.termination_decks.get(t.id))
+                       for t in world.trunks.values()}
+        self.origination_decks = dict(world.origination_decks)
+        self.devices_active = {u: d for u, d in world.devices.items() if d.status == model.ACTIVE}
+        self.did_owner = dict(world.did_owner)
+        self.dids_by_account = dict(world.dids_by_account)
+        self.caller_ids = dict(world.caller_ids)
+        self.devices_by_account = dict(world.devices_by_account)
+        self.pools_both = {}
+
+    cdef _Account _account(self, object a, _Rules rules):
+        cdef _Account c = _Account.__new__(_Account)
+        c.number = a.number
+        c.rate_group = a.rate_group or ""
+        c.non_cli_rate_group = a.non_cli_rate_group or ""
+        c.active = a.status == model.ACTIVE
+        c.deleted = a.deleted
+        c.has_expiry = a.expire_epoch is not None
+        c.expire_epoch = a.expire_epoch or 0
+        c.allow_local_calls = a.allow_local_calls
+        c.allow_loss_less_routing = a.allow_loss_less_routing
+        c.allow_recording = a.allow_recording
+        c.lc_charge_per_min = a.lc_charge_per_min
+        c.cli_pool = a.cli_pool
+        c.rules = rules
+        return c
+
+    cdef _Group _group(self, object g):
+        cdef _Group c = _Group.__new__(_Group)
+        c.id = g.id
+        c.active = g.status == model.ACTIVE
+        c.by_cost = g.routing_strategy == "COST"
+        c.markup_percent = g.markup_percent
+        c.default_initial = g.default_initial_increment
+        c.default_increment = g.default_increment
+        c.trunks = tuple(g.trunks)
+        return c
+
+    cdef _Trunk _trunk(self, object t, _Rules rules, object deck):
+        cdef _Trunk c = _Trunk.__new__(_Trunk)
+        c.id = t.id
+        c.provider = t.provider
+        c.usable = t.status == model.ACTIVE and t.provider_usable and len(t.gateways) > 0 and deck is not None
+        c.gateways = tuple(t.gateways)
+        c.max_concurrent_calls = t.max_concurrent_calls
+        c.cps = t.cps
+        c.priority = t.priority
+        c.rules = rules
+        c.deck = deck
+        return c
+
+    cpdef Decision decide(self, str account_number, str caller_id, str destination, int64_t available,
+                          int64_t now, int64_t entropy=0):
+        cdef _Account account = self.accounts.get(account_number)
+        cdef Decision d
+        if account is None or not account.usable(now):
+            return _decision(403, "Account disabled", "account", "", "", "", False)
+        caller_id = _localize(caller_id, account.rules.caller_id_outbound)
+        destination = _localize(destination, account.rules.destination)
+        if destination in self.did_owner:
+            return self._inbound(destination, caller_id, account, now)
+        if account.allow_local_calls and destination in self.devices_active:
+            return self._local(account, caller_id, destination, available)
+        return self._outbound(account, caller_id, destination, available, entropy)
+
+    cdef Decision _inbound(self, str did, str caller_id, _Account account, int64_t now):
+        owner_number = self.did_owner[did]
+        cdef _Account owner = self.accounts.get(owner_number or "")
+        cdef Decision d
+        if owner is None or not owner.usable(now):
+            return _decision(404, "DID not in service", "direction", "inbound", caller_id, did,
+                             account.allow_recording)
+        d = _decision(200, "OK", "done", "inbound", caller_id, did, account.allow_recording)
+        d.callee = owner.number
+        d.callee_devices = self.devices_by_account.get(owner.number, ())
+        d.granted_seconds = self.max_call_seconds
+        return d
+
+    cdef Decision _local(self, _Account account, str caller_id, str username, int64_t available):
+        cdef int64_t rate = account.lc_charge_per_min
+        cdef int64_t granted = c_max_duration(available, 0, 0, rate, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT,
+                                              self.max_call_seconds)
+        cdef Decision d
+        if granted == 0:
+            return _decision(402, "Insufficient balance", "balance", "local", caller_id, username,
+                             account.allow_recording)
+        d = _decision(200, "OK", "done", "local", caller_id, username, account.allow_recording)
+        d.callee = username
+        d.rate_per_min = rate
+        d.granted_seconds = granted
+        d.reserve = c_cost(granted, 0, 0, rate, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT)
+        return d
+
+    cdef tuple _pool(self, _Account account, int option):
+        """The CLI pool an option checks: DIDs (1, 3, 6), caller ids (2, 4, 7) or both (5, 8)."""
+        if option == 1 or option == 3 or option == 6:
+            return self.dids_by_account.get(account.number, ())
+        if option == 2 or option == 4 or option == 7:
+            return self.caller_ids.get(account.number, ())
+        both = self.pools_both.get(account.number)
+        if both is None:
+            both = tuple(sorted(set(self.dids_by_account.get(account.number, ()))
+                                | set(self.caller_ids.get(account.number, ()))))
+            self.pools_both[account.number] = both
+        return both
+
+    cdef Decision _outbound(self, _Account account, str caller_id, str destination, int64_t available,
+                            int64_t entropy):
+        cdef int option = account.cli_pool
+        cdef str group_id = account.rate_group
+        cdef tuple pool
+        cdef Decision d
+        cdef _Group group
+        cdef _Match hit
+        cdef int64_t initial, increment, rate, granted
+        if option != 0:
+            pool = self._pool(account, option)
+            if caller_id not in pool:
+                if option <= 2:
+                    if not pool:
+                        return _decision(403, "CLI not allowed", "cli", "outbound", caller_id, destination,
+                                         account.allow_recording)
+                    caller_id = pool[entropy % len(pool)]
+                elif option <= 5:
+                    if not account.non_cli_rate_group:
+                        return _decision(403, "CLI not allowed", "cli", "outbound", caller_id, destination,
+                                         account.allow_recording)
+                    group_id = account.non_cli_rate_group
+                else:
+                    return _decision(403, "CLI not allowed", "cli", "outbound", caller_id, destination,
+                                     account.allow_recording)
+        group = self.groups.get(group_id)
+        hit = None
+        if group is not None and group.active:
+            hit = _lookup(self.origination_decks.get(group_id), destination)
+        if hit is None:
+            return _decision(404, "No rate for destination", "rate", "outbound", caller_id, destination,
+                             account.allow_recording)
+        initial = hit.initial if hit.initial else group.default_initial
+        increment = hit.increment if hit.increment else group.default_increment
+        rate = _ceil_div(hit.rate * (100 + group.markup_percent), 100)
+        granted = c_max_duration(available, hit.connect_fee, hit.included, rate, initial, increment,
+                                 self.max_call_seconds)
+        d = _decision(402, "Insufficient balance", "balance", "outbound", caller_id, destination,
+                      account.allow_recording)
+        d.rate_group = group.id
+        d.prefix = hit.prefix
+        d.rate_per_min = rate
+        if granted == 0:
+            return d
+        d.granted_seconds = granted
+        forced = tuple(hit.strings) if hit.strings else group.trunks
+        d.routes = self._routes(account, group, forced, destination, caller_id, rate, granted)
+        if not d.routes:
+            d.code, d.reason, d.stage = 503, "No route available", "route"
+            return d
+        d.code, d.reason, d.stage = 200, "OK", "done"
+        d.reserve = c_cost(granted, hit.connect_fee, hit.included, rate, initial, increment)
+        return d
+
+    cdef tuple _routes(self, _Account account, _Group group, tuple trunk_ids, str destination, str caller_id,
+                       int64_t origination_rate, int64_t granted):
+        cdef list candidates = []
+        cdef _Trunk trunk
+        cdef _Match hit
+        cdef Route route
+        cdef Py_ssize_t index
+        cdef str number
+        for index in range(len(trunk_ids)):
+            trunk = self.trunks.get(trunk_ids[index])
+            if trunk is None or not trunk.usable:
+                continue
+            number = _localize(destination, trunk.rules.termination_destination)
+            hit = _lookup(trunk.deck, number)
+            if hit is None:
+                continue
+            if hit.rate > origination_rate and not account.allow_loss_less_routing:
+                continue
+            route = Route.__new__(Route)
+            route.trunk = trunk.id
+            route.provider = trunk.provider
+            route.gateways = trunk.gateways
+            route.destination = hit.strings + number[hit.strip:]
+            route.caller_id = _localize(caller_id, trunk.rules.termination_caller_id)
+            route.prefix = hit.prefix
+            route.rate_per_min = hit.rate
+            route.cost = c_cost(granted, hit.connect_fee, hit.included, hit.rate, hit.initial or 1,
+                                hit.increment or 1)
+            route.max_concurrent_calls = trunk.max_concurrent_calls
+            route.cps = trunk.cps
+            if group.by_cost:
+                key = (hit.rate, trunk.priority, hit.priority, index)
+            else:
+                key = (-len(hit.prefix), hit.rate, trunk.priority, hit.priority, index)
+            candidates.append((key, route))
+        if len(candidates) > 1:
+            candidates.sort()
+        return tuple([pair[1] for pair in candidates])

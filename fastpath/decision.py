@@ -1,0 +1,61 @@
+"""What a decision says (both implementations answer with these), and the call it is about."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# The stage a decision stopped at, in SPEC §5 order. Kamailio's Redis checks (CPS, concurrent calls)
+# sit between "account" and "localization": a refusal from a later stage yields to theirs.
+STAGES = ("account", "direction", "cli", "rate", "balance", "route", "done")
+
+
+@dataclass(frozen=True)
+class Call:
+    account: str  # identified caller (device's account or IP map's account)
+    caller_id: str  # as received
+    destination: str  # as dialled (tech prefix already removed)
+    available: int  # micros the account may spend now (balance [+ credit] - reserved)
+    now: int  # epoch seconds
+    entropy: int = 0  # picks the "random" DID / caller id of CLI pool options 1 and 2
+
+
+@dataclass(frozen=True)
+class Route:
+    trunk: str
+    provider: str
+    gateways: tuple[tuple[str, str], ...]  # (host:port, transport) in failover order
+    destination: str  # as sent: after the trunk's localization, strip and prepend
+    caller_id: str  # as sent: after the trunk's caller-id localization
+    prefix: str  # matched termination prefix
+    rate_per_min: int
+    cost: int  # what the provider charges for the granted duration
+    max_concurrent_calls: int
+    cps: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    code: int  # 200 = go ahead; otherwise the SIP answer
+    reason: str
+    stage: str
+    direction: str = ""  # outbound | local | inbound
+    caller_id: str = ""  # to present
+    destination: str = ""  # after the account's localization
+    rate_group: str = ""
+    prefix: str = ""  # matched origination prefix
+    rate_per_min: int = 0  # effective (markup included)
+    granted_seconds: int = 0
+    reserve: int = 0  # micros to reserve = cost(granted_seconds)
+    routes: tuple[Route, ...] = ()
+    callee: str = ""  # local: the device username; inbound: the DID owner's account
+    callee_devices: tuple[str, ...] = ()  # inbound: the owner's active devices
+    record: bool = False
+
+    def as_tuple(self) -> tuple:
+        return (self.code, self.reason, self.stage, self.direction, self.caller_id, self.destination,
+                self.rate_group, self.prefix, self.rate_per_min, self.granted_seconds, self.reserve,
+                tuple(tuple(vars(r).values()) for r in self.routes), self.callee, self.callee_devices, self.record)
+
+
+def refusal(code: int, reason: str, stage: str, **fields) -> Decision:
+    return Decision(code=code, reason=reason, stage=stage, **fields)

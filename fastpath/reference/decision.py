@@ -1,0 +1,145 @@
+"""The routing decision for one INVITE (SPEC §5–§7), in the order the SPEC checks things.
+
+Identification and the Redis-held counters (CPS, concurrent calls, reservations) are Kamailio's;
+everything else about a call is decided here from the World.
+"""
+
+from __future__ import annotations
+
+from fastpath.decision import Call, Decision, Route, refusal
+from fastpath.localization import localize
+from fastpath.model import ACTIVE, Account, RateGroup, World
+from fastpath.reference.rating import Terms, cost, marked_up, max_duration
+
+# SPEC §6: which pool each CLI option checks, and what a miss does.
+_POOL_DIDS, _POOL_CIDS, _POOL_BOTH = "dids", "cids", "both"
+_CLI_OPTIONS = {
+    1: (_POOL_DIDS, "random"), 2: (_POOL_CIDS, "random"),
+    3: (_POOL_DIDS, "non_cli"), 4: (_POOL_CIDS, "non_cli"), 5: (_POOL_BOTH, "non_cli"),
+    6: (_POOL_DIDS, "reject"), 7: (_POOL_CIDS, "reject"), 8: (_POOL_BOTH, "reject"),
+}
+LOCAL_CALL_INCREMENT = 60
+
+
+def decide(world: World, call: Call) -> Decision:
+    account = world.accounts.get(call.account)
+    if account is None or not account.usable(call.now):
+        return refusal(403, "Account disabled", "account")
+    rules = world.rules(account.localization)
+    caller_id = localize(call.caller_id, rules.caller_id_outbound)
+    destination = localize(call.destination, rules.destination)
+    common = {"caller_id": caller_id, "destination": destination, "record": account.allow_recording}
+
+    if destination in world.did_owner:
+        return _inbound(world, call, destination, common)
+    device = world.devices.get(destination)
+    if device is not None and device.status == ACTIVE and account.allow_local_calls:
+        return _local(world, call, account, device.username, common)
+    return _outbound(world, call, account, common)
+
+
+def _inbound(world: World, call: Call, did: str, common: dict) -> Decision:
+    """A call to one of our DIDs reaches its owner's devices; it costs the caller nothing."""
+    owner_number = world.did_owner[did]
+    owner = world.accounts.get(owner_number or "")
+    if owner is None or not owner.usable(call.now):
+        return refusal(404, "DID not in service", "direction", direction="inbound", **common)
+    return Decision(code=200, reason="OK", stage="done", direction="inbound", callee=owner.number,
+                    callee_devices=world.devices_by_account.get(owner.number, ()),
+                    granted_seconds=world.max_call_seconds, **common)
+
+
+def _local(world: World, call: Call, account: Account, username: str, common: dict) -> Decision:
+    """Device to device on this switch: lc_charge_per_min in 60 s steps, no connect fee; the callee pays nothing."""
+    terms = Terms(0, 0, account.lc_charge_per_min, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT)
+    granted = max_duration(call.available, terms, world.max_call_seconds)
+    if granted == 0:
+        return refusal(402, "Insufficient balance", "balance", direction="local", **common)
+    return Decision(code=200, reason="OK", stage="done", direction="local", callee=username,
+                    rate_per_min=account.lc_charge_per_min, granted_seconds=granted,
+                    reserve=cost(granted, terms), **common)
+
+
+def _cli_policy(world: World, call: Call, account: Account, caller_id: str) -> tuple[str, str | None] | None:
+    """(caller id to present, rate group id) under the account's CLI pool, or None to reject (403)."""
+    option = account.cli_pool
+    if option == 0:
+        return caller_id, account.rate_group
+    pool_kind, on_miss = _CLI_OPTIONS[option]
+    dids = world.dids_by_account.get(account.number, ())
+    cids = world.caller_ids.get(account.number, ())
+    pool = {_POOL_DIDS: dids, _POOL_CIDS: cids, _POOL_BOTH: tuple(sorted(set(dids) | set(cids)))}[pool_kind]
+    if caller_id in pool:
+        return caller_id, account.rate_group
+    if on_miss == "random":
+        return (pool[call.entropy % len(pool)], account.rate_group) if pool else None
+    if on_miss == "non_cli":
+        return (caller_id, account.non_cli_rate_group) if account.non_cli_rate_group else None
+    return None
+
+
+def _terms(record: tuple, group: RateGroup | None) -> Terms:
+    """Snapshot record (connect_fee, included, rate, initial, increment, ...) with group defaults resolved."""
+    connect_fee, included, rate, initial, increment = record[:5]
+    default_initial = group.default_initial_increment if group else 1
+    default_increment = group.default_increment if group else 1
+    return Terms(connect_fee, included, rate, initial or default_initial, increment or default_increment)
+
+
+def _outbound(world: World, call: Call, account: Account, common: dict) -> Decision:
+    outbound = {"direction": "outbound", **common}
+    policy = _cli_policy(world, call, account, common["caller_id"])
+    if policy is None:
+        return refusal(403, "CLI not allowed", "cli", **outbound)
+    caller_id, group_id = policy
+    outbound["caller_id"] = caller_id
+    group = world.rate_groups.get(group_id or "")
+    deck = world.origination_decks.get(group_id or "")
+    match = deck.longest_match(common["destination"]) if group and group.status == ACTIVE and deck else None
+    if match is None:
+        return refusal(404, "No rate for destination", "rate", **outbound)
+    prefix, record = match
+    base = _terms(record, group)
+    terms = Terms(base.connect_fee, base.included_seconds, marked_up(base.rate_per_min, group.markup_percent),
+                  base.initial_increment, base.increment)
+    rated = {"rate_group": group.id, "prefix": prefix, "rate_per_min": terms.rate_per_min, **outbound}
+    granted = max_duration(call.available, terms, world.max_call_seconds)
+    if granted == 0:
+        return refusal(402, "Insufficient balance", "balance", **rated)
+    forced = record[5]
+    routes = _routes(world, account, group, forced or group.trunks, common["destination"], caller_id,
+                     terms.rate_per_min, granted)
+    if not routes:
+        return refusal(503, "No route available", "route", granted_seconds=granted, **rated)
+    return Decision(code=200, reason="OK", stage="done", granted_seconds=granted, reserve=cost(granted, terms),
+                    routes=routes, **rated)
+
+
+def _routes(world: World, account: Account, group: RateGroup, trunk_ids, destination: str, caller_id: str,
+            origination_rate: int, granted: int) -> tuple[Route, ...]:
+    """Usable trunks with a termination rate, loss-less filtered, in the group's strategy order."""
+    candidates = []
+    for index, trunk_id in enumerate(trunk_ids):
+        trunk = world.trunks.get(trunk_id)
+        deck = world.termination_decks.get(trunk_id)
+        if trunk is None or trunk.status != ACTIVE or not trunk.provider_usable or not trunk.gateways or deck is None:
+            continue
+        rules = world.rules(trunk.localization)
+        number = localize(destination, rules.termination_destination)
+        match = deck.longest_match(number)
+        if match is None:
+            continue
+        prefix, record = match
+        terms = _terms(record, None)
+        if terms.rate_per_min > origination_rate and not account.allow_loss_less_routing:
+            continue
+        strip, prepend, rate_priority = record[5], record[6], record[7]
+        route = Route(trunk=trunk.id, provider=trunk.provider, gateways=trunk.gateways,
+                      destination=prepend + number[strip:], caller_id=localize(caller_id, rules.termination_caller_id),
+                      prefix=prefix, rate_per_min=terms.rate_per_min, cost=cost(granted, terms),
+                      max_concurrent_calls=trunk.max_concurrent_calls, cps=trunk.cps)
+        by_cost = (terms.rate_per_min, trunk.priority, rate_priority, index)
+        key = by_cost if group.routing_strategy == "COST" else (-len(prefix), *by_cost)
+        candidates.append((key, route))
+    candidates.sort(key=lambda pair: pair[0])
+    return tuple(route for _, route in candidates)

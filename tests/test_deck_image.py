@@ -1,0 +1,425 @@
+"""The shared rate deck image (fastpath/deck_image.pyx) against its reference twin (fastpath/reference/lpm.py).
+
+Everything runs on real files in temporary directories; the ImageCache tests use real fork and spawn
+processes racing for the same image.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import pickle
+import struct
+import time
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastpath import deck_image
+from fastpath import snapshot_format as fmt
+from fastpath.reference import lpm as reference_lpm
+
+IMPLEMENTATIONS = [pytest.param(deck_image, id="cython"), pytest.param(reference_lpm, id="reference")]
+INT64 = st.integers(-(2**63), 2**63 - 1)
+INT32 = st.integers(-(2**31), 2**31 - 1)
+TRUNK = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=","), min_size=1, max_size=12)
+ALPHABETS = ["0123456789", "420", "4"]  # small alphabets make nested prefixes (4, 44, 442, 4420) likely
+
+
+def record_strategy(kind: str):
+    if kind == "odeck":
+        return st.tuples(INT64, INT32, INT64, INT32, INT32, st.lists(TRUNK, max_size=4), INT32)
+    return st.tuples(INT64, INT32, INT64, INT32, INT32, INT32, st.text(max_size=8).filter(
+        lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s)), INT32)
+
+
+@st.composite
+def decks(draw, kind: str) -> list[list]:
+    alphabet = draw(st.sampled_from(ALPHABETS))
+    bases = draw(st.lists(st.text(alphabet, min_size=1, max_size=18), max_size=12))
+    prefixes: set[str] = set()
+    for base in bases:
+        lengths = draw(st.sets(st.integers(1, len(base)), min_size=1))
+        prefixes.update(base[:n] for n in lengths)
+    ordered = draw(st.permutations(sorted(prefixes)))
+    return [[prefix, *draw(record_strategy(kind))] for prefix in ordered]
+
+
+@st.composite
+def numbers_for(draw, rows: list[list]) -> list:
+    prefixes = [row[0] for row in rows] or ["4"]
+    digit_tail = st.text("0123456789", max_size=12)
+    one = st.one_of(
+        st.builds(lambda p, t: p + t, st.sampled_from(prefixes), digit_tail),
+        st.text("0123456789", max_size=24),
+        st.builds(lambda p, junk, t: p + junk + t, st.sampled_from(prefixes),
+                  st.sampled_from(["a", "+", " ", "#", "*", "٤", "é", "\x00", "\ud800"]), digit_tail),
+        st.text(max_size=20),
+        st.builds(lambda p, t: (p + t).encode(), st.sampled_from(prefixes), digit_tail),
+    )
+    return draw(st.lists(one, min_size=1, max_size=30))
+
+
+def reference_table(kind: str, rows: list[list]) -> dict[str, tuple]:
+    return reference_lpm.check_rows(kind, rows)
+
+
+def expected(table: dict[str, tuple], number) -> tuple | None:
+    if isinstance(number, bytes):
+        number = number.decode("ascii", "replace")
+    return reference_lpm.longest_match(table, number)
+
+
+def odeck_row(prefix: str, rate: int = 1000, trunks: list[str] | None = None) -> list:
+    return [prefix, 0, 0, rate, 60, 60, trunks or [], 0]
+
+
+# ------------------------------------------------------------------------------------------- differential
+
+@pytest.mark.parametrize("kind", ["odeck", "tdeck"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_image_agrees_with_reference(tmp_path, kind, data):
+    rows = data.draw(decks(kind))
+    path = str(tmp_path / f"{uuid.uuid4().hex}.img")
+    assert deck_image.build_image(path, kind, rows) == len(rows)
+    table = reference_table(kind, rows)
+    with deck_image.DeckImage(path) as image:
+        assert len(image) == len(rows) and image.kind == kind
+        for row in rows:  # every record round-trips exactly
+            assert image.longest_match(row[0]) == (row[0], tuple(row[1:]))
+        for number in data.draw(numbers_for(rows)):
+            assert image.longest_match(number) == expected(table, number), number
+
+
+@pytest.mark.parametrize("kind", ["odeck", "tdeck"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_reference_image_file_agrees(tmp_path, kind, data):
+    """The reference's own file round trip gives what its dict gives (it is the bench's dict deck)."""
+    rows = data.draw(decks(kind))
+    path = str(tmp_path / f"{uuid.uuid4().hex}.json")
+    reference_lpm.build_image(path, kind, rows)
+    deck = reference_lpm.DeckImage(path)
+    table = reference_table(kind, rows)
+    for number in data.draw(numbers_for(rows)):
+        assert deck.longest_match(number) == expected(table, number)
+
+
+def test_columns_match_snapshot_format():
+    """The image's row layouts are snapshot_format.COLUMNS (the record is the row without the prefix)."""
+    assert len(fmt.COLUMNS["odeck"]) == 8 and fmt.COLUMNS["odeck"][6] == "forced_trunks"
+    assert len(fmt.COLUMNS["tdeck"]) == 9 and fmt.COLUMNS["tdeck"][6:8] == ("strip", "prepend")
+
+
+# ------------------------------------------------------------------------------------------- edges
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_round_trip_of_both_kinds(tmp_path, impl):
+    big = 2**63 - 1
+    odeck = [["44", big, 2**31 - 1, big - 1, 1, 1, [], -(2**31)],
+             ["4420", 0, 0, 0, 0, 0, ["t-1", "t-2", "trunk-ü"], 7]]
+    tdeck = [["1", -(2**63), 30, 5, 30, 6, 2, "", 1], ["12", 1, 2, 3, 4, 5, 32, "0044", -1]]
+    impl.build_image(str(tmp_path / "o"), "odeck", odeck)
+    impl.build_image(str(tmp_path / "t"), "tdeck", tdeck)
+    o, t = impl.DeckImage(str(tmp_path / "o")), impl.DeckImage(str(tmp_path / "t"))
+    assert o.longest_match("4419") == ("44", (big, 2**31 - 1, big - 1, 1, 1, [], -(2**31)))
+    assert o.longest_match("44201") == ("4420", (0, 0, 0, 0, 0, ["t-1", "t-2", "trunk-ü"], 7))
+    assert t.longest_match("19") == ("1", (-(2**63), 30, 5, 30, 6, 2, "", 1))
+    assert t.longest_match("123") == ("12", (1, 2, 3, 4, 5, 32, "0044", -1))
+    o.longest_match("44201")[1][5].append("mutated")  # records are copies
+    assert o.longest_match("44201")[1][5] == ["t-1", "t-2", "trunk-ü"]
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_empty_deck(tmp_path, impl):
+    path = str(tmp_path / "empty.img")
+    assert impl.build_image(path, "tdeck", []) == 0
+    image = impl.DeckImage(path)
+    assert len(image) == 0
+    assert image.longest_match("4420123456") is None
+    assert image.longest_match("") is None
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_eighteen_digits_and_longer_numbers(tmp_path, impl):
+    p18 = "123456789012345678"
+    rows = [odeck_row(p18, 18), odeck_row(p18[:17], 17), odeck_row("1", 1), odeck_row("0", 0),
+            odeck_row("00", 2)]
+    path = str(tmp_path / "deck.img")
+    impl.build_image(path, "odeck", rows)
+    image = impl.DeckImage(path)
+    assert image.longest_match(p18)[0] == p18
+    assert image.longest_match(p18 + "9999")[0] == p18  # numbers longer than 18 digits
+    assert image.longest_match(p18[:17] + "0")[0] == p18[:17]
+    assert image.longest_match("19")[0] == "1"
+    assert image.longest_match("000")[0] == "00"  # leading zeros are digits: "0" and "00" are different keys
+    assert image.longest_match("09")[0] == "0"
+    assert image.longest_match("2") is None
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_only_the_leading_digits_count(tmp_path, impl):
+    path = str(tmp_path / "deck.img")
+    impl.build_image(path, "odeck", [odeck_row("4"), odeck_row("44"), odeck_row("442"), odeck_row("4420")])
+    image = impl.DeckImage(path)
+    assert image.longest_match("4420555")[0] == "4420"
+    assert image.longest_match("44a20")[0] == "44"
+    assert image.longest_match("4 420")[0] == "4"
+    assert image.longest_match("442٠")[0] == "442"  # Arabic-Indic zero is not an ASCII digit
+    assert image.longest_match("+4420") is None
+    assert image.longest_match("") is None
+    assert image.longest_match(b"44201")[0] == "4420"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize(("kind", "rows"), [
+    ("odeck", [odeck_row("44"), odeck_row("44")]),                          # duplicate
+    ("odeck", [odeck_row("1234567890123456789")]),                          # 19 digits
+    ("odeck", [odeck_row("")]),
+    ("odeck", [odeck_row("44x")]),
+    ("odeck", [odeck_row("٤٤")]),
+    ("odeck", [[44, 0, 0, 1, 60, 60, [], 0]]),
+    ("odeck", [odeck_row("44", rate=2**63)]),                               # overflows int64
+    ("odeck", [["44", 0, 2**31, 1, 60, 60, [], 0]]),                        # overflows int32
+    ("odeck", [["44", 0, 0, 1.5, 60, 60, [], 0]]),
+    ("odeck", [odeck_row("44", trunks=["a,b"])]),
+    ("odeck", [odeck_row("44", trunks=[""])]),
+    ("odeck", [["44", 0, 0, 1, 60, 60, "t1", 0]]),
+    ("odeck", [["44", 0, 0, 1, 60, 60, []]]),                               # short row
+    ("tdeck", [odeck_row("44")]),                                           # odeck row in a tdeck
+    ("tdeck", [["44", 0, 0, 1, 60, 60, 0, 44, 0]]),                         # prepend not a str
+    ("ideck", []),
+])
+def test_bad_rows_leave_the_old_image(tmp_path, impl, kind, rows):
+    path = str(tmp_path / "deck.img")
+    impl.build_image(path, "odeck", [odeck_row("1")])
+    with pytest.raises(ValueError, match=r"row|kind"):
+        impl.build_image(path, kind, rows)
+    assert os.listdir(tmp_path) == ["deck.img"]  # no tmp file left behind
+    assert impl.DeckImage(path).longest_match("12")[0] == "1"
+
+
+# ------------------------------------------------------------------------------------------- files
+
+def _good_image(tmp_path) -> tuple[str, bytes]:
+    path = str(tmp_path / "deck.img")
+    deck_image.build_image(path, "odeck", [odeck_row(str(p), trunks=["t1"]) for p in range(100, 400)])
+    with open(path, "rb") as f:
+        return path, f.read()
+
+
+def _patched(data: bytes, offset: int, fmt_: str, value: int) -> bytes:
+    return data[:offset] + struct.pack(fmt_, value) + data[offset + struct.calcsize(fmt_):]
+
+
+@pytest.mark.parametrize(("name", "corrupt"), [
+    ("empty", lambda d: b""),
+    ("short", lambda d: d[:100]),
+    ("truncated", lambda d: d[:-1]),
+    ("truncated-half", lambda d: d[: len(d) // 2]),
+    ("extended", lambda d: d + b"\0"),
+    ("magic", lambda d: b"XXDECKIM" + d[8:]),
+    ("format-version", lambda d: _patched(d, 8, "=I", 99)),
+    ("kind", lambda d: _patched(d, 12, "=I", 7)),
+    ("record-size", lambda d: _patched(d, 20, "=I", 40)),
+    ("length-mask", lambda d: _patched(d, 28, "=I", 1 << 25)),
+    ("count", lambda d: _patched(d, 32, "=Q", 10**6)),
+    ("slot-count", lambda d: _patched(d, 40, "=Q", 3)),
+    ("records-offset", lambda d: _patched(d, 56, "=Q", 64)),
+    ("table-offset-wraps", lambda d: _patched(d, 48, "=Q", 2**64 - 64)),
+    ("garbage", lambda d: bytes(range(256)) * (len(d) // 256 + 1)),
+])
+def test_a_bad_file_raises_value_error(tmp_path, name, corrupt):
+    path, data = _good_image(tmp_path)
+    with open(path, "wb") as f:
+        f.write(corrupt(data))
+    with pytest.raises(ValueError, match=r"deck\.img"):
+        deck_image.DeckImage(path)
+
+
+def test_a_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        deck_image.DeckImage(str(tmp_path / "nothing.img"))
+
+
+def test_a_corrupt_table_or_pool_cannot_read_out_of_bounds(tmp_path):
+    """Record indexes and string ranges are checked at lookup time, so a bit flip gives no answer, not a crash."""
+    path = str(tmp_path / "deck.img")
+    deck_image.build_image(path, "odeck", [odeck_row("44", trunks=["t1"])])
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    (records_offset,) = struct.unpack_from("=Q", data, 56)
+    slot = next(o for o in range(128, records_offset, 16) if struct.unpack_from("=Q", data, o)[0] == 144)
+    bad_index = bytearray(data)
+    struct.pack_into("=I", bad_index, slot + 8, 5)
+    with open(path, "wb") as f:
+        f.write(bad_index)
+    assert deck_image.DeckImage(path).longest_match("44") is None
+    bad_string = bytearray(data)
+    struct.pack_into("=I", bad_string, records_offset + 40, 1000)  # RateRec.str_offset
+    with open(path, "wb") as f:
+        f.write(bad_string)
+    with pytest.raises(ValueError, match="outside the pool"):
+        deck_image.DeckImage(path).longest_match("44")
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_atomic_replace_keeps_the_old_mapping_readable(tmp_path, impl):
+    path = str(tmp_path / "deck.img")
+    impl.build_image(path, "odeck", [odeck_row("44", 1), odeck_row("4420", 2)])
+    old = impl.DeckImage(path)
+    impl.build_image(path, "odeck", [odeck_row("44", 10), odeck_row("33", 30)])
+    new = impl.DeckImage(path)
+    assert old.longest_match("44201") == ("4420", (0, 0, 2, 60, 60, [], 0))
+    assert new.longest_match("44201") == ("44", (0, 0, 10, 60, 60, [], 0))
+    assert new.longest_match("331")[0] == "33" and old.longest_match("331") is None
+    os.unlink(path)
+    assert old.longest_match("4") is None and old.longest_match("441")[1][2] == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_close_unmaps_and_later_lookups_fail(tmp_path):
+    path = str(tmp_path / "deck.img")
+    deck_image.build_image(path, "odeck", [odeck_row("44")])
+    image = deck_image.DeckImage(path)
+    assert image.size == os.path.getsize(path) and not image.closed
+    image.close()
+    image.close()
+    assert image.closed and image.size == 0
+    with pytest.raises(ValueError, match="closed"):
+        image.longest_match("44")
+    with deck_image.DeckImage(path) as again:
+        assert again.longest_match("441")[0] == "44"
+    assert again.closed
+    image.__init__(path)  # re-opening an instance maps again
+    assert image.longest_match("44")[0] == "44"
+
+
+def test_pickles_by_path_and_counts_matches(tmp_path):
+    path = str(tmp_path / "deck.img")
+    deck_image.build_image(path, "tdeck", [["44", 0, 0, 1, 60, 60, 2, "9", 0]])
+    image = pickle.loads(pickle.dumps(deck_image.DeckImage(path)))
+    assert image.longest_match("4499") == ("44", (0, 0, 1, 60, 60, 2, "9", 0))
+    assert image.count_matches([b"4499", b"4", b"44", b"x44"]) == 2
+    with pytest.raises(TypeError):
+        image.longest_match(4499)
+
+
+def test_lookups_are_fast_enough_to_matter(tmp_path):
+    """A smoke check, not the bench: the C path must beat the dict loop clearly even on a small deck."""
+    rows = [odeck_row(str(p)) for p in range(10_000, 30_000)]
+    path = str(tmp_path / "deck.img")
+    deck_image.build_image(path, "odeck", rows)
+    image = deck_image.DeckImage(path)
+    table = reference_lpm.check_rows("odeck", rows)
+    numbers = [f"{n}987654321" for n in range(10_000, 30_000)]
+    encoded = [n.encode() for n in numbers]
+    started = time.perf_counter()
+    assert image.count_matches(encoded) == len(numbers)
+    image_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    assert all(reference_lpm.longest_match(table, n) for n in numbers)
+    reference_seconds = time.perf_counter() - started
+    assert image_seconds * 3 < reference_seconds
+
+
+# ------------------------------------------------------------------------------------------- ImageCache
+
+FAMILY = "odeck:gold.v2"
+NUMBERS = ["4420712345", "44", "4", "33123", "1", "", "x44"]
+ROWS_V1 = [odeck_row("4", 1), odeck_row("44", 2), odeck_row("4420", 3, ["t1"])]
+ROWS_V2 = [odeck_row("4", 10), odeck_row("33", 30)]
+
+
+def load_rows_counted(marker_dir: str, rows: list[list], delay: float = 0.0) -> list[list]:
+    """load_rows for the cache: leaves one marker file per call, so the test can count builds."""
+    with open(os.path.join(marker_dir, f"build-{os.getpid()}-{uuid.uuid4().hex}"), "w"):
+        pass
+    time.sleep(delay)  # widen the race window
+    return rows
+
+
+def cache_worker(impl_name: str, directory: str, marker_dir: str, barrier, results, version: int,
+                 rows: list[list]) -> None:
+    impl = {"cython": deck_image, "reference": reference_lpm}[impl_name]
+    cache = impl.ImageCache(directory)
+    barrier.wait(timeout=30)
+    image = cache.get(FAMILY, version, "odeck", functools.partial(load_rows_counted, marker_dir, rows, 0.3))
+    results.put((os.getpid(), [image.longest_match(n) for n in NUMBERS]))
+
+
+def builds(marker_dir) -> int:
+    return sum(name.startswith("build-") for name in os.listdir(marker_dir))
+
+
+@pytest.mark.parametrize("impl_name", ["cython", "reference"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_processes_build_an_image_once(tmp_path, method, impl_name):
+    ctx = multiprocessing.get_context(method)
+    directory, markers = tmp_path / "images", tmp_path / "markers"
+    markers.mkdir()
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    workers = [ctx.Process(target=cache_worker,
+                           args=(impl_name, str(directory), str(markers), barrier, results, 7, ROWS_V1))
+               for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    answers = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    assert builds(markers) == 1
+    assert len({pid for pid, _ in answers}) == 3
+    table = reference_lpm.check_rows("odeck", ROWS_V1)
+    assert all(lookups == [expected(table, n) for n in NUMBERS] for _, lookups in answers)
+    assert sorted(os.listdir(directory)) == ["odeck%3Agold%2Ev2.7.img", "odeck%3Agold%2Ev2.lock"]
+
+
+def test_a_new_version_unlinks_the_old_file_while_old_mappings_answer(tmp_path):
+    directory, markers = tmp_path / "images", tmp_path / "markers"
+    markers.mkdir()
+    cache = deck_image.ImageCache(str(directory))
+    neighbour = deck_image.ImageCache(str(directory)).get(  # a family whose name extends ours: left alone
+        FAMILY + "x", 1, "odeck", lambda: ROWS_V2)
+    v1 = cache.get(FAMILY, 1, "odeck", functools.partial(load_rows_counted, str(markers), ROWS_V1))
+    assert cache.get(FAMILY, 1, "odeck", lambda: pytest.fail("mapped already")) is v1
+    (directory / "odeck%3Agold%2Ev2.1.img.tmp-999999").write_bytes(b"left by a crashed build")
+
+    # Another process of the node moves the family to version 2.
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(1), ctx.Queue()
+    child = ctx.Process(target=cache_worker,
+                        args=("cython", str(directory), str(markers), barrier, results, 2, ROWS_V2))
+    child.start()
+    _, child_lookups = results.get(timeout=60)
+    child.join(timeout=30)
+    assert builds(markers) == 2
+    assert sorted(os.listdir(directory)) == [
+        "odeck%3Agold%2Ev2.2.img", "odeck%3Agold%2Ev2.lock", "odeck%3Agold%2Ev2x.1.img", "odeck%3Agold%2Ev2x.lock"]
+    # Our old mapping still answers from version 1; asking for version 2 maps the child's build.
+    assert v1.longest_match("4420712345") == ("4420", (0, 0, 3, 60, 60, ["t1"], 0))
+    v2 = cache.get(FAMILY, 2, "odeck", lambda: pytest.fail("the child built it"))
+    assert [v2.longest_match(n) for n in NUMBERS] == child_lookups
+    assert v2.longest_match("4420712345") == ("4", (0, 0, 10, 60, 60, [], 0))
+    assert v1.longest_match("44")[0] == "44" and cache.builds == 1
+    assert neighbour.longest_match("331")[0] == "33"
+
+
+def test_cache_rebuilds_a_corrupt_file_and_checks_arguments(tmp_path):
+    cache = deck_image.ImageCache(str(tmp_path))
+    path = cache.path_for("tdeck:carrier/1", 3)
+    assert os.path.basename(path) == "tdeck%3Acarrier%2F1.3.img"
+    with open(path, "wb") as f:
+        f.write(b"not an image")
+    image = cache.get("tdeck:carrier/1", 3, "tdeck", lambda: [["1", 0, 0, 5, 1, 1, 0, "", 0]])
+    assert image.longest_match("12")[1][2] == 5 and cache.builds == 1
+    with pytest.raises(ValueError):
+        cache.get("tdeck:x", -1, "tdeck", list)
+    with pytest.raises(ValueError):
+        cache.get("tdeck:x", 1, "zdeck", list)
+    with pytest.raises(ValueError):
+        cache.get("", 1, "tdeck", list)
