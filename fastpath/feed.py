@@ -40,12 +40,15 @@ class ProjectionFeed:
         self._keys = fmt.Keys(namespace)
         self._last_id = b"0-0"
 
-    def load(self) -> dict[str, Snapshot]:
-        """Every live family. The feed position is taken first, so no swap between is missed."""
+    def live_versions(self) -> dict[str, int]:
+        """family -> live version. The feed position is taken first, so no swap after it is missed."""
         newest = self._redis.xrevrange(self._keys.feed, count=1)
         self._last_id = newest[0][0] if newest else b"0-0"
-        pointer = self._redis.hgetall(self._keys.pointer)
-        return {f.decode(): self.read(f.decode(), int(v)) for f, v in pointer.items()}
+        return {f.decode(): int(v) for f, v in self._redis.hgetall(self._keys.pointer).items()}
+
+    def load(self) -> dict[str, Snapshot]:
+        """Every live family, read whole."""
+        return {family: self.read(family, version) for family, version in self.live_versions().items()}
 
     def read(self, family: str, version: int) -> Snapshot:
         key = self._keys.snapshot(family, version)
@@ -62,16 +65,20 @@ class ProjectionFeed:
             start += len(chunks)
         return Snapshot(family, version, rows)
 
-    def changes(self, block_ms: int = 1000) -> list[Snapshot]:
-        """Wait up to block_ms for swaps; return the newest version of each family that changed."""
+    def announcements(self, block_ms: int | None = None) -> dict[str, int]:
+        """family -> newest announced version since the last call; waits up to block_ms (None: not at all)."""
         reply = self._redis.xread({self._keys.feed: self._last_id}, block=block_ms)
         newest: dict[str, int] = {}
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 self._last_id = entry_id
                 newest[fields[b"family"].decode()] = int(fields[b"version"])
+        return newest
+
+    def changes(self, block_ms: int | None = 1000) -> list[Snapshot]:
+        """Wait up to block_ms for swaps; return the newest version of each family that changed, read whole."""
         snapshots = []
-        for family, version in newest.items():
+        for family, version in self.announcements(block_ms).items():
             try:
                 snapshots.append(self.read(family, version))
             except SnapshotGone:  # superseded while we were away: take whatever is live now

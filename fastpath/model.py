@@ -124,22 +124,21 @@ class World:
     def rules(self, profile: str | None) -> Rules:
         return self.localizations.get(profile or "", _NO_RULES)
 
-    def apply(self, snapshot: Snapshot, deck_factory=None) -> None:
-        """Replace one family with a new snapshot (decks go through deck_factory(snapshot))."""
+    def apply(self, snapshot: Snapshot) -> None:
+        """Replace one family with a new snapshot (a deck becomes an in-memory DictDeck)."""
         kind = fmt.kind_of(snapshot.family)
         if kind in ("odeck", "tdeck"):
-            owner = snapshot.family.partition(":")[2]
-            target = self.origination_decks if kind == "odeck" else self.termination_decks
-            target[owner] = (deck_factory or _dict_deck)(snapshot)
+            self.set_deck(snapshot.family, DictDeck(kind, snapshot.rows))
             return
         _LOADERS[kind](self, list(snapshot.records()))
 
+    def set_deck(self, family: str, deck: Deck) -> None:
+        """Install the deck of family 'odeck:<rate group>' or 'tdeck:<trunk>'."""
+        kind, _, owner = family.partition(":")
+        (self.origination_decks if kind == "odeck" else self.termination_decks)[owner] = deck
+
 
 _NO_RULES = Rules()
-
-
-def _dict_deck(snapshot: Snapshot) -> DictDeck:
-    return DictDeck(fmt.kind_of(snapshot.family), snapshot.rows)
 
 
 # ---------------------------------------------------------------------------------------------- loaders

@@ -143,3 +143,14 @@ def _routes(world: World, account: Account, group: RateGroup, trunk_ids, destina
         candidates.append((key, route))
     candidates.sort(key=lambda pair: pair[0])
     return tuple(route for _, route in candidates)
+
+
+class Engine:
+    """The reference behind the compiled Engine's interface (fastpath._core.Engine)."""
+
+    def __init__(self, world: World):
+        self._world = world
+
+    def decide(self, account: str, caller_id: str, destination: str, available: int, now: int,
+               entropy: int = 0) -> Decision:
+        return decide(self._world, Call(account, caller_id, destination, available, now, entropy))

@@ -1,0 +1,97 @@
+"""The fast path as a Kamailio process runs it: load the projection, follow it, decide calls.
+
+Each process keeps a World and an Engine built from it. Small families are read from Redis into the
+process; decks become memory-mapped images shared by every process of the node (deck_image.ImageCache).
+refresh() polls the change feed without blocking at most every `poll_seconds`, so a change reaches every
+process within that delay plus its next call. When Redis is unreachable the last good data keeps
+serving (fail-static) and the error is logged once per outage; on recovery the process resyncs with the
+live versions, in case announcements were missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from fastpath import engine_class
+from fastpath import snapshot_format as fmt
+from fastpath.deck_image import ImageCache
+from fastpath.feed import ProjectionFeed
+from fastpath.model import World
+
+log = logging.getLogger(__name__)
+DECK_KINDS = ("odeck", "tdeck")
+# While Redis is unreachable, poll this much less often: a Kamailio worker must not stall on it.
+OUTAGE_POLL_SECONDS = 1.0
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client fit for a call's path: short timeouts and no retries, so an outage costs milliseconds."""
+    return redis.Redis.from_url(url, socket_connect_timeout=0.1, socket_timeout=0.5,
+                                retry=Retry(NoBackoff(), 0))
+
+
+class FastPath:
+    def __init__(self, client: redis.Redis, image_directory: str, namespace: str = fmt.DEFAULT_NAMESPACE,
+                 poll_seconds: float = 0.25):
+        self._feed = ProjectionFeed(client, namespace)
+        self._images = ImageCache(image_directory)
+        self._poll_seconds = poll_seconds
+        self._engine_class = engine_class()
+        self.world = World()
+        self.engine = self._engine_class(self.world)
+        self.versions: dict[str, int] = {}
+        self._next_poll = 0.0
+        self._failing = False
+
+    # ------------------------------------------------------------------ following the projection
+    def load(self) -> None:
+        """Read every live family (at start, and after an outage). Raises when Redis is unreachable."""
+        live = self._feed.live_versions()
+        self._apply({f: v for f, v in live.items() if self.versions.get(f) != v})
+
+    def refresh(self) -> bool:
+        """Apply announced changes when a poll is due; True when the engine changed. Never raises."""
+        now = time.monotonic()
+        if now < self._next_poll:
+            return False
+        self._next_poll = now + self._poll_seconds
+        try:
+            return self._recover() if self._failing else self._apply(self._feed.announcements(block_ms=None))
+        except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: a snapshot that will not load
+            if not self._failing:
+                log.error("fast path: projection unreachable, serving the last good data: %s", exc)
+            self._failing = True
+            self._next_poll = now + max(self._poll_seconds, OUTAGE_POLL_SECONDS)
+            return False
+
+    def _recover(self) -> bool:
+        versions_before = dict(self.versions)
+        self.load()
+        self._failing = False
+        log.warning("fast path: projection reachable again, resynced")
+        return self.versions != versions_before
+
+    def _apply(self, versions: dict[str, int]) -> bool:
+        # "Different", not "newer": after Redis lost everything, versions start again from 1.
+        fresh = {f: v for f, v in versions.items() if v != self.versions.get(f)}
+        for family, version in sorted(fresh.items(), key=lambda item: fmt.kind_of(item[0]) in DECK_KINDS):
+            kind = fmt.kind_of(family)
+            if kind in DECK_KINDS:
+                image = self._images.get(family, version, kind, lambda f=family, v=version: self._feed.read(f, v).rows)
+                self.world.set_deck(family, image)
+            elif kind in fmt.COLUMNS:
+                self.world.apply(self._feed.read(family, version))
+            self.versions[family] = version
+        if fresh:
+            self.engine = self._engine_class(self.world)
+        return bool(fresh)
+
+    # ------------------------------------------------------------------ per call
+    def decide(self, account: str, caller_id: str, destination: str, available: int, now: int, entropy: int = 0):
+        self.refresh()
+        return self.engine.decide(account, caller_id, destination, available, now, entropy)
