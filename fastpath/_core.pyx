@@ -7,7 +7,14 @@ objects only where a string has to be built. tests/test_fastpath_differential.py
 reference.
 """
 
+from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object)
+    void* PyUnicode_DATA(object)
 
 from fastpath.deck_image cimport DeckImage, RateRec
 
@@ -182,27 +189,35 @@ cdef str _localize(str number, list rules):
 
 # ---------------------------------------------------------------------------------------------- deck lookups
 
-cdef class _Match:
-    """A deck hit: the matched prefix and the record's numbers (strings only when asked)."""
-    cdef str prefix
-    cdef int64_t connect_fee, included, rate, initial, increment, priority, strip
-    cdef object strings  # forced trunks (odeck) / prepend (tdeck)
+cdef struct Hit:
+    # A deck hit: the record's numbers (strings are fetched only when a route needs them).
+    int64_t connect_fee, included, rate, initial, increment, priority, strip
+    Py_ssize_t prefix_len
+    bint has_strings
 
 
-cdef _Match _lookup(object deck, str number):
+cdef class _DictStrings:
+    """The strings of a hit in a plain (non-image) deck, which has no C record to read them from later."""
+    cdef object value
+
+
+cdef bint _lookup(object deck, str number, Hit* hit, _DictStrings strings) except -1:
+    """Fill `hit` with the longest prefix match of `number` in `deck`; False when none."""
     cdef DeckImage image
     cdef RateRec rec
-    cdef bytes digits
-    cdef _Match hit
+    cdef const char* data
+    cdef bytes encoded
     if deck is None:
-        return None
-    if isinstance(deck, DeckImage):
+        return False
+    if type(deck) is DeckImage:
         image = <DeckImage>deck
-        digits = number.encode("ascii", "replace")
-        if not image.match(digits, len(digits), &rec):
-            return None
-        hit = _Match.__new__(_Match)
-        hit.prefix = number[:rec.prefix_len]
+        if PyUnicode_IS_ASCII(number):  # no copy: the str's own bytes
+            if not image.match(<const char*>PyUnicode_DATA(number), PyUnicode_GET_LENGTH(number), &rec):
+                return False
+        else:
+            encoded = number.encode("utf-8", "replace")
+            if not image.match(encoded, len(encoded), &rec):
+                return False
         hit.connect_fee = rec.connect_fee
         hit.included = rec.included_seconds
         hit.rate = rec.rate_per_min
@@ -210,20 +225,49 @@ cdef _Match _lookup(object deck, str number):
         hit.increment = rec.increment
         hit.priority = rec.priority
         hit.strip = rec.strip
-        hit.strings = image.record_strings(&rec)
-        return hit
+        hit.prefix_len = rec.prefix_len
+        hit.has_strings = rec.str_length > 0
+        if hit.has_strings:
+            strings.value = image.record_strings(&rec)
+        return True
     found = deck.longest_match(number)
     if found is None:
-        return None
+        return False
     prefix, record = found
-    hit = _Match.__new__(_Match)
-    hit.prefix = prefix
+    hit.prefix_len = len(prefix)
     hit.connect_fee, hit.included, hit.rate, hit.initial, hit.increment = record[:5]
     if len(record) == 7:  # odeck: ..., forced_trunks, priority
-        hit.strings, hit.priority, hit.strip = tuple(record[5]), record[6], 0
+        strings.value, hit.priority, hit.strip = tuple(record[5]), record[6], 0
     else:  # tdeck: ..., strip, prepend, priority
-        hit.strip, hit.strings, hit.priority = record[5], record[6], record[7]
-    return hit
+        hit.strip, strings.value, hit.priority = record[5], record[6], record[7]
+    hit.has_strings = len(strings.value) > 0
+    return True
+
+
+cdef struct Candidate:
+    int64_t key[5]  # compared in order; LCR: -prefix length, rate, trunk priority, rate priority, position
+    Py_ssize_t route
+
+
+cdef inline bint _before(Candidate* a, Candidate* b) noexcept nogil:
+    cdef int i
+    for i in range(5):
+        if a.key[i] != b.key[i]:
+            return a.key[i] < b.key[i]
+    return False
+
+
+cdef void _sort(Candidate* items, Py_ssize_t count) noexcept nogil:
+    """Insertion sort: a rate group has a handful of trunks."""
+    cdef Py_ssize_t i, j
+    cdef Candidate item
+    for i in range(1, count):
+        item = items[i]
+        j = i - 1
+        while j >= 0 and _before(&item, &items[j]):
+            items[j + 1] = items[j]
+            j -= 1
+        items[j + 1] = item
 
 
 # ---------------------------------------------------------------------------------------------- engine
@@ -355,7 +399,9 @@ cdef class Engine:
         cdef tuple pool
         cdef Decision d
         cdef _Group group
-        cdef _Match hit
+        cdef Hit hit
+        cdef _DictStrings strings = _DictStrings.__new__(_DictStrings)
+        cdef bint found = False
         cdef int64_t initial, increment, rate, granted
         if option != 0:
             pool = self._pool(account, option)
@@ -374,10 +420,9 @@ cdef class Engine:
                     return _decision(403, "CLI not allowed", "cli", "outbound", caller_id, destination,
                                      account.allow_recording)
         group = self.groups.get(group_id)
-        hit = None
         if group is not None and group.active:
-            hit = _lookup(self.origination_decks.get(group_id), destination)
-        if hit is None:
+            found = _lookup(self.origination_decks.get(group_id), destination, &hit, strings)
+        if not found:
             return _decision(404, "No rate for destination", "rate", "outbound", caller_id, destination,
                              account.allow_recording)
         initial = hit.initial if hit.initial else group.default_initial
@@ -388,12 +433,12 @@ cdef class Engine:
         d = _decision(402, "Insufficient balance", "balance", "outbound", caller_id, destination,
                       account.allow_recording)
         d.rate_group = group.id
-        d.prefix = hit.prefix
+        d.prefix = destination[:hit.prefix_len]
         d.rate_per_min = rate
         if granted == 0:
             return d
         d.granted_seconds = granted
-        forced = tuple(hit.strings) if hit.strings else group.trunks
+        forced = tuple(strings.value) if hit.has_strings else group.trunks
         d.routes = self._routes(account, group, forced, destination, caller_id, rate, granted)
         if not d.routes:
             d.code, d.reason, d.stage = 503, "No route available", "route"
@@ -404,19 +449,40 @@ cdef class Engine:
 
     cdef tuple _routes(self, _Account account, _Group group, tuple trunk_ids, str destination, str caller_id,
                        int64_t origination_rate, int64_t granted):
-        cdef list candidates = []
+        cdef Py_ssize_t count = len(trunk_ids), kept = 0, index
+        cdef Candidate[16] small
+        cdef Candidate* items = small
+        cdef list routes = []
+        if count > 16:  # rare: a group with many trunks
+            items = <Candidate*>malloc(count * sizeof(Candidate))
+            if items == NULL:
+                raise MemoryError()
+        try:
+            self._collect(account, group, trunk_ids, destination, caller_id, origination_rate, granted, items,
+                          &kept, routes)
+            _sort(items, kept)
+            return tuple([routes[items[index].route] for index in range(kept)])
+        finally:
+            if items != small:
+                free(items)
+
+    cdef int _collect(self, _Account account, _Group group, tuple trunk_ids, str destination, str caller_id,
+                      int64_t origination_rate, int64_t granted, Candidate* items, Py_ssize_t* kept_out,
+                      list routes) except -1:
+        """One Route per usable trunk with a termination rate (loss-less filtered), and its sort key."""
+        cdef Py_ssize_t count = len(trunk_ids), kept = 0, index
         cdef _Trunk trunk
-        cdef _Match hit
+        cdef Hit hit
+        cdef _DictStrings strings = _DictStrings.__new__(_DictStrings)
         cdef Route route
-        cdef Py_ssize_t index
         cdef str number
-        for index in range(len(trunk_ids)):
+        for index in range(count):
             trunk = self.trunks.get(trunk_ids[index])
             if trunk is None or not trunk.usable:
                 continue
-            number = _localize(destination, trunk.rules.termination_destination)
-            hit = _lookup(trunk.deck, number)
-            if hit is None:
+            number = _localize(destination, trunk.rules.termination_destination) \
+                if trunk.rules.termination_destination else destination
+            if not _lookup(trunk.deck, number, &hit, strings):
                 continue
             if hit.rate > origination_rate and not account.allow_loss_less_routing:
                 continue
@@ -424,19 +490,29 @@ cdef class Engine:
             route.trunk = trunk.id
             route.provider = trunk.provider
             route.gateways = trunk.gateways
-            route.destination = hit.strings + number[hit.strip:]
-            route.caller_id = _localize(caller_id, trunk.rules.termination_caller_id)
-            route.prefix = hit.prefix
+            route.destination = number if hit.strip == 0 and not hit.has_strings else \
+                (strings.value if hit.has_strings else "") + number[hit.strip:]
+            route.caller_id = _localize(caller_id, trunk.rules.termination_caller_id) \
+                if trunk.rules.termination_caller_id else caller_id
+            route.prefix = number[:hit.prefix_len]
             route.rate_per_min = hit.rate
-            route.cost = c_cost(granted, hit.connect_fee, hit.included, hit.rate, hit.initial or 1,
-                                hit.increment or 1)
+            route.cost = c_cost(granted, hit.connect_fee, hit.included, hit.rate, hit.initial or 1, hit.increment or 1)
             route.max_concurrent_calls = trunk.max_concurrent_calls
             route.cps = trunk.cps
             if group.by_cost:
-                key = (hit.rate, trunk.priority, hit.priority, index)
+                items[kept].key[0] = hit.rate
+                items[kept].key[1] = trunk.priority
+                items[kept].key[2] = hit.priority
+                items[kept].key[3] = index
+                items[kept].key[4] = 0
             else:
-                key = (-len(hit.prefix), hit.rate, trunk.priority, hit.priority, index)
-            candidates.append((key, route))
-        if len(candidates) > 1:
-            candidates.sort()
-        return tuple([pair[1] for pair in candidates])
+                items[kept].key[0] = -hit.prefix_len
+                items[kept].key[1] = hit.rate
+                items[kept].key[2] = trunk.priority
+                items[kept].key[3] = hit.priority
+                items[kept].key[4] = index
+            items[kept].route = len(routes)
+            routes.append(route)
+            kept += 1
+        kept_out[0] = kept
+        return 0

@@ -78,6 +78,15 @@ def test_markup_raises_the_rate_loss_check_uses_the_marked_up_rate():
     assert d.rate_per_min == 3 * EUR and [r.trunk for r in d.routes] == ["a"]
 
 
+def test_many_trunks_sort_like_few():
+    ids = tuple(f"t{n:02d}" for n in range(20))
+    w = routed(groups=[group(trunks=ids)], trunks=[trunk(t, priority=n % 3) for n, t in enumerate(ids)],
+               termination_decks={t: [termination("4420"[: 1 + n % 4], 100_000 + (n * 7919) % 5)]
+                                  for n, t in enumerate(ids)})
+    d = both(w)
+    assert len(d.routes) == 20 and len(d.routes[0].prefix) == 4
+
+
 def test_disabled_trunks_and_deleted_providers_are_skipped():
     for t in (trunk("a", status="INACTIVE"), trunk("a", provider_usable=False), trunk("a", gateways=())):
         d = both(routed(trunks=[t, trunk("b")]))
