@@ -138,5 +138,14 @@ else
         say "regenerating gRPC stubs from proto/"
         .venv/bin/python proto/generate.py
     fi
+    # Likewise a Cython source edited since the last build must reach its extension module.
+    for source in fastpath/*.pyx fastpath/*.pxd; do
+        if [[ "$source" -nt "$STAMP" ]]; then
+            say "rebuilding the Cython extensions of fastpath/"
+            quietly "$LOGS/pip.log" .venv/bin/python setup.py build_ext --inplace
+            touch "$STAMP"
+            break
+        fi
+    done
     say "tollgate is installed in .venv"
 fi

@@ -59,3 +59,23 @@ ensure 9000000002 customer \
     --country US --timezone America/New_York \
     --postpaid --credit-limit 100.00 --sip-device \
     --max-calls 10 --cps 2
+
+# The demo carrier's trunks, decks and localization come from the declarative example (idempotent):
+# provider CARRIER01 with trunks carrier-fra and carrier-ams and their termination decks.
+say "applying examples/provider.yaml (demo carrier CARRIER01, its trunks and decks)"
+"$ADMIN" apply -f "$ROOT/examples/provider.yaml" | sed 's/^/    /'
+
+# A retail rate group over those trunks, with its origination deck, for the demo customer.
+rc=0
+"$ADMIN" rate-groups get demo-retail >/dev/null 2>&1 || rc=$?
+if ((rc == EXIT_NOT_FOUND)); then
+    "$ADMIN" rate-groups create demo-retail --display-name "Demo retail" --markup-percent 0 --strategy lcr \
+        --trunk carrier-fra --trunk carrier-ams >/dev/null
+    say "created rate group demo-retail"
+elif ((rc != 0)); then
+    say "cannot look up rate group demo-retail (tollgate-admin exit $rc)"
+    exit "$rc"
+fi
+"$ADMIN" origination-rates import demo-retail "$ROOT/examples/retail-origination.csv" --no-progress | sed 's/^/    /'
+"$ADMIN" accounts update 9000000002 --rate-group rateGroups/demo-retail >/dev/null
+say "demo customer 9000000002 rates with demo-retail"
