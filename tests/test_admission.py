@@ -1,0 +1,118 @@
+"""Call admission and settlement in Redis: limits, reservations, exactly-once money (SPEC §5, §9)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+import pytest
+import redis
+
+from fastpath import admission as adm
+from fastpath.admission import Admissions
+
+EUR = 1_000_000
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def admissions(redis_client: redis.Redis):
+    namespace = f"tgadm{secrets.token_hex(3)}"
+    yield Admissions(redis_client, namespace)
+    for key in redis_client.scan_iter(f"{namespace}:*"):
+        redis_client.delete(key)
+
+
+def admit(a: Admissions, call: str, account: str = "1001", **limits) -> adm.Admission:
+    values = dict(now=NOW, cps=0, max_calls=0, reserve=EUR, credit_limit=0) | limits
+    return a.admit(account, call, **values)
+
+
+def test_cps_limit_counts_attempts_in_the_same_second(admissions):
+    admissions.credit("1001", 100 * EUR)
+    outcomes = [admit(admissions, f"c{i}", cps=2).outcome for i in range(3)]
+    assert outcomes == [adm.ADMITTED, adm.ADMITTED, adm.CPS_EXCEEDED]
+    assert admit(admissions, "c9", cps=2, now=NOW + 1).outcome == adm.ADMITTED  # a new second
+
+
+def test_concurrent_call_limit_and_release_at_settlement(admissions):
+    admissions.credit("1001", 100 * EUR)
+    assert [admit(admissions, f"c{i}", max_calls=2).outcome for i in range(3)] == [
+        adm.ADMITTED, adm.ADMITTED, adm.CONCURRENCY_EXCEEDED]
+    assert admissions.settle("1001", "c0", 300_000, {"call_id": "c0"})
+    assert admit(admissions, "c3", max_calls=2).outcome == adm.ADMITTED
+
+
+def test_cps_is_checked_before_concurrency(admissions):
+    admissions.credit("1001", 100 * EUR)
+    admit(admissions, "c0", cps=1, max_calls=1)
+    assert admit(admissions, "c1", cps=1, max_calls=1).outcome == adm.CPS_EXCEEDED
+
+
+def test_reservations_cannot_overdraw_a_prepaid_account(admissions):
+    admissions.credit("1001", 10 * EUR)
+    assert admit(admissions, "c1", reserve=6 * EUR) == adm.Admission(adm.ADMITTED, 6 * EUR)
+    assert admit(admissions, "c2", reserve=6 * EUR) == adm.Admission(adm.INSUFFICIENT, 4 * EUR)
+    assert admissions.available("1001", 0) == 4 * EUR
+
+
+def test_postpaid_may_go_down_to_its_credit_limit(admissions):
+    assert admit(admissions, "c1", reserve=30 * EUR, credit_limit=50 * EUR).outcome == adm.ADMITTED
+    assert admit(admissions, "c2", reserve=30 * EUR, credit_limit=50 * EUR).outcome == adm.INSUFFICIENT
+    admissions.settle("1001", "c1", 45 * EUR, {"call_id": "c1"})
+    assert admissions.available("1001", 50 * EUR) == 5 * EUR  # balance -45, limit 50
+
+
+def test_a_refused_call_counts_for_cps_but_reserves_nothing(admissions):
+    admissions.credit("1001", EUR)
+    assert admit(admissions, "c1", cps=1, decided=False).outcome == adm.COUNTED
+    assert admissions.open_calls("1001") == 0 and admissions.available("1001", 0) == EUR
+    assert admit(admissions, "c2", cps=1).outcome == adm.CPS_EXCEEDED
+
+
+def test_a_retransmitted_invite_is_admitted_once(admissions):
+    admissions.credit("1001", 10 * EUR)
+    first = admit(admissions, "c1", reserve=4 * EUR, max_calls=1)
+    again = admit(admissions, "c1", reserve=4 * EUR, max_calls=1)
+    assert first == again == adm.Admission(adm.ADMITTED, 4 * EUR)
+    assert admissions.available("1001", 0) == 6 * EUR
+
+
+def test_settlement_debits_exactly_once_and_queues_one_event(admissions, redis_client):
+    admissions.credit("1001", 10 * EUR)
+    admit(admissions, "c1", reserve=4 * EUR)
+    assert admissions.settle("1001", "c1", 1_234_567, {"call_id": "c1", "billable": 61}) is True
+    assert admissions.settle("1001", "c1", 1_234_567, {"call_id": "c1", "billable": 61}) is False
+    assert admissions.available("1001", 0) == 10 * EUR - 1_234_567
+    events = redis_client.xrange(admissions._key("1001", "events"))
+    assert [e[1][b"call_id"] for e in events] == [b"c1"]
+
+
+def test_provider_is_credited_once_with_the_termination_cost(admissions):
+    assert admissions.settle("9000", "c1", -700_000, {"call_id": "c1", "role": "provider"})
+    assert not admissions.settle("9000", "c1", -700_000, {"call_id": "c1", "role": "provider"})
+    assert admissions.available("9000", 0) == 700_000
+
+
+def test_concurrent_admissions_never_exceed_the_limit(admissions):
+    admissions.credit("1001", 1_000 * EUR)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+        own = Admissions(client, admissions._namespace)
+        for i in range(25):
+            outcome = own.admit("1001", f"w{n}-{i}", now=NOW, cps=0, max_calls=7, reserve=EUR,
+                                credit_limit=0).outcome
+            with lock:
+                results.append(outcome)
+        client.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(adm.ADMITTED) == 7 and admissions.open_calls("1001") == 7
+    assert admissions.available("1001", 0) == 993 * EUR
