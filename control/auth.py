@@ -102,7 +102,8 @@ class TokenAuthority:
         with self._pool.connection() as conn:
             row = conn.execute(
                 "SELECT t.account_id FROM api_tokens t JOIN accounts a ON a.id = t.account_id"
-                " WHERE t.token_sha256 = %s AND t.expires_at > now() AND a.deleted_at IS NULL",
+                " WHERE t.token_sha256 = %s AND t.expires_at > now() AND a.deleted_at IS NULL"
+                " AND a.status = 'ACTIVE' AND (a.expire_at IS NULL OR a.expire_at > now())",
                 (_token_digest(token),),
             ).fetchone()
         if row is None:

@@ -89,7 +89,9 @@ def _convert(column: str, text: str):
         if text and not (text.isdigit() and len(text) <= 32):
             raise ValueError(f"prepend {text!r} must be digits")
         return text
-    return text[:255]  # description
+    if len(text) > 255:
+        raise ValueError(f"description is {len(text)} characters; at most 255")
+    return text
 
 
 def parse_rows(kind: DeckKind, lines: Iterable[str]) -> Iterator[tuple]:

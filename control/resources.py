@@ -289,8 +289,8 @@ def list_page(conn: psycopg.Connection, resource: Resource, *, parent: str = "",
         params.append(parent_id)
     for request_field, value in sorted((filters or {}).items()):
         if value:
-            column = resource.list_filters[request_field]
-            clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+            column = resource.list_filters[request_field]  # account references: case-insensitive
+            clauses.append(sql.SQL("lower({}) = lower(%s)").format(sql.Identifier(column)))
             params.append(value.removeprefix("accounts/"))
     issued_for = paging.fingerprint(resource.table, parent, sorted((filters or {}).items()))
     after = paging.decode_token(page_token, issued_for)

@@ -138,7 +138,7 @@ cdef class _Account:
 
 cdef class _Rules:
     # Each list holds (0, match, replace) for a prefix rule or (1, compiled_pattern, replacement).
-    cdef list caller_id_outbound, destination, termination_caller_id, termination_destination
+    cdef list caller_id_inbound, caller_id_outbound, destination, termination_caller_id, termination_destination
 
 
 cdef class _Group:
@@ -169,6 +169,7 @@ cdef list _compile(list rules):
 
 cdef _Rules _rules(object source):
     cdef _Rules rules = _Rules.__new__(_Rules)
+    rules.caller_id_inbound = _compile(source.caller_id_inbound)
     rules.caller_id_outbound = _compile(source.caller_id_outbound)
     rules.destination = _compile(source.destination)
     rules.termination_caller_id = _compile(source.termination_caller_id)
@@ -343,12 +344,13 @@ cdef class Engine:
         cdef Decision d
         if account is None or not account.usable(now):
             return _decision(403, "Account disabled", "account", "", "", "", False)
-        caller_id = _localize(caller_id, account.rules.caller_id_outbound)
         destination = _localize(destination, account.rules.destination)
         if destination in self.did_owner:
+            caller_id = _localize(caller_id, account.rules.caller_id_inbound)
             return self._inbound(destination, caller_id, account, now)
+        caller_id = _localize(caller_id, account.rules.caller_id_outbound)
         if account.allow_local_calls and destination in self.devices_active:
-            return self._local(account, caller_id, destination, available)
+            return self._local(account, caller_id, destination, available, now)
         return self._outbound(account, caller_id, destination, available, entropy)
 
     cdef Decision _inbound(self, str did, str caller_id, _Account account, int64_t now):
@@ -364,7 +366,11 @@ cdef class Engine:
         d.granted_seconds = self.max_call_seconds
         return d
 
-    cdef Decision _local(self, _Account account, str caller_id, str username, int64_t available):
+    cdef Decision _local(self, _Account account, str caller_id, str username, int64_t available, int64_t now):
+        cdef _Account callee = self.accounts.get(self.devices_active[username].account)
+        if callee is None or not callee.usable(now):
+            return _decision(404, "Callee not in service", "direction", "local", caller_id, username,
+                             account.allow_recording)
         cdef int64_t rate = account.lc_charge_per_min
         cdef int64_t granted = c_max_duration(available, 0, 0, rate, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT,
                                               self.max_call_seconds)

@@ -111,7 +111,7 @@ class World:
     accounts: dict[str, Account] = field(default_factory=dict)
     devices: dict[str, Device] = field(default_factory=dict)
     devices_by_account: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    did_owner: dict[str, str | None] = field(default_factory=dict)  # active DIDs -> owner account
+    did_owner: dict[str, str | None] = field(default_factory=dict)  # every DID -> owner (None: not in service)
     dids_by_account: dict[str, tuple[str, ...]] = field(default_factory=dict)
     caller_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rate_groups: dict[str, RateGroup] = field(default_factory=dict)
@@ -167,7 +167,8 @@ def _load_devices(world: World, rows: list[dict]) -> None:
 
 def _load_dids(world: World, rows: list[dict]) -> None:
     active = [r for r in rows if r["status"] == ACTIVE]
-    world.did_owner = {r["number"]: r["account"] for r in active}
+    # An inactive DID is still ours: a call to it is inbound and refused, not routed out as a number.
+    world.did_owner = {r["number"]: r["account"] if r["status"] == ACTIVE else None for r in rows}
     world.dids_by_account = _group((r["account"], r["number"]) for r in active if r["account"])
 
 

@@ -106,6 +106,14 @@ def test_every_rpc_needs_a_valid_token(admin, metadata):
     assert result.code == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_an_inactive_account_token_stops_working(admin, customer):
+    mine = bearer(login(admin, customer.email).token)
+    admin.accounts.UpdateAccount(pb.UpdateAccountRequest(account=pb.Account(name=customer.name, status=pb.INACTIVE)),
+                                 metadata=admin.metadata)
+    result = failure(lambda: admin.accounts.GetAccount(pb.GetAccountRequest(name=customer.name), metadata=mine))
+    assert result.code == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_deleting_an_account_revokes_its_tokens(admin, customer):
     mine = bearer(login(admin, customer.email).token)
     admin.accounts.DeleteAccounts(pb.DeleteAccountsRequest(names=[customer.name]), metadata=admin.metadata)

@@ -165,7 +165,7 @@ def test_localization_of_both_syntaxes_on_both_sides():
 
 
 def test_local_call_between_devices():
-    w = routed(accounts=[account(allow_local_calls=True, lc_charge_per_min=120_000)])
+    w = routed(accounts=[account(allow_local_calls=True, lc_charge_per_min=120_000), account("1000000002")])
     w.devices = {"alice": device("alice", "1000000002")}
     d = both(w, destination="alice", available=EUR)
     assert (d.code, d.direction, d.callee, d.rate_per_min) == (200, "local", "alice", 120_000)
@@ -254,3 +254,26 @@ def test_empty_pool_refuses_rather_than_guess(option):
 @pytest.mark.parametrize("option", [3, 4, 5])
 def test_missing_non_cli_group_refuses(option):
     assert both(cli_world(option, non_cli=None), caller_id="999").code == 403
+
+
+def test_inbound_calls_localize_the_caller_id_with_the_inbound_rules():
+    owner = account("1000000002")
+    w = routed(accounts=[account(localization="p"), owner])
+    w.localizations = {"p": rules(caller_id_inbound=["0/49"], caller_id_outbound=["0/33"])}
+    w.did_owner = {"3312345678": owner.number}
+    assert both(w, destination="3312345678", caller_id="030123").caller_id == "4930123"
+    assert both(w, caller_id="030123").caller_id == "3330123"  # outbound: the outbound rules
+
+
+def test_a_call_to_an_inactive_did_is_refused_not_routed_out():
+    w = routed(accounts=[account(), account("1000000002")])
+    w.did_owner = {"4420123456": None}  # our DID, not in service
+    d = both(w)
+    assert (d.code, d.direction, d.reason) == (404, "inbound", "DID not in service")
+
+
+def test_local_call_to_a_disabled_callee_is_refused():
+    w = routed(accounts=[account(allow_local_calls=True), account("1000000002", status="INACTIVE")])
+    w.devices = {"bob": device("bob", "1000000002")}
+    d = both(w, destination="bob")
+    assert (d.code, d.direction, d.reason) == (404, "local", "Callee not in service")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastpath.decision import Call, Decision, Route, refusal
 from fastpath.localization import localize
-from fastpath.model import ACTIVE, Account, RateGroup, World
+from fastpath.model import ACTIVE, Account, Device, RateGroup, World
 from fastpath.reference.rating import Terms, cost, marked_up, max_duration
 
 # SPEC §6: which pool each CLI option checks, and what a miss does.
@@ -26,15 +26,16 @@ def decide(world: World, call: Call) -> Decision:
     if account is None or not account.usable(call.now):
         return refusal(403, "Account disabled", "account")
     rules = world.rules(account.localization)
-    caller_id = localize(call.caller_id, rules.caller_id_outbound)
     destination = localize(call.destination, rules.destination)
+    inbound = destination in world.did_owner
+    caller_id = localize(call.caller_id, rules.caller_id_inbound if inbound else rules.caller_id_outbound)
     common = {"caller_id": caller_id, "destination": destination, "record": account.allow_recording}
 
-    if destination in world.did_owner:
+    if inbound:
         return _inbound(world, call, destination, common)
     device = world.devices.get(destination)
     if device is not None and device.status == ACTIVE and account.allow_local_calls:
-        return _local(world, call, account, device.username, common)
+        return _local(world, call, account, device, common)
     return _outbound(world, call, account, common)
 
 
@@ -49,13 +50,16 @@ def _inbound(world: World, call: Call, did: str, common: dict) -> Decision:
                     granted_seconds=world.max_call_seconds, **common)
 
 
-def _local(world: World, call: Call, account: Account, username: str, common: dict) -> Decision:
+def _local(world: World, call: Call, account: Account, device: Device, common: dict) -> Decision:
     """Device to device on this switch: lc_charge_per_min in 60 s steps, no connect fee; the callee pays nothing."""
+    callee = world.accounts.get(device.account)
+    if callee is None or not callee.usable(call.now):
+        return refusal(404, "Callee not in service", "direction", direction="local", **common)
     terms = Terms(0, 0, account.lc_charge_per_min, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT)
     granted = max_duration(call.available, terms, world.max_call_seconds)
     if granted == 0:
         return refusal(402, "Insufficient balance", "balance", direction="local", **common)
-    return Decision(code=200, reason="OK", stage="done", direction="local", callee=username,
+    return Decision(code=200, reason="OK", stage="done", direction="local", callee=device.username,
                     rate_per_min=account.lc_charge_per_min, granted_seconds=granted,
                     reserve=cost(granted, terms), **common)
 
