@@ -52,6 +52,8 @@ class AccountService(account_pb2_grpc.AccountServiceServicer):
         query = listing.AccountQuery.build(current_principal(), request.filter, request.show_deleted)
         size = paging.page_size(request.page_size)
         after = paging.decode_token(request.page_token, query.fingerprint) or 0
+        if not isinstance(after, int):
+            raise invalid("page_token", "is not a token this service issued")
         with self._pool.connection() as conn, conn.transaction():
             rows = conn.execute(
                 sql.SQL("SELECT a.* FROM accounts a WHERE {} AND a.id > %s ORDER BY a.id LIMIT %s").format(query.where),
