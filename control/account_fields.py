@@ -6,7 +6,7 @@ its column in a migration.
 
 from __future__ import annotations
 
-from control.fields import Field
+from control.fields import MAX_MONEY, Field
 from control.fields import enum as _enum
 from tollgate.v1 import account_pb2
 
@@ -21,7 +21,7 @@ FIELDS: tuple[Field, ...] = (
     Field("settings.notifications", "notifications", "bool"),
     Field("settings.payment_gateway_permission", "payment_gateway_permission", "bool"),
     Field("settings.allow_loss_less_routing", "allow_loss_less_routing", "bool"),
-    Field("settings.lc_charge_per_min", "lc_charge_per_min", "int"),
+    Field("settings.lc_charge_per_min", "lc_charge_per_min", "int", max_value=MAX_MONEY),
     Field("settings.allow_recording", "allow_recording", "bool"),
     Field("profile.first_name", "first_name", "str"),
     Field("profile.last_name", "last_name", "str"),

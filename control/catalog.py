@@ -14,7 +14,7 @@ from psycopg import sql
 
 from control import company, digest, validation
 from control.errors import failed_precondition, invalid
-from control.fields import Field, enum
+from control.fields import MAX_MONEY, MAX_SECONDS, Field, enum
 from control.resources import Resource
 from fastpath import localization as rules
 from fastpath import snapshot_format as fmt
@@ -48,11 +48,11 @@ def _known_trunks(conn: psycopg.Connection, trunk_ids: list[str], path: str) -> 
 
 _RATE_MONEY = (
     Field("description", "description", "str"),
-    Field("connect_fee", "connect_fee", "int"),
-    Field("included_seconds", "included_seconds", "int"),
-    Field("rate_per_min", "rate_per_min", "int"),
-    Field("initial_increment", "initial_increment", "int"),
-    Field("increment", "increment", "int"),
+    Field("connect_fee", "connect_fee", "int", max_value=MAX_MONEY),
+    Field("included_seconds", "included_seconds", "int", max_value=MAX_SECONDS),
+    Field("rate_per_min", "rate_per_min", "int", max_value=MAX_MONEY),
+    Field("initial_increment", "initial_increment", "int", max_value=MAX_SECONDS),
+    Field("increment", "increment", "int", max_value=MAX_SECONDS),
     Field("priority", "priority", "int"),
 )
 
@@ -89,8 +89,8 @@ RATE_GROUP = Resource(
         Field("display_name", "display_name", "str"),
         Field("markup_percent", "markup_percent", "int"),
         enum("routing_strategy", "routing_strategy", rating_pb2.RoutingStrategy, "ROUTING_STRATEGY_"),
-        Field("default_initial_increment", "default_initial_increment", "int"),
-        Field("default_increment", "default_increment", "int"),
+        Field("default_initial_increment", "default_initial_increment", "int", max_value=MAX_SECONDS),
+        Field("default_increment", "default_increment", "int", max_value=MAX_SECONDS),
         Field("trunks", "trunks", "refs", collection="trunks"),
         _STATUS,
     ),

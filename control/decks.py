@@ -18,6 +18,7 @@ from psycopg import sql
 
 from control import projection
 from control.errors import invalid, not_found
+from control.fields import MAX_MONEY, MAX_SECONDS
 from fastpath import snapshot_format as fmt
 from tollgate.v1 import common_pb2
 
@@ -62,6 +63,8 @@ def _money(text: str) -> int:
         raise ValueError(f"{text!r} has more than 6 decimals")
     if value < 0:
         raise ValueError(f"{text!r} is negative")
+    if micros > MAX_MONEY:
+        raise ValueError(f"{text!r} is above {MAX_MONEY // 1_000_000:,} per minute or call")
     return int(micros)
 
 
@@ -80,7 +83,7 @@ def _convert(column: str, text: str):
     if column in _MONEY:
         return _money(text or "0")
     if column in _SECONDS:
-        return _count(text or "0")
+        return _count(text or "0", 0, MAX_SECONDS)
     if column == "priority":
         return _count(text or "0", -_MAX_INT32, _MAX_INT32)
     if column == "strip":

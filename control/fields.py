@@ -16,6 +16,11 @@ from psycopg.types.json import Jsonb
 
 from control import validation
 
+# The largest per-minute rate or fee: 1,000,000 currency units in micros. Far above any real tariff, and low
+# enough that seconds x rate stays exact in int64 in the compiled fast path.
+MAX_MONEY = 10**12
+MAX_SECONDS = 86_400
+
 ID_PATTERNS = {
     "accounts": re.compile(r"[0-9A-Za-z]{4,20}"),
     "rateGroups": re.compile(r"[a-z0-9][a-z0-9-]{0,62}"),
@@ -39,6 +44,7 @@ class Field:
     collection: str = ""  # ref/refs: "rateGroups", "trunks", "accounts", ...
     max_len: int = 255
     message_type: Any = None  # messages: the repeated message's class
+    max_value: int | None = None  # int: the largest value accepted (keeps the fast path's int64 math exact)
 
 
 def enum(path: str, column: str, enum_type, prefix: str = "") -> Field:
@@ -106,6 +112,8 @@ def to_column(field: Field, value) -> Any:
         return value.ToDatetime(tzinfo=UTC) if value.ByteSize() else None
     if field.kind == "str":
         return validation.max_length(field.path, value.strip(), field.max_len)
+    if field.kind == "int" and field.max_value is not None and value > field.max_value:
+        raise validation.invalid(field.path, f"must be at most {field.max_value}")
     return value
 
 

@@ -82,6 +82,7 @@ def test_rate_group_validation(admin):
         (dict(trunks=["trunks/no-such-trunk"]), "trunks"),
         (dict(trunks=["gold"]), "trunks[0]"),
         (dict(default_increment=-5), "default_increment"),
+        (dict(default_increment=86_401), "default_increment"),
     ]
     for fields, field in cases:
         result = failure(lambda f=fields: make_group(admin, **f))
@@ -172,6 +173,7 @@ def test_import_deck_replace_then_merge(admin):
     ("44,0.01\n4x5,0.02\n", 3),
     ("44,0.01\n45,0.0000001\n", 3),
     ("44,0.01\n45,-1\n", 3),
+    ("44,0.01\n45,1000000.000001\n", 3),
     ("44,0.01,extra\n", 2),
 ])
 def test_bad_row_rejects_the_whole_deck_with_its_line(admin, body, line):

@@ -99,3 +99,20 @@ def test_max_duration_is_the_exact_inverse(t, available, limit):
 def test_cython_rating_equals_the_reference(t, billable, available, limit):
     assert cost(_core, billable, t) == reference.cost(billable, t)
     assert max_duration(_core, available, t, limit) == reference.max_duration(available, t, limit)
+
+
+extreme_terms = st.builds(
+    Terms,
+    connect_fee=st.integers(0, 10**12),
+    included_seconds=st.integers(0, 86_400),
+    rate_per_min=st.integers(0, 10**12),  # control/fields.MAX_MONEY: the API refuses more
+    initial_increment=st.integers(1, 86_400),
+    increment=st.integers(1, 86_400),
+)
+
+
+@given(t=extreme_terms, billable=st.integers(0, 86_400), available=st.integers(-(10**15), 10**15))
+def test_cython_stays_exact_at_the_largest_accepted_values(t, billable, available):
+    assert cost(_core, billable, t) == reference.cost(billable, t)
+    assert max_duration(_core, available, t, 86_400) == reference.max_duration(available, t, 86_400)
+    assert _core.marked_up(t.rate_per_min, 1000) == reference.marked_up(t.rate_per_min, 1000)
