@@ -117,7 +117,8 @@ class World:
     rate_groups: dict[str, RateGroup] = field(default_factory=dict)
     trunks: dict[str, Trunk] = field(default_factory=dict)
     localizations: dict[str, Rules] = field(default_factory=dict)
-    ip_maps: list[IpMap] = field(default_factory=list)  # most specific first
+    ip_maps: IpIndex = field(default_factory=lambda: IpIndex([]))
+    sip_realm: str = "tollgate"  # the company's digest realm
     origination_decks: dict[str, Deck] = field(default_factory=dict)  # rate group id -> deck
     termination_decks: dict[str, Deck] = field(default_factory=dict)  # trunk id -> deck
 
@@ -154,6 +155,7 @@ def _group(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
 def _load_company(world: World, rows: list[dict]) -> None:
     if rows:
         world.max_call_seconds = rows[0]["max_call_seconds"]
+        world.sip_realm = rows[0]["sip_realm"]
 
 
 def _load_accounts(world: World, rows: list[dict]) -> None:
@@ -200,10 +202,8 @@ def _load_localizations(world: World, rows: list[dict]) -> None:
 
 
 def _load_ip_maps(world: World, rows: list[dict]) -> None:
-    maps = [IpMap(ipaddress.ip_network(r["cidr"]), r["tech_prefix"], r["account"]) for r in rows
-            if r["status"] == ACTIVE]
-    # Most specific network first; among equals, a longer tech prefix first.
-    world.ip_maps = sorted(maps, key=lambda m: (-m.network.prefixlen, -len(m.tech_prefix)))
+    world.ip_maps = IpIndex([IpMap(ipaddress.ip_network(r["cidr"]), r["tech_prefix"], r["account"]) for r in rows
+                             if r["status"] == ACTIVE])
 
 
 _LOADERS = {
@@ -219,13 +219,46 @@ _LOADERS = {
 }
 
 
+class IpIndex:
+    """IP maps by network, for a lookup per INVITE that does not grow with the number of maps.
+
+    For each prefix length in use (longest first), the source address masked to that length is one dict
+    lookup; the maps of a network are tried longest tech prefix first.
+    """
+
+    def __init__(self, maps: list[IpMap]):
+        self._by_length: dict[tuple[int, int], dict[int, list[IpMap]]] = {}
+        for ip_map in maps:
+            network = ip_map.network
+            bucket = self._by_length.setdefault((network.version, network.prefixlen), {})
+            bucket.setdefault(int(network.network_address), []).append(ip_map)
+        for bucket in self._by_length.values():
+            for candidates in bucket.values():
+                candidates.sort(key=lambda m: -len(m.tech_prefix))
+        self._lengths = sorted(self._by_length, key=lambda key: -key[1])
+
+    def __len__(self) -> int:
+        return sum(len(c) for bucket in self._by_length.values() for c in bucket.values())
+
+    def lookup(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, destination: str) -> IpMap | None:
+        value, bits = int(address), address.max_prefixlen
+        for version, length in self._lengths:
+            if version != address.version:
+                continue
+            masked = value >> (bits - length) << (bits - length) if length else 0
+            for ip_map in self._by_length[(version, length)].get(masked, ()):
+                if destination.startswith(ip_map.tech_prefix):
+                    return ip_map
+        return None
+
+
 def account_for_source(world: World, source_ip: str, destination: str) -> tuple[str, str] | None:
     """IP authentication: (account, destination without its tech prefix) for a mapped source, else None."""
     try:
         address = ipaddress.ip_address(source_ip)
     except ValueError:
         return None
-    for ip_map in world.ip_maps:
-        if address in ip_map.network and destination.startswith(ip_map.tech_prefix):
-            return ip_map.account, destination[len(ip_map.tech_prefix):]
-    return None
+    ip_map = world.ip_maps.lookup(address, destination)
+    if ip_map is None:
+        return None
+    return ip_map.account, destination[len(ip_map.tech_prefix):]

@@ -11,6 +11,7 @@ live versions, in case announcements were missed.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import redis
@@ -20,13 +21,16 @@ from redis.retry import Retry
 from fastpath import engine_class
 from fastpath import snapshot_format as fmt
 from fastpath.deck_image import ImageCache
-from fastpath.feed import ProjectionFeed
+from fastpath.feed import ProjectionFeed, SnapshotGone
 from fastpath.model import World
 
 log = logging.getLogger(__name__)
 DECK_KINDS = ("odeck", "tdeck")
 # While Redis is unreachable, poll this much less often: a Kamailio worker must not stall on it.
 OUTAGE_POLL_SECONDS = 1.0
+# Besides the feed, compare with the live versions this often: a process idle past the feed's trimming,
+# or one whose first load failed, catches up without relying on announcements it never saw.
+RESYNC_SECONDS = 30.0
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -39,20 +43,29 @@ class FastPath:
     def __init__(self, client: redis.Redis, image_directory: str, namespace: str = fmt.DEFAULT_NAMESPACE,
                  poll_seconds: float = 0.25):
         self._feed = ProjectionFeed(client, namespace)
-        self._images = ImageCache(image_directory)
+        # One image directory per projection: two stacks' decks of the same name must not share files.
+        self._images = ImageCache(os.path.join(image_directory, namespace))
         self._poll_seconds = poll_seconds
         self._engine_class = engine_class()
         self.world = World()
         self.engine = self._engine_class(self.world)
         self.versions: dict[str, int] = {}
         self._next_poll = 0.0
-        self._failing = False
+        self._next_resync = 0.0
+        self._failing = True  # until the first load succeeds
 
     # ------------------------------------------------------------------ following the projection
+    @property
+    def loaded(self) -> bool:
+        """Whether a first load has succeeded (before it, there is nothing to decide with)."""
+        return bool(self.versions)
+
     def load(self) -> None:
-        """Read every live family (at start, and after an outage). Raises when Redis is unreachable."""
+        """Read every live family whose version differs from ours. Raises when Redis is unreachable."""
         live = self._feed.live_versions()
         self._apply({f: v for f, v in live.items() if self.versions.get(f) != v})
+        self._failing = False
+        self._next_resync = time.monotonic() + RESYNC_SECONDS
 
     def refresh(self) -> bool:
         """Apply announced changes when a poll is due; True when the engine changed. Never raises."""
@@ -61,8 +74,11 @@ class FastPath:
             return False
         self._next_poll = now + self._poll_seconds
         try:
-            return self._recover() if self._failing else self._apply(self._feed.announcements(block_ms=None))
-        except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: a snapshot that will not load
+            if self._failing or now >= self._next_resync:
+                return self._recover()
+            return self._apply(self._feed.announcements(block_ms=None))
+        except (redis.RedisError, OSError, ValueError, SnapshotGone) as exc:  # ValueError: a snapshot that
+            # will not load; SnapshotGone: a version retired while we read it (the next poll takes the new one)
             if not self._failing:
                 log.error("fast path: projection unreachable, serving the last good data: %s", exc)
             self._failing = True
@@ -70,10 +86,10 @@ class FastPath:
             return False
 
     def _recover(self) -> bool:
-        versions_before = dict(self.versions)
+        versions_before, was_failing = dict(self.versions), self._failing
         self.load()
-        self._failing = False
-        log.warning("fast path: projection reachable again, resynced")
+        if was_failing and versions_before:
+            log.warning("fast path: projection reachable again, resynced")
         return self.versions != versions_before
 
     def _apply(self, versions: dict[str, int]) -> bool:
