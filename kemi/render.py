@@ -1,0 +1,54 @@
+"""Fill in kemi/kamailio.cfg: the one place that knows its placeholders and their defaults.
+
+Used by tests/kamailio_harness.py (and by the scripts that start Kamailio), so that no file under kemi/
+is ever edited by hand to point at a machine's paths.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import sysconfig
+from pathlib import Path
+
+KEMI_DIR = Path(__file__).resolve().parent
+REPO_ROOT = KEMI_DIR.parent
+TEMPLATE = KEMI_DIR / "kamailio.cfg"
+SCRIPT = KEMI_DIR / "tollgate_kemi.py"
+MODES = ("redirect",)  # "relay" arrives with the next slice of issue 5
+_PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
+
+
+def python_path() -> str:
+    """The repository and this interpreter's site-packages (the venv's), for Kamailio's embedded Python."""
+    return ":".join(dict.fromkeys([str(REPO_ROOT), sysconfig.get_paths()["purelib"]]))
+
+
+def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_dir: str, mode: str = "redirect",
+           realm: str = "tollgate", children: int = 2, debug: int = 2, script: str | None = None,
+           pythonpath: str | None = None) -> str:
+    """The configuration text; `listen` is a Kamailio listen value such as "udp:127.0.0.1:5060"."""
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+    values = {
+        "LISTEN": listen, "RUNDIR": rundir, "REDIS_URL": redis_url, "NAMESPACE": namespace,
+        "IMAGE_DIR": image_dir, "MODE": mode, "REALM": realm, "CHILDREN": str(children), "DEBUG": str(debug),
+        "KEMI_SCRIPT": script or str(SCRIPT), "PYTHONPATH": pythonpath or python_path(),
+    }
+    for name, value in values.items():
+        if not value or any(c in value for c in '"\n\r'):
+            raise ValueError(f"{name}={value!r}: must be non-empty, without quotes or newlines")
+
+    def fill(match: re.Match) -> str:
+        try:
+            return values[match.group(1)]
+        except KeyError:
+            raise ValueError(f"kamailio.cfg has an unknown placeholder {match.group(0)}") from None
+
+    return _PLACEHOLDER.sub(fill, TEMPLATE.read_text())
+
+
+if __name__ == "__main__":  # python -m kemi.render LISTEN RUNDIR REDIS_URL NAMESPACE IMAGE_DIR > kamailio.cfg
+    listen, rundir, redis_url, namespace, image_dir = sys.argv[1:6]
+    sys.stdout.write(render(listen=listen, rundir=rundir, redis_url=redis_url, namespace=namespace,
+                            image_dir=image_dir))

@@ -1,0 +1,244 @@
+"""Real Kamailio and real sipp for tests, on loopback ports only.
+
+start_kamailio() fills in kemi/kamailio.cfg (kemi.render) in a work directory, starts Kamailio on a free
+UDP port of 127.0.0.1 (daemonized, logging to <workdir>/kamailio.log), waits until it answers an OPTIONS
+probe (whatever the answer) and returns a handle that stops it by its pid. `Kamailio.faults()` lists the
+log lines that betray a Python exception or a Kamailio error (see _FAULT).
+
+run_sipp() runs one scenario of tests/sipp/ against it, with bounded time, and returns sipp's exit code,
+its output and the SIP messages it exchanged (-trace_msg), parsed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kemi.render import render
+
+KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
+SIPP = shutil.which("sipp") or "/usr/bin/sipp"
+SCENARIOS = Path(__file__).resolve().parent / "sipp"
+LOOPBACK = "127.0.0.1"
+# A traceback, app_python3's own errors, the script's one-line "<route> failed", or any other ERROR/CRITICAL
+# line from Kamailio (a KSR call the script got wrong, a module it misconfigured) - except the script's own
+# KSR.err() lines (core/kemi.c sr_kemi_core_err), which tests inspect themselves.
+_FAULT = re.compile(r"Traceback|app_python3 \[|tollgate: \w+ failed:|Python exception"
+                    r"|(ERROR|CRITICAL|ALERT|BUG): (?!<core> \[core/kemi\.c:\d+\]: sr_kemi_core_err)")
+
+
+def free_udp_port(host: str = LOOPBACK) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def options_probe(host: str, port: int, timeout: float = 0.2) -> int | None:
+    """The status host:port answers an OPTIONS with (tollgate: 200 ready, 503 routing data not loaded)."""
+    token = secrets.token_hex(6)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK, 0))
+        s.settimeout(timeout)
+        local_port = s.getsockname()[1]
+        request = (f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP {LOOPBACK}:{local_port};branch=z9hG4bK{token}\r\n"
+                   f"From: <sip:probe@{LOOPBACK}>;tag={token}\r\n"
+                   f"To: <sip:{host}:{port}>\r\n"
+                   f"Call-ID: {token}@probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        s.sendto(request.encode(), (host, port))
+        try:
+            answer = s.recv(65535)
+        except OSError:
+            return None
+        return int(answer.split(None, 2)[1]) if answer.startswith(b"SIP/2.0 ") else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Kamailio:
+    host: str
+    port: int
+    workdir: Path
+    pid: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def faults(self) -> list[str]:
+        """Log lines that betray a Python exception or a Kamailio error (see _FAULT)."""
+        return [line for line in self.log().splitlines() if _FAULT.search(line)]
+
+    def worker_pids(self) -> list[int]:
+        """The main process and its children (Kamailio forks its workers from the main process)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [self.pid, *map(int, children.read_text().split())] if children.exists() else [self.pid]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of all of this instance's processes so far."""
+        ticks = 0
+        for pid in self.worker_pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not _alive(self.pid):
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(self.pid):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: int = 2, realm: str = "tollgate",
+                   host: str = LOOPBACK, timeout: float = 10.0, attempts: int = 3) -> Kamailio:
+    """Kamailio running tollgate's cfg on a free UDP port, answering; raises with the log's end otherwise."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    rundir = workdir / "run"
+    rundir.mkdir(exist_ok=True)
+    log_path = workdir / "kamailio.log"
+    pidfile = rundir / "kamailio.pid"
+    cfg = workdir / "kamailio.cfg"
+    for _ in range(attempts):  # another process may take the port between our probe and Kamailio's bind
+        port = free_udp_port(host)
+        cfg.write_text(render(listen=f"udp:{host}:{port}", rundir=str(rundir), redis_url=redis_url,
+                              namespace=namespace, image_dir=str(workdir / "images"), realm=realm,
+                              children=children))
+        pidfile.unlink(missing_ok=True)
+        with log_path.open("ab") as log:
+            started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
+                                      "-m", "128", "-M", "16"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     timeout=timeout)
+        if started.returncode == 0 and pidfile.exists():
+            break
+    else:
+        raise RuntimeError(f"kamailio did not start (exit {started.returncode}):\n{_tail(log_path)}")
+    kamailio = Kamailio(host, port, workdir, int(pidfile.read_text()), log_path)
+    deadline = time.monotonic() + timeout
+    while options_probe(host, port) is None:
+        if time.monotonic() > deadline or not _alive(kamailio.pid):
+            kamailio.stop()
+            raise RuntimeError(f"kamailio on {kamailio.address} does not answer OPTIONS:\n{_tail(log_path)}")
+    return kamailio
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+# ---------------------------------------------------------------------------------------------- sipp
+
+
+@dataclass
+class SipMessage:
+    direction: str  # "sent" | "received"
+    text: str
+
+    @property
+    def first_line(self) -> str:
+        return self.text.split("\r\n", 1)[0].split("\n", 1)[0]
+
+    @property
+    def status(self) -> int | None:
+        parts = self.first_line.split()
+        return int(parts[1]) if parts[0] == "SIP/2.0" else None
+
+    def headers(self, name: str) -> list[str]:
+        """Values of every header line `name` (case-insensitive), in order; compact forms not expanded."""
+        wanted = name.lower() + ":"
+        head = self.text.replace("\r\n", "\n").split("\n\n", 1)[0]
+        return [line.split(":", 1)[1].strip() for line in head.split("\n")[1:] if line.lower().startswith(wanted)]
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[SipMessage] = field(default_factory=list)
+    errors: str = ""
+    seconds: float = 0.0
+
+    def received(self, status: int | None = None) -> list[SipMessage]:
+        return [m for m in self.messages if m.direction == "received" and (status is None or m.status == status)]
+
+    def explain(self) -> str:
+        return (f"sipp exit {self.returncode}\n--- stderr\n{self.stderr[-2000:]}\n--- errors\n{self.errors[-3000:]}\n"
+                f"--- received\n" + "\n".join(m.first_line for m in self.received()))
+
+
+_MESSAGE_SPLIT = re.compile(r"^-{20,}.*$", re.MULTILINE)
+
+
+def _parse_messages(log: str) -> list[SipMessage]:
+    messages = []
+    for block in _MESSAGE_SPLIT.split(log):
+        kind, _, body = block.strip("\n").partition("\n")
+        if "message received" in kind:
+            direction = "received"
+        elif "message sent" in kind:
+            direction = "sent"
+        else:
+            continue
+        messages.append(SipMessage(direction, body.strip("\n")))
+    return messages
+
+
+def run_sipp(kamailio: Kamailio, scenario: str, workdir: Path, *, expect: int, rows: list[tuple[str, ...]],
+             calls: int | None = None, local_ip: str = LOOPBACK, auth: tuple[str, str] | None = None,
+             rate: int | None = None, limit: int | None = None, timeout: float = 10.0,
+             trace: bool = True) -> SippResult:
+    """Run tests/sipp/<scenario> (its @EXPECT@ := expect) with one injected row per call, in bounded time."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tag = secrets.token_hex(4)
+    script = workdir / f"{Path(scenario).stem}_{expect}_{tag}.xml"
+    script.write_text((SCENARIOS / scenario).read_text().replace("@EXPECT@", str(expect)))
+    inject = workdir / f"inject_{tag}.csv"
+    inject.write_text("SEQUENTIAL\n" + "".join(";".join(row) + ";\n" for row in rows))
+    message_file = workdir / f"messages_{tag}.log"
+    error_file = workdir / f"errors_{tag}.log"
+    command = [SIPP, kamailio.address, "-sf", str(script), "-inf", str(inject), "-m", str(calls or len(rows)),
+               "-i", local_ip, "-timeout", f"{timeout:g}s", "-timeout_error", "-recv_timeout", f"{timeout:g}s",
+               "-nostdin", "-trace_err", "-error_file", str(error_file)]
+    if trace:
+        command += ["-trace_msg", "-message_file", str(message_file)]
+    if auth:
+        command += ["-au", auth[0], "-ap", auth[1]]
+    if rate:
+        command += ["-r", str(rate)]
+    if limit:
+        command += ["-l", str(limit)]
+    started = time.monotonic()
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout + 10,
+                          cwd=workdir)
+    return SippResult(
+        done.returncode, done.stdout, done.stderr,
+        _parse_messages(message_file.read_text(errors="replace")) if message_file.exists() else [],
+        error_file.read_text(errors="replace") if error_file.exists() else "",
+        time.monotonic() - started,
+    )

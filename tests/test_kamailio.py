@@ -1,0 +1,329 @@
+"""tollgate in Kamailio, on the wire: the real control service and Redis, real Kamailio, real sipp.
+
+Kamailio runs kemi/tollgate_kemi.py in routing-server mode (302 with the gateways as Contacts). Every
+party talks over 127.0.0.0/8: IP-authenticated customers call from 127.0.0.1 with a tech prefix of their
+own, SIP devices call from 127.0.0.2 (and register from 127.0.0.3), which no IP map covers, so that no IP
+map of one test identifies another test's caller.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import re
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import unique_email
+from tests.kamailio_harness import Kamailio, SippResult, options_probe, run_sipp, start_kamailio
+from tollgate.v1 import account_pb2 as apb
+from tollgate.v1 import common_pb2, directory_pb2, rating_pb2, trunks_pb2
+
+DEVICE_IP = "127.0.0.2"  # no IP map covers it
+DESTINATION = "4420123456"
+PROPAGATION_SECONDS = 3.0  # control publishes within 0.5 s, a worker polls every 0.25 s; slack for a busy box
+
+
+@pytest.fixture(scope="module")
+def kamailio(control_server, tmp_path_factory) -> Kamailio:
+    instance = start_kamailio(tmp_path_factory.mktemp("kamailio"), redis_url=control_server.redis_url,
+                              namespace=control_server.keys.namespace)
+    yield instance
+    instance.stop()
+    faults = instance.faults()
+    assert not faults, "Python faults in Kamailio's log:\n" + "\n".join(faults)
+
+
+@pytest.fixture
+def sipp_dir(tmp_path) -> Path:
+    return tmp_path / "sipp"
+
+
+# ---------------------------------------------------------------------------------------------- world
+
+
+def _suffix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def _import_rates(method, parent: str, csv: str, admin) -> None:
+    method(iter([common_pb2.ImportRatesRequest(parent=parent, csv_data=csv.encode())]), metadata=admin.metadata)
+
+
+def make_carrier(admin) -> tuple[str, list[str]]:
+    """A provider with two trunks: the cheap one has two gateways, the dear one one gateway over TCP and a
+    prepend of 99. Returns the rate group (origination 44 at 0.05/min) and the trunk ids, cheapest first."""
+    suffix = _suffix()
+    provider = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
+        email=unique_email("carrier"), type=apb.PROVIDER)), metadata=admin.metadata)
+    trunks = []
+    for name, gateways, deck in (
+        ("cheap", [trunks_pb2.Gateway(address="127.0.0.1:5091"), trunks_pb2.Gateway(address="127.0.0.1:5092")],
+         "prefix,rate_per_min\n44,0.01\n"),
+        ("dear", [trunks_pb2.Gateway(address="127.0.0.1:5093", transport=trunks_pb2.TRANSPORT_TCP)],
+         "prefix,rate_per_min,prepend\n44,0.02,99\n"),
+    ):
+        trunk = admin.trunks.CreateTrunk(trunks_pb2.CreateTrunkRequest(
+            trunk_id=f"{name}{suffix}", trunk=trunks_pb2.Trunk(provider=provider.name, gateways=gateways)),
+            metadata=admin.metadata)
+        _import_rates(admin.trunks.ImportTerminationRates, trunk.name, deck, admin)
+        trunks.append(trunk.name)
+    group = admin.rate_groups.CreateRateGroup(rating_pb2.CreateRateGroupRequest(
+        rate_group_id=f"g{suffix}", rate_group=rating_pb2.RateGroup(trunks=trunks)), metadata=admin.metadata)
+    _import_rates(admin.rate_groups.ImportOriginationRates, group.name, "prefix,rate_per_min\n44,0.05\n", admin)
+    return group.name, [t.split("/")[1] for t in trunks]
+
+
+@pytest.fixture(scope="module")
+def carrier(admin) -> tuple[str, list[str]]:
+    return make_carrier(admin)
+
+
+def make_customer(admin, rate_group: str, **settings) -> apb.Account:
+    return admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
+        email=unique_email("cust"), billing=apb.Billing(rate_group=rate_group),
+        settings=apb.AccountSettings(**settings))), metadata=admin.metadata)
+
+
+def map_ip(admin, customer: apb.Account) -> str:
+    """Calls from 127.0.0.1 whose number starts with a fresh tech prefix belong to `customer`."""
+    tech_prefix = str(int(uuid.uuid4().hex[:7], 16)).zfill(9)[:9]
+    admin.directory.CreateIpMap(directory_pb2.CreateIpMapRequest(ip_map_id=f"ip{_suffix()}", ip_map=directory_pb2.IpMap(
+        account=customer.name, cidr="127.0.0.1", tech_prefix=tech_prefix)), metadata=admin.metadata)
+    return tech_prefix
+
+
+def add_device(admin, customer: apb.Account, password: str) -> str:
+    username = f"dev{_suffix()}"
+    admin.directory.CreateSipDevice(directory_pb2.CreateSipDeviceRequest(sip_device_id=username, sip_device=(
+        directory_pb2.SipDevice(account=customer.name, password=password))), metadata=admin.metadata)
+    return username
+
+
+def set_status(admin, customer: apb.Account, status) -> None:
+    admin.accounts.UpdateAccount(apb.UpdateAccountRequest(account=apb.Account(name=customer.name, status=status)),
+                                 metadata=admin.metadata)
+
+
+# ---------------------------------------------------------------------------------------------- calls
+
+
+def call(kamailio: Kamailio, sipp_dir: Path, expect: int, *, caller_id: str = "15550001111", dialled: str,
+         device: tuple[str, str] | None = None, settle: float = 0.0) -> SippResult:
+    """One INVITE (a device's, with digest, when `device` = (username, password)) expecting `expect`.
+    With `settle`, retry for that long while the answer differs (the projection may still be on its way)."""
+    deadline = time.monotonic() + settle
+    while True:
+        if device:
+            result = run_sipp(kamailio, "uac_auth_expect.xml", sipp_dir, expect=expect, rows=[(caller_id, dialled)],
+                              local_ip=DEVICE_IP, auth=device, timeout=3)
+        else:
+            result = run_sipp(kamailio, "uac_expect.xml", sipp_dir, expect=expect, rows=[(caller_id, dialled)],
+                              timeout=3)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def contacts(result: SippResult, status: int = 302) -> list[tuple[str, str]]:
+    """(uri, q) of every Contact of the answer, in order, whether in one header or several."""
+    answer = result.received(status)[-1]
+    found = []
+    for value in answer.headers("Contact") + answer.headers("m"):
+        for entry in re.findall(r"<([^>]*)>([^,]*)", value):
+            q = re.search(r";\s*q=([0-9.]+)", entry[1])
+            found.append((entry[0], q.group(1) if q else ""))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_ip_customer_is_redirected_to_the_gateways_in_failover_order(admin, kamailio, carrier, sipp_dir):
+    rate_group, _trunks = carrier
+    customer = make_customer(admin, rate_group)
+    tech_prefix = map_ip(admin, customer)
+    result = call(kamailio, sipp_dir, 302, caller_id="15550001111", dialled=tech_prefix + DESTINATION,
+                  settle=PROPAGATION_SECONDS)
+    assert result.returncode == 0, result.explain()
+    assert contacts(result) == [
+        (f"sip:{DESTINATION}@127.0.0.1:5091", "1"),  # cheapest trunk, primary gateway
+        (f"sip:{DESTINATION}@127.0.0.1:5092", "0.999"),  # its failover gateway
+        (f"sip:99{DESTINATION}@127.0.0.1:5093;transport=tcp", "0.998"),  # next trunk, its prepend applied
+    ]
+    assert result.received(302)[-1].headers("P-Asserted-Identity") == ["<sip:15550001111@tollgate>"]
+
+
+def test_keepalive_options_is_answered_200_once_routing_data_is_loaded(kamailio):
+    assert options_probe(kamailio.host, kamailio.port) == 200
+
+
+def test_unknown_source_without_credentials_is_challenged(kamailio, sipp_dir):
+    result = run_sipp(kamailio, "uac_expect.xml", sipp_dir, expect=407, rows=[("15550001111", DESTINATION)],
+                      local_ip=DEVICE_IP, timeout=3)
+    assert result.returncode == 0, result.explain()
+    (challenge,) = result.received(407)[-1].headers("Proxy-Authenticate")
+    assert challenge.startswith('Digest realm="tollgate"') and 'qop="auth"' in challenge
+
+
+def test_destination_without_a_rate_is_404(admin, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, carrier[0])
+    tech_prefix = map_ip(admin, customer)
+    result = call(kamailio, sipp_dir, 404, dialled=tech_prefix + "33123456", settle=PROPAGATION_SECONDS)
+    assert result.returncode == 0, result.explain()
+    assert result.received(404)[-1].first_line == "SIP/2.0 404 No rate for destination"
+
+
+def test_inactive_ip_customer_is_refused_403(admin, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, carrier[0])
+    tech_prefix = map_ip(admin, customer)
+    assert call(kamailio, sipp_dir, 302, dialled=tech_prefix + DESTINATION, settle=PROPAGATION_SECONDS).returncode == 0
+    set_status(admin, customer, apb.INACTIVE)
+    result = call(kamailio, sipp_dir, 403, dialled=tech_prefix + DESTINATION, settle=PROPAGATION_SECONDS)
+    assert result.returncode == 0, result.explain()
+    assert result.received(403)[-1].first_line == "SIP/2.0 403 Account disabled"
+
+
+def test_device_digest_wrong_password_403_right_password_routed(admin, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, carrier[0])
+    username = add_device(admin, customer, "right-password-1")
+    routed = call(kamailio, sipp_dir, 302, dialled=DESTINATION, device=(username, "right-password-1"),
+                  settle=PROPAGATION_SECONDS)
+    assert routed.returncode == 0, routed.explain()
+    assert contacts(routed)[0] == (f"sip:{DESTINATION}@127.0.0.1:5091", "1")
+    wrong = call(kamailio, sipp_dir, 403, dialled=DESTINATION, device=(username, "wrong-password-1"))
+    assert wrong.returncode == 0, wrong.explain()
+    unknown = call(kamailio, sipp_dir, 403, dialled=DESTINATION, device=(f"nobody{_suffix()}", "right-password-1"))
+    assert unknown.returncode == 0, unknown.explain()
+
+
+def test_deleted_device_account_is_refused_403(admin, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, carrier[0])
+    username = add_device(admin, customer, "right-password-1")
+    assert call(kamailio, sipp_dir, 302, dialled=DESTINATION, device=(username, "right-password-1"),
+                settle=PROPAGATION_SECONDS).returncode == 0
+    admin.accounts.DeleteAccounts(apb.DeleteAccountsRequest(names=[customer.name]), metadata=admin.metadata)
+    started = time.monotonic()
+    refused = call(kamailio, sipp_dir, 403, dialled=DESTINATION, device=(username, "right-password-1"),
+                   settle=PROPAGATION_SECONDS)
+    assert refused.returncode == 0, refused.explain()
+    assert time.monotonic() - started < 2.0  # SPEC §2: refused from the next call on, target within 1 s
+
+
+def test_registered_device_is_reached_by_local_and_did_calls(admin, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, carrier[0], allow_local_calls=True)
+    callee = add_device(admin, customer, "callee-password-1")
+    caller = add_device(admin, customer, "caller-password-1")
+    did = str(uuid.uuid4().int)[:11]
+    admin.directory.CreateDid(directory_pb2.CreateDidRequest(did_id=did, did=directory_pb2.Did(account=customer.name)),
+                              metadata=admin.metadata)
+    deadline = time.monotonic() + PROPAGATION_SECONDS
+    while True:  # the device must be known before it can register
+        registered = run_sipp(kamailio, "register.xml", sipp_dir, expect=200, rows=[(callee,)], local_ip="127.0.0.3",
+                              auth=(callee, "callee-password-1"), timeout=3)
+        if registered.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert registered.returncode == 0, registered.explain()
+    (contact,) = contacts(registered, 200)
+    assert contact[0].startswith(f"sip:{callee}@127.0.0.3:")
+
+    local = call(kamailio, sipp_dir, 302, dialled=callee, device=(caller, "caller-password-1"),
+                 settle=PROPAGATION_SECONDS)
+    assert local.returncode == 0, local.explain()
+    assert [uri for uri, _q in contacts(local)] == [contact[0]]
+
+    outsider = make_customer(admin, carrier[0])
+    inbound = call(kamailio, sipp_dir, 302, dialled=map_ip(admin, outsider) + did, settle=PROPAGATION_SECONDS)
+    assert inbound.returncode == 0, inbound.explain()
+    assert [uri for uri, _q in contacts(inbound)] == [contact[0]]
+
+
+def test_register_with_a_wrong_password_is_403(admin, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, carrier[0])
+    username = add_device(admin, customer, "right-password-1")
+    result = run_sipp(kamailio, "register.xml", sipp_dir, expect=403, rows=[(username,)], local_ip=DEVICE_IP,
+                      auth=(username, "wrong-password-1"), timeout=3)
+    assert result.returncode == 0, result.explain()
+
+
+# ---------------------------------------------------------------------------------------------- faults
+
+
+def test_without_redis_at_start_kamailio_answers_503_and_logs_once_per_worker(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    instance = start_kamailio(tmp_path / "kamailio", redis_url=f"redis://127.0.0.1:{closed}/0", namespace="nowhere")
+    try:
+        assert options_probe(instance.host, instance.port) == 503  # keepalive: this node cannot route
+        for _ in range(3):  # answered at once (another node may route it), never left unanswered
+            result = run_sipp(instance, "uac_expect.xml", tmp_path / "sipp", expect=503,
+                              rows=[("15550001111", DESTINATION)], timeout=3)
+            assert result.returncode == 0, result.explain()
+            assert result.received(503)[-1].first_line == "SIP/2.0 503 Routing data not loaded"
+    finally:
+        instance.stop()
+    assert not instance.faults(), instance.faults()
+    assert len([line for line in instance.log().splitlines() if "projection not loaded yet" in line]) == 2
+
+
+class _FakeKSR:
+    """Just enough of Kamailio's KSR for one INVITE from an IP-mapped source, recording what is sent."""
+
+    def __init__(self, defines: dict[str, str]):
+        self.replies: list[tuple[int, str]] = []
+        self.errors: list[str] = []
+        fake = self
+
+        class _Namespace:
+            def __init__(self, **functions):
+                self.__dict__.update(functions)
+
+        self.kx = _Namespace(get_def=lambda name: f'"{defines[name]}"', get_callid=lambda: "c1@test",
+                             gete_ruser=lambda: "4420123456", gete_fuser=lambda: "1555",
+                             get_srcip=lambda: "127.0.0.1", gete_au=lambda: "")
+        self.sl = _Namespace(send_reply=lambda code, reason: fake.replies.append((code, reason)))
+        self.maxfwd = _Namespace(process_maxfwd=lambda limit: 1)
+        self.siputils = _Namespace(has_totag=lambda: -1, is_request=lambda: 1)
+        self.auth = _Namespace(has_credentials=lambda realm: -1)
+        self.err = fake.errors.append
+        self.warn = self.info = lambda text: None
+        for method in ("OPTIONS", "ACK", "CANCEL", "REGISTER"):
+            setattr(self, f"is_{method}", lambda: False)
+        self.is_INVITE = lambda: True
+
+
+def test_a_python_fault_answers_500_and_logs_one_line(monkeypatch, tmp_path):
+    from fastpath.model import IpIndex, IpMap, World
+
+    ksr = _FakeKSR({"TOLLGATE_PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                    "TOLLGATE_REDIS_URL": "redis://127.0.0.1:1/0", "TOLLGATE_NAMESPACE": "x",
+                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "redirect", "TOLLGATE_REALM": "tollgate"})
+    monkeypatch.setitem(sys.modules, "KSR", ksr)
+    spec = importlib.util.spec_from_file_location("tollgate_kemi_under_test",
+                                                  Path(__file__).resolve().parents[1] / "kemi" / "tollgate_kemi.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    handler = script.Tollgate(script.Settings())  # mod_init() would also set up logging for Kamailio
+
+    class BrokenFastPath:
+        world = World(ip_maps=IpIndex([IpMap(ipaddress.ip_network("127.0.0.1/32"), "", "1000000001")]))
+
+        def refresh(self):
+            return False
+
+        def decide(self, *args):
+            raise KeyError("a bug in the fast path")
+
+    handler.fast, handler.pid, handler.loaded = BrokenFastPath(), os.getpid(), True
+    assert handler.ksr_request_route(None) == 1
+    assert ksr.replies == [(500, "Server Internal Error")]
+    assert len(ksr.errors) == 1 and ksr.errors[0].count("\n") == 1
+    assert "KeyError" in ksr.errors[0] and "c1@test" in ksr.errors[0]
