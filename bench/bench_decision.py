@@ -121,7 +121,8 @@ def main() -> None:
     print(f"{'compiled engine (fastpath._core)':44} {compiled_ns:10.0f} {1:11.1f}x")
     print(f"{'reference, same image decks':44} {reference_ns:10.0f} {reference_ns / compiled_ns:11.1f}x")
     print(f"{'reference, in-memory dict decks':44} {dict_ref_ns:10.0f} {dict_ref_ns / compiled_ns:11.1f}x")
-    print(f"goal: compiled >= 30x faster than the reference ({reference_ns / compiled_ns:.1f}x), "
+    print(f"goal: compiled >= 30x faster than the reference with its own (dict) decks "
+          f"({dict_ref_ns / compiled_ns:.1f}x; {reference_ns / compiled_ns:.1f}x when both use the images), "
           f"median < 3000 ns ({compiled_ns:.0f})")
     print(f"1M-row deck load: Redis read+decode {read_s:.2f} s + image build/open {build_s:.2f} s "
           f"= {load_s:.2f} s (goal <= 5 s)")

@@ -1,6 +1,7 @@
 """Bench: the shared rate deck image (fastpath/deck_image) against a per-process dict deck, in the same run.
 
     .venv/bin/python bench/bench_deck_image.py [--rows 1000000] [--processes 4] [--lookups 100000]
+                                               [--compare MODULE] [--skip-memory]
     .venv/bin/pytest bench/bench_deck_image.py -o addopts= --benchmark-only     # pytest-benchmark view
 
 The deck is generated from a fixed seed: prefixes of 2 to 12 digits grown as a tree (so 44, 4420, 442079
@@ -10,7 +11,13 @@ ten random. Measures:
    same rows; the Redis read that precedes either (~3 s) is bench_config.py's business.
 2. lookup latency, median ns per lookup over batches of 1,000: DeckImage.longest_match (a Python call
    that returns the record), the C path alone (match(), what the Cython decision core calls), and the
-   reference dict loop.
+   reference dict loop; for the numbers above and for random 11-digit numbers (which mostly match a
+   short prefix only). --compare MODULE measures another build of the image (an importable module with
+   the same API, e.g. the previous format compiled under another name) in the same run, interleaved:
+       mkdir -p /tmp/old/old && git show HEAD:fastpath/deck_image.pyx > /tmp/old/old/deck_image_old.pyx
+       git show HEAD:fastpath/deck_image.pxd > /tmp/old/old/deck_image_old.pxd && touch /tmp/old/old/__init__.py
+       (cd /tmp/old && cythonize -i old/deck_image_old.pyx)
+       PYTHONPATH=/tmp/old .venv/bin/python bench/bench_deck_image.py --compare old.deck_image_old
 3. private memory of N processes that each look up 100k numbers, all alive together, against a
    baseline process that only imports the module; fork (from a parent that opened the deck first, as
    Kamailio's mod_init would) and spawn; the same for a dict deck.
@@ -20,11 +27,13 @@ This machine is shared and noisy: read the ratios, not the absolute figures.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -79,6 +88,16 @@ def generate_numbers(rows: list[list], count: int, seed: int = SEED + 1) -> list
             prefix = rows[rnd.randrange(len(rows))][0]
             numbers.append(prefix + "".join(rnd.choices(DIGITS, k=max(0, rnd.randint(10, 14) - len(prefix)))))
     return numbers
+
+
+def image_layout(path: str) -> dict[str, int]:
+    """A few header fields of a deck image (format 2, see fastpath/deck_image.pyx)."""
+    with open(path, "rb") as f:
+        header = f.read(144)
+    count, slot_count = struct.unpack_from("=QQ", header, 32)
+    (level_digits,) = struct.unpack_from("=I", header, 92)
+    (pilot_count,) = struct.unpack_from("=Q", header, 112)
+    return {"count": count, "slot_count": slot_count, "level_digits": level_digits, "pilot_count": pilot_count}
 
 
 def timed(fn) -> tuple[float, object]:
@@ -217,6 +236,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--lookups", type=int, default=100_000)
     parser.add_argument("--dir", default=None, help="where the image goes (default: a temporary directory)")
+    parser.add_argument("--compare", default=None, metavar="MODULE",
+                        help="another build of fastpath.deck_image to measure in the same run (sections 1 and 2)")
+    parser.add_argument("--skip-memory", action="store_true", help="leave out section 3 (processes)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -253,29 +275,62 @@ def run(args, workdir: str) -> None:
     print(f"image file: {os.path.getsize(image_path) / 1e6:.1f} MB ({os.path.getsize(image_path) / len(rows):.0f}"
           f" bytes/prefix); goal: build + open + Redis read (~3 s) <= 5 s -> {build_s + open_s + 3:.2f} s")
 
+    level = image_layout(image_path)
+    print(f"layout: {level['count']:,} entries of 64 bytes, perfect hash range {level['slot_count']:,}, "
+          f"{level['pilot_count']:,} pilots, level of {level['level_digits']} digits "
+          f"({8 * 10 ** level['level_digits'] / 1e6:.1f} MB)")
+    other = None
+    if args.compare:
+        other_module = importlib.import_module(args.compare)
+        other_path = os.path.join(workdir, "compare.img")
+        other_build_s, _ = timed(lambda: other_module.build_image(other_path, "odeck", rows))
+        other = other_module.DeckImage(other_path)
+        print(f"compare: {args.compare} builds in {other_build_s:.3f} s, image {other.size / 1e6:.1f} MB")
+
     # 2. lookups
     numbers = generate_numbers(rows, args.lookups)
-    for number in numbers[:2000]:
+    rnd = random.Random(SEED + 3)
+    randoms = ["".join(rnd.choices(DIGITS, k=11)) for _ in range(args.lookups)]
+    for number in numbers[:2000] + randoms[:2000]:
         assert image.longest_match(number) == reference_lpm.longest_match(table, number), number
-    batches = [numbers[i:i + 1000] for i in range(0, len(numbers), 1000)]
-    byte_batches = [[n.encode() for n in batch] for batch in batches]
+        assert other is None or other.longest_match(number) == image.longest_match(number), number
     fresh = deck_image.DeckImage(image_path)
-    cold, _ = ns_per_lookup(python_batch(fresh.longest_match), batches, passes=1)
+    cold, _ = ns_per_lookup(python_batch(fresh.longest_match), [numbers[i:i + 1000] for i in range(0, 20_000, 1000)],
+                            passes=1)
     fresh.close()
-    image_ns, image_p90 = ns_per_lookup(python_batch(image.longest_match), batches)
-    c_ns, c_p90 = ns_per_lookup(image.count_matches, byte_batches)
-    ref_ns, ref_p90 = ns_per_lookup(python_batch(lambda n: reference_lpm.longest_match(table, n)), batches)
-    matched = sum(image.count_matches(b) for b in byte_batches)
-    print()
-    print(f"2. lookup ({len(numbers):,} numbers, {matched / len(numbers):.0%} match)  median ns    p90 ns  "
-          f"reference / this")
-    for label, ns, p90 in [("DeckImage.longest_match (returns record)", image_ns, image_p90),
-                           ("DeckImage.match (C path, no objects)", c_ns, c_p90),
-                           ("reference dict LPM (baseline)", ref_ns, ref_p90)]:
-        print(f"   {label:44} {ns:8.0f}  {p90:8.0f}  {ref_ns / ns:8.1f}x")
+    for title, chosen in [("numbers near deck prefixes", numbers), ("random 11-digit numbers", randoms)]:
+        batches = [chosen[i:i + 1000] for i in range(0, len(chosen), 1000)]
+        byte_batches = [[n.encode() for n in batch] for batch in batches]
+        images = [("this", image)] + ([("compare", other)] if other is not None else [])
+        figures = {}
+        for _ in range(3):  # interleaved, so that both builds see the same noise
+            for name, measured in images:
+                for what, run_batch, used in [("py", python_batch(measured.longest_match), batches),
+                                              ("c", measured.count_matches, byte_batches)]:
+                    figures.setdefault((name, what), []).append(ns_per_lookup(run_batch, used, passes=1))
+        ref_ns, ref_p90 = ns_per_lookup(python_batch(lambda n: reference_lpm.longest_match(table, n)), batches)
+        matched = sum(image.count_matches(b) for b in byte_batches)
+        print()
+        print(f"2. lookup, {title} ({len(chosen):,}, {matched / len(chosen):.0%} match)  median ns    p90 ns  "
+              f"reference / this")
+        rows_out = []
+        for name, _ in images:
+            suffix = "" if name == "this" else " [compare]"
+            for what, label in [("py", "DeckImage.longest_match (returns record)"),
+                                ("c", "DeckImage.match (C path, no objects)")]:
+                samples = figures[name, what]
+                rows_out.append((label + suffix, statistics.median(s[0] for s in samples),
+                                 statistics.median(s[1] for s in samples)))
+        rows_out.append(("reference dict LPM (baseline)", ref_ns, ref_p90))
+        for label, ns, p90 in rows_out:
+            print(f"   {label:44} {ns:8.0f}  {p90:8.0f}  {ref_ns / ns:8.1f}x")
     print(f"   first pass on a fresh mapping (page faults): {cold:.0f} ns median")
     image.close()
+    if other is not None:
+        other.close()
     table.clear()
+    if args.skip_memory:
+        return
 
     # 3. memory per process
     numbers_path = os.path.join(workdir, "numbers.txt")
@@ -324,9 +379,12 @@ def deck(tmp_path_factory):
     table = reference_lpm.check_rows("odeck", rows)
     numbers = generate_numbers(rows, 20_000)  # enough that the deck is not all in the CPU caches
     expected = sum(reference_lpm.longest_match(table, n) is not None for n in numbers)
+    rnd = random.Random(SEED + 3)
+    randoms = ["".join(rnd.choices(DIGITS, k=11)) for _ in range(20_000)]
     with deck_image.DeckImage(path) as image:
         yield {"path": path, "rows": rows, "table": table, "image": image, "numbers": numbers,
-               "expected": expected}
+               "expected": expected, "randoms": [n.encode() for n in randoms],
+               "randoms_expected": sum(reference_lpm.longest_match(table, n) is not None for n in randoms)}
 
 
 @pytest.mark.parametrize("implementation", ["cython", "cython-c-path", "reference"])
@@ -344,6 +402,11 @@ def test_lookup_20k_numbers(benchmark, deck, implementation):
         def run():
             return sum(reference_lpm.longest_match(table, n) is not None for n in numbers)
     assert benchmark(run) == deck["expected"]
+
+
+def test_lookup_20k_random_numbers_c_path(benchmark, deck):
+    image = deck["image"]
+    assert benchmark(image.count_matches, deck["randoms"]) == deck["randoms_expected"]
 
 
 def test_build_image(benchmark, deck, tmp_path):

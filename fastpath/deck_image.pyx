@@ -4,16 +4,29 @@
 One image holds one origination ('odeck') or termination ('tdeck') deck. Layout (native byte order,
 sections 64-byte aligned; the structs are declared in deck_image.pxd):
 
-    ImageHeader (96 bytes, padded to 128)
-    Slot[slot_count]        open addressing, linear probing, load factor <= 0.5;
-                            key = int('1' + prefix) (the leading 1 keeps '4' and '04' apart, 0 = empty),
-                            home slot = (key * 0x9E3779B97F4A7C15) >> hash_shift (Fibonacci hashing)
-    RateRec[count]          the rows without their prefix, in snapshot order
+    ImageHeader (144 bytes, padded to 192)
+    Entry[count]            one 64-byte line per prefix: Slot {key = int('1' + prefix), index = own position}
+                            then its RateRec; records_offset = table_offset + sizeof(Slot) (stride 64)
+    LevelEntry[10**D]       the direct level: one bucket per value of a number's first D digits
+    uint16_t[pilot_count]   the pilots of the perfect hash (about one per 4 prefixes)
+    uint32_t[slot_count - count]  the remap of the perfect hash (positions >= count -> free ones below)
     string pool             forced trunks joined by ',' (odeck) / prepend digits (tdeck), de-duplicated
 
-A lookup takes the number's leading run of ASCII digits (at most 18), computes the key of every prefix
-length that the header's length bitmask says is present, prefetches all their home slots at once, then
-probes from the longest down: a handful of cache misses in parallel instead of in series.
+The entries are placed by a minimal perfect hash of the keys (PTHash-like: h = mix(key + seed); the
+bucket floor(h * pilot_count / 2**64) has a 16-bit pilot, chosen at build time so that the bucket's keys
+land on free positions; position = floor(mix(h ^ pilot * golden) * slot_count / 2**64), and positions
+>= count go through the remap), so the entry of a prefix is one computed position: no probing, and the
+key and the record come in the same cache line.
+
+A lookup takes the number's leading run of ASCII digits (at most 18). When it has at least D of them,
+the bucket of its first D digits says which prefix lengths can match: the longest prefix of at most D
+digits that does match (exactly, with its entry), and the longer lengths that some prefix under the
+bucket has. Only those candidates are hashed; all their entries are prefetched at once, then compared
+longest first: one round of cache misses in parallel, instead of probes and then a record. Numbers of
+fewer than D digits try every length the deck has (header length_mask).
+
+D grows with the deck (10**(D+1) <= count, 1 <= D <= 5): about ten or more prefixes per bucket and a
+level of 8 * 10**D bytes (800 kB for a million prefixes), small enough to stay in the CPU caches.
 
 The reference twin is fastpath/reference/lpm.py (a dict and a loop); tests/test_deck_image.py checks
 that both agree.
@@ -28,36 +41,77 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.errno cimport errno
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memset
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, mmap, munmap
 
 cdef extern from *:
     """
+    #include <stdint.h>
     #define TG_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 0)
     #define TG_HIGHEST_BIT(m) (31 - __builtin_clz((unsigned int)(m)))
+    #define TG_LOWEST_BIT(m) (__builtin_ctz((unsigned int)(m)))
+    /* splitmix64's finalizer: a bijection of 64-bit words that mixes every bit into every other. */
+    static inline uint64_t tg_mix(uint64_t x) {
+        x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
+        x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+        return x ^ (x >> 31);
+    }
+    /* floor(h * n / 2**64): a uniform h mapped onto [0, n) without a division. */
+    static inline uint64_t tg_range(uint64_t h, uint64_t n) {
+    #if defined(__SIZEOF_INT128__)
+        return (uint64_t)(((unsigned __int128)h * n) >> 64);
+    #else
+        uint64_t a0 = (uint32_t)h, a1 = h >> 32, b0 = (uint32_t)n, b1 = n >> 32;
+        uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+        uint64_t middle = (p00 >> 32) + (uint32_t)p01 + (uint32_t)p10;
+        return p11 + (p01 >> 32) + (p10 >> 32) + (middle >> 32);
+    #endif
+    }
     """
     void TG_PREFETCH(const void* p) nogil
     bint PyUnicode_IS_ASCII(object text)
     void* PyUnicode_DATA(object text)
     Py_ssize_t PyUnicode_GET_LENGTH(object text)
     int TG_HIGHEST_BIT(uint32_t m) nogil
+    int TG_LOWEST_BIT(uint32_t m) nogil
+    uint64_t tg_mix(uint64_t x) nogil
+    uint64_t tg_range(uint64_t h, uint64_t n) nogil
 
 cdef enum:
     MAX_DIGITS = 18
+    MAX_LEVEL_DIGITS = 5          # what build_image picks at most (a level of 800 kB)
+    READ_LEVEL_DIGITS = 6         # what an image may say (a bound on the level's size, 8 MB)
+    PLACE_OK = 0
+    PLACE_FAILED = 1              # some bucket found no pilot: retry with another seed / a wider range
+    PLACE_DUPLICATE = 2           # two equal hashes, i.e. two equal keys
+    PLACE_NO_MEMORY = 3
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_PREFIX_DIGITS = MAX_DIGITS
 
 cdef const char* MAGIC = b"TGDECKIM"
-cdef uint32_t _FORMAT_VERSION = 1
+cdef uint32_t _FORMAT_VERSION = 2
 cdef uint32_t BYTE_ORDER = 0x01020304
-cdef uint64_t HEADER_SPACE = 128
+cdef uint64_t HEADER_SPACE = 192
 cdef uint64_t GOLDEN = 0x9E3779B97F4A7C15ULL
+cdef uint64_t SEED_BASE = 0x7467646B696D6732ULL     # "tgdkimg2"
 cdef uint32_t KIND_ODECK = 1
 cdef uint32_t KIND_TDECK = 2
 cdef uint32_t ALL_LENGTHS = 0x7FFFE        # bits 1..18
 cdef uint64_t MAX_ENTRIES = 0x7FFFFFFF
+cdef uint32_t PILOT_LIMIT = 65536          # pilots are uint16
+cdef uint64_t[MAX_DIGITS + 2] POW10
+cdef int _n
+POW10[0] = 1
+for _n in range(1, MAX_DIGITS + 2):
+    POW10[_n] = POW10[_n - 1] * 10
+
+# Range of the perfect hash per build attempt, as count + count // divisor + 1: load ~0.97 first, then
+# wider (easier) ranges should the pilot search ever fail (it has never been seen to at 0.97).
+_RANGE_DIVISORS = (32, 32, 32, 8, 8, 1)
+_pilot_limit = PILOT_LIMIT                 # tests lower it to exercise the retries
 
 _KIND_CODES = {"odeck": 1, "tdeck": 2}
 _KIND_NAMES = {1: "odeck", 2: "tdeck"}
@@ -73,8 +127,9 @@ cdef inline uint64_t _align64(uint64_t offset) noexcept nogil:
     return (offset + 63) & ~(<uint64_t>63)
 
 
-cdef inline uint64_t _home(uint64_t key, uint32_t shift) noexcept nogil:
-    return (key * GOLDEN) >> shift
+cdef inline uint64_t _slot_of(uint64_t h, uint16_t pilot, uint64_t slot_count) noexcept nogil:
+    """The position in [0, slot_count) of the key hashed to h, under its bucket's pilot."""
+    return tg_range(tg_mix(h ^ (<uint64_t>pilot * GOLDEN)), slot_count)
 
 
 # ---------------------------------------------------------------------------------------------- build
@@ -141,14 +196,21 @@ def build_image(path, str kind, list rows) -> int:
     """
     cdef uint32_t kind_code
     cdef bint odeck
-    cdef Py_ssize_t ncols, n, i
-    cdef uint64_t slot_count = 2, slot_mask, key, h, records_offset, strings_offset, pool_size = 0
-    cdef uint32_t shift = 63, length_mask = 0
-    cdef Slot* slots
+    cdef Py_ssize_t ncols, n, i = 0
+    cdef uint64_t pool_size = 0, slot_count = 0, pilot_count = 0, seed = 0, level_count
+    cdef uint64_t level_offset, pilot_offset, remap_offset, strings_offset
+    cdef uint32_t length_mask = 0, digits, limit
+    cdef uint16_t* pilots
+    cdef uint32_t* remap
+    cdef uint64_t* keys
+    cdef uint64_t* hashes
+    cdef uint32_t* positions
     cdef RateRec* rec
     cdef RateRec* records
+    cdef Entry* entries
+    cdef Entry* entry
     cdef ImageHeader header
-    cdef int plen
+    cdef int plen, status = PLACE_OK, attempt
 
     path = os.fspath(path)
     if kind not in _KIND_CODES:
@@ -160,62 +222,102 @@ def build_image(path, str kind, list rows) -> int:
     n = len(rows)
     if <uint64_t>n > MAX_ENTRIES:
         raise ValueError(f"{n} rows: an image holds at most {MAX_ENTRIES}")
-    while slot_count < 2 * <uint64_t>n:
-        slot_count <<= 1
-        shift -= 1
-    slot_mask = slot_count - 1
 
-    table = bytearray(slot_count * sizeof(Slot))       # zeroed: key 0 = empty, padding stays 0
-    record_bytes = bytearray(n * sizeof(RateRec))
-    slots = <Slot*>PyByteArray_AS_STRING(table)
+    key_bytes = bytearray(n * sizeof(uint64_t))
+    record_bytes = bytearray(n * sizeof(RateRec))       # zeroed: struct padding stays 0
+    keys = <uint64_t*>PyByteArray_AS_STRING(key_bytes)
     records = <RateRec*>PyByteArray_AS_STRING(record_bytes)
     pool = {"": (0, 0)}
     pieces = []
 
+    try:
+        for i in range(n):
+            row = rows[i]
+            if (type(row) is not list and type(row) is not tuple) or len(row) != ncols:
+                raise ValueError(f"row {i}: {row!r} is not a {kind} row of {ncols} columns {names}")
+            keys[i] = _prefix_key(row[0], i)
+            plen = len(<str>row[0])
+            rec = &records[i]
+            rec.prefix_len = <uint8_t>plen
+            rec.connect_fee = _int64(row[1], i, "connect_fee")
+            rec.included_seconds = _int32(row[2], i, "included_seconds")
+            rec.rate_per_min = _int64(row[3], i, "rate_per_min")
+            rec.initial_increment = _int32(row[4], i, "initial_increment")
+            rec.increment = _int32(row[5], i, "increment")
+            if odeck:
+                text = _odeck_text(row[6], i)
+                rec.strip = 0
+                rec.priority = _int32(row[7], i, "priority")
+            else:
+                rec.strip = _int32(row[6], i, "strip")
+                text = _tdeck_text(row[7], i)
+                rec.priority = _int32(row[8], i, "priority")
+            located = pool.get(text)
+            if located is None:
+                encoded = (<str>text).encode("utf-8")
+                located = (pool_size, len(encoded))
+                pool_size += len(encoded)
+                if pool_size > 0xFFFFFFFF:
+                    raise ValueError("the string pool exceeds 4 GiB")
+                pool[text] = located
+                pieces.append(encoded)
+            rec.str_offset = located[0]
+            rec.str_length = located[1]
+            length_mask |= (<uint32_t>1) << plen
+    except ValueError:
+        # Row i is bad; a duplicate prefix on an earlier row is the first bad row (rows are checked in
+        # order, a duplicate when its row is reached, after the row's own columns).
+        duplicate = _first_duplicate(rows, keys, i)
+        if duplicate is not None:
+            raise duplicate from None
+        raise
+
+    # The perfect hash. Equal keys hash equally: _place_keys reports them, the first is named in row order.
+    position_bytes = bytearray(n * sizeof(uint32_t))
+    hash_bytes = bytearray(n * sizeof(uint64_t))
+    positions = <uint32_t*>PyByteArray_AS_STRING(position_bytes)
+    hashes = <uint64_t*>PyByteArray_AS_STRING(hash_bytes)
+    pilot_bytes = remap_bytes = bytearray()
+    if n:
+        pilot_count = <uint64_t>n // 4 + 1
+        for attempt in range(len(_RANGE_DIVISORS)):
+            seed = tg_mix(SEED_BASE + <uint64_t>attempt)
+            slot_count = <uint64_t>n + <uint64_t>n // <uint64_t>_RANGE_DIVISORS[attempt] + 1
+            pilot_bytes = bytearray(pilot_count * sizeof(uint16_t))
+            remap_bytes = bytearray((slot_count - <uint64_t>n) * sizeof(uint32_t))
+            pilots = <uint16_t*>PyByteArray_AS_STRING(pilot_bytes)
+            remap = <uint32_t*>PyByteArray_AS_STRING(remap_bytes)
+            limit = _pilot_limit
+            with nogil:
+                status = _place_keys(keys, hashes, <uint64_t>n, seed, slot_count, pilot_count, pilots, remap,
+                                     positions, limit)
+            if status != PLACE_FAILED:
+                break
+        if status == PLACE_DUPLICATE:
+            raise _first_duplicate(rows, keys, n)
+        if status == PLACE_NO_MEMORY:
+            raise MemoryError(f"placing {n} prefixes")
+        if status != PLACE_OK:
+            raise ValueError(f"{n} rows: no perfect hash found for the prefixes (tried {attempt + 1} seeds)")
+
+    entry_bytes = bytearray(n * sizeof(Entry))          # zeroed: Slot.reserved and padding stay 0
+    entries = <Entry*>PyByteArray_AS_STRING(entry_bytes)
     for i in range(n):
-        row = rows[i]
-        if (type(row) is not list and type(row) is not tuple) or len(row) != ncols:
-            raise ValueError(f"row {i}: {row!r} is not a {kind} row of {ncols} columns {names}")
-        key = _prefix_key(row[0], i)
-        plen = len(<str>row[0])
-        rec = &records[i]
-        rec.prefix_len = <uint8_t>plen
-        rec.connect_fee = _int64(row[1], i, "connect_fee")
-        rec.included_seconds = _int32(row[2], i, "included_seconds")
-        rec.rate_per_min = _int64(row[3], i, "rate_per_min")
-        rec.initial_increment = _int32(row[4], i, "initial_increment")
-        rec.increment = _int32(row[5], i, "increment")
-        if odeck:
-            text = _odeck_text(row[6], i)
-            rec.strip = 0
-            rec.priority = _int32(row[7], i, "priority")
-        else:
-            rec.strip = _int32(row[6], i, "strip")
-            text = _tdeck_text(row[7], i)
-            rec.priority = _int32(row[8], i, "priority")
-        located = pool.get(text)
-        if located is None:
-            encoded = (<str>text).encode("utf-8")
-            located = (pool_size, len(encoded))
-            pool_size += len(encoded)
-            if pool_size > 0xFFFFFFFF:
-                raise ValueError("the string pool exceeds 4 GiB")
-            pool[text] = located
-            pieces.append(encoded)
-        rec.str_offset = located[0]
-        rec.str_length = located[1]
+        entry = &entries[positions[i]]
+        entry.slot.key = keys[i]
+        entry.slot.index = positions[i]
+        entry.rec = records[i]
+    del record_bytes, hash_bytes
 
-        h = _home(key, shift)
-        while slots[h].key != 0:
-            if slots[h].key == key:
-                raise ValueError(f"row {i}: prefix {row[0]!r} already on row {slots[h].index}")
-            h = (h + 1) & slot_mask
-        slots[h].key = key
-        slots[h].index = <uint32_t>i
-        length_mask |= (<uint32_t>1) << plen
+    digits = _level_digits_for(n)
+    level_count = POW10[digits]
+    level_bytes = bytearray(level_count * sizeof(LevelEntry))
+    _fill_level(<LevelEntry*>PyByteArray_AS_STRING(level_bytes), digits, keys, entries, positions, n)
 
-    records_offset = _align64(HEADER_SPACE + slot_count * sizeof(Slot))
-    strings_offset = _align64(records_offset + <uint64_t>n * sizeof(RateRec))
+    level_offset = _align64(HEADER_SPACE + <uint64_t>n * sizeof(Entry))
+    pilot_offset = _align64(level_offset + level_count * sizeof(LevelEntry))
+    remap_offset = _align64(pilot_offset + pilot_count * sizeof(uint16_t))
+    strings_offset = _align64(remap_offset + (slot_count - <uint64_t>n) * sizeof(uint32_t))
     memset(&header, 0, sizeof(ImageHeader))
     for i in range(8):
         header.magic[i] = MAGIC[i]
@@ -228,24 +330,31 @@ def build_image(path, str kind, list rows) -> int:
     header.count = n
     header.slot_count = slot_count
     header.table_offset = HEADER_SPACE
-    header.records_offset = records_offset
+    header.records_offset = HEADER_SPACE + sizeof(Slot)
     header.strings_offset = strings_offset
     header.strings_size = pool_size
     header.file_size = strings_offset + pool_size
     header.byte_order = BYTE_ORDER
-    header.hash_shift = shift
+    header.level_digits = digits
+    header.level_offset = level_offset
+    header.pilot_offset = pilot_offset
+    header.pilot_count = pilot_count
+    header.remap_offset = remap_offset
+    header.hash_seed = seed
+    header.entry_size = sizeof(Entry)
+    header.level_entry_size = sizeof(LevelEntry)
     header_bytes = (<char*>&header)[:sizeof(ImageHeader)]
+    sections = [(0, header_bytes), (HEADER_SPACE, entry_bytes), (level_offset, level_bytes),
+                (pilot_offset, pilot_bytes), (remap_offset, remap_bytes), (strings_offset, b"".join(pieces))]
 
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as out:
-            out.write(header_bytes)
-            out.write(bytes(HEADER_SPACE - sizeof(ImageHeader)))
-            out.write(table)
-            out.write(bytes(records_offset - HEADER_SPACE - slot_count * sizeof(Slot)))
-            out.write(record_bytes)
-            out.write(bytes(strings_offset - records_offset - <uint64_t>n * sizeof(RateRec)))
-            out.write(b"".join(pieces))
+            written = 0
+            for offset, data in sections:
+                out.write(bytes(offset - written))
+                out.write(data)
+                written = offset + len(data)
             out.flush()
             os.fsync(out.fileno())
         os.rename(tmp, path)
@@ -257,6 +366,159 @@ def build_image(path, str kind, list rows) -> int:
         raise
     _fsync_directory(os.path.dirname(os.path.abspath(path)))
     return n
+
+
+cpdef uint32_t _level_digits_for(Py_ssize_t count):
+    """D, the digits of the direct level, for a deck of `count` prefixes: 10**(D+1) <= count, 1..5."""
+    cdef uint32_t digits = 1
+    while digits < MAX_LEVEL_DIGITS and <uint64_t>count >= POW10[digits + 2]:
+        digits += 1
+    return digits
+
+
+cdef object _first_duplicate(list rows, const uint64_t* keys, Py_ssize_t before):
+    """ValueError for the first row (in row order, below `before`) whose prefix an earlier row has; or None."""
+    cdef Py_ssize_t i
+    seen = {}
+    for i in range(before):
+        first = seen.setdefault(keys[i], i)
+        if first != i:
+            return ValueError(f"row {i}: prefix {rows[i][0]!r} already on row {first}")
+    return None
+
+
+cdef int _place_keys(const uint64_t* keys, uint64_t* hashes, uint64_t n, uint64_t seed, uint64_t slot_count,
+                     uint64_t pilot_count, uint16_t* pilots, uint32_t* remap, uint32_t* positions,
+                     uint32_t pilot_limit) noexcept nogil:
+    """The perfect hash of n keys: a pilot per bucket, the remap, and positions[i] (in [0, n)) of key i.
+
+    Buckets go largest first; each takes the first pilot that puts all its keys on free positions. The
+    positions >= n that got taken are then remapped onto the free ones below n, in order.
+    """
+    cdef uint32_t* sizes = NULL             # keys per bucket
+    cdef uint32_t* starts = NULL            # where each bucket's keys begin in `members`
+    cdef uint32_t* members = NULL           # key numbers grouped by bucket
+    cdef uint32_t* order = NULL             # buckets, largest first
+    cdef uint32_t* by_size = NULL
+    cdef uint64_t* trial = NULL
+    cdef uint8_t* taken = NULL
+    cdef uint64_t i, b, j, k, p, free_slot, largest = 0
+    cdef Py_ssize_t size
+    cdef uint32_t pilot, s
+    cdef const uint32_t* bucket_keys
+    cdef int status = PLACE_OK
+    try:
+        sizes = <uint32_t*>calloc(pilot_count, sizeof(uint32_t))
+        starts = <uint32_t*>malloc((pilot_count + 1) * sizeof(uint32_t))
+        members = <uint32_t*>malloc(n * sizeof(uint32_t))
+        order = <uint32_t*>malloc(pilot_count * sizeof(uint32_t))
+        taken = <uint8_t*>calloc(slot_count, 1)
+        if sizes == NULL or starts == NULL or members == NULL or order == NULL or taken == NULL:
+            return PLACE_NO_MEMORY
+        for i in range(n):
+            hashes[i] = tg_mix(keys[i] + seed)
+            b = tg_range(hashes[i], pilot_count)
+            positions[i] = <uint32_t>b          # the bucket, for now
+            sizes[b] += 1
+            if sizes[b] > largest:
+                largest = sizes[b]
+        starts[0] = 0
+        for b in range(pilot_count):
+            starts[b + 1] = starts[b] + sizes[b]
+        for i in range(n):                      # counting sort by bucket; starts[b] ends at the next start
+            b = positions[i]
+            members[starts[b]] = <uint32_t>i
+            starts[b] += 1
+        for b in range(pilot_count):
+            starts[b] -= sizes[b]
+        by_size = <uint32_t*>calloc(largest + 2, sizeof(uint32_t))
+        trial = <uint64_t*>malloc((largest + 1) * sizeof(uint64_t))
+        if by_size == NULL or trial == NULL:
+            return PLACE_NO_MEMORY
+        for b in range(pilot_count):            # counting sort of the buckets by size, largest first
+            by_size[sizes[b]] += 1
+        k = 0
+        for size in range(<Py_ssize_t>largest, -1, -1):
+            p = by_size[size]
+            by_size[size] = <uint32_t>k
+            k += p
+        for b in range(pilot_count):
+            order[by_size[sizes[b]]] = <uint32_t>b
+            by_size[sizes[b]] += 1
+
+        for k in range(pilot_count):
+            b = order[k]
+            s = sizes[b]
+            if s == 0:
+                break
+            bucket_keys = &members[starts[b]]
+            for i in range(s):
+                for j in range(i):
+                    if hashes[bucket_keys[i]] == hashes[bucket_keys[j]]:
+                        return PLACE_DUPLICATE
+            for pilot in range(pilot_limit):
+                i = 0
+                while i < s:
+                    p = _slot_of(hashes[bucket_keys[i]], <uint16_t>pilot, slot_count)
+                    if taken[p]:
+                        break
+                    taken[p] = 1
+                    trial[i] = p
+                    i += 1
+                if i == s:
+                    pilots[b] = <uint16_t>pilot
+                    for i in range(s):
+                        positions[bucket_keys[i]] = <uint32_t>trial[i]
+                    break
+                while i > 0:
+                    i -= 1
+                    taken[trial[i]] = 0
+            else:
+                return PLACE_FAILED
+
+        free_slot = 0
+        for p in range(n, slot_count):
+            if taken[p]:
+                while taken[free_slot]:
+                    free_slot += 1
+                remap[p - n] = <uint32_t>free_slot
+                free_slot += 1
+        for i in range(n):
+            if positions[i] >= n:
+                positions[i] = remap[positions[i] - n]
+        return status
+    finally:
+        free(sizes)
+        free(starts)
+        free(members)
+        free(order)
+        free(by_size)
+        free(trial)
+        free(taken)
+
+
+cdef void _fill_level(LevelEntry* level, uint32_t digits, const uint64_t* keys, const Entry* entries,
+                      const uint32_t* positions, Py_ssize_t count) noexcept nogil:
+    """Bucket v (v = a number's first `digits` digits): the lengths > digits that some prefix under v has,
+    and the longest prefix of at most `digits` digits that v starts with, with its entry."""
+    cdef Py_ssize_t i
+    cdef uint64_t key, value, span, b
+    cdef uint32_t length, short_lengths = ((<uint32_t>2) << digits) - 2, current
+    cdef LevelEntry* bucket
+    for i in range(count):
+        key = keys[i]
+        length = entries[positions[i]].rec.prefix_len
+        if length > digits:
+            level[key // POW10[length - digits] - POW10[digits]].lengths |= (<uint32_t>1) << length
+            continue
+        value = key - POW10[length]            # the prefix's digits as a number
+        span = POW10[digits - length]
+        for b in range(value * span, (value + 1) * span):
+            bucket = &level[b]
+            current = bucket.lengths & short_lengths
+            if current == 0 or <uint32_t>TG_HIGHEST_BIT(current) < length:
+                bucket.lengths = (bucket.lengths & ~short_lengths) | ((<uint32_t>1) << length)
+                bucket.short_entry = positions[i] + 1
 
 
 def _fsync_directory(directory):
@@ -308,13 +570,18 @@ cdef class DeckImage:
         header = <const ImageHeader*>base
         self._base = <const char*>base
         self._size = size
-        self._slots = <const Slot*>(self._base + header.table_offset)
-        self._records = <const RateRec*>(self._base + header.records_offset)
+        self._entries = <const Entry*>(self._base + header.table_offset)
+        self._level = <const LevelEntry*>(self._base + header.level_offset)
+        self._pilots = <const uint16_t*>(self._base + header.pilot_offset)
+        self._remap = <const uint32_t*>(self._base + header.remap_offset)
         self._strings = self._base + header.strings_offset
         self._count = header.count
-        self._slot_mask = header.slot_count - 1
+        self._slot_count = header.slot_count
+        self._pilot_count = header.pilot_count
+        self._hash_seed = header.hash_seed
+        self._level_digits = header.level_digits
+        self._level_base = POW10[header.level_digits]
         self._strings_size = header.strings_size
-        self._hash_shift = header.hash_shift
         self._length_mask = header.length_mask
         self._kind = header.kind
         self.path = path
@@ -330,10 +597,13 @@ cdef class DeckImage:
             munmap(<void*>self._base, self._size)
         self._base = NULL
         self._size = 0
-        self._slots = NULL
-        self._records = NULL
+        self._entries = NULL
+        self._level = NULL
+        self._pilots = NULL
+        self._remap = NULL
         self._strings = NULL
-        self._slot_mask = 0
+        self._slot_count = 0
+        self._pilot_count = 0
         self._strings_size = 0
         self._length_mask = 0
 
@@ -370,17 +640,19 @@ cdef class DeckImage:
     cdef bint match(self, const char* digits, Py_ssize_t length, RateRec* out) noexcept nogil:
         """Fill `out` with the record of the longest prefix of the leading digits; False when none."""
         cdef uint64_t keys[MAX_DIGITS + 1]
-        cdef uint64_t homes[MAX_DIGITS + 1]
-        cdef uint64_t value = 0, power = 1, key, found, h, probes
+        cdef uint64_t where[MAX_DIGITS + 1]
+        cdef uint64_t value = 0, power = 1, h, p
+        cdef uint64_t count = self._count, slot_count = self._slot_count, pilot_count = self._pilot_count
+        cdef uint64_t seed = self._hash_seed
         cdef Py_ssize_t n = 0
         cdef Py_ssize_t limit = length if length < MAX_DIGITS else MAX_DIGITS
-        cdef uint32_t candidates, rest, shift = self._hash_shift
-        cdef uint32_t index
+        cdef uint32_t candidates, rest, short_lengths = 0, level_digits = self._level_digits
         cdef int size
         cdef char c
-        cdef const Slot* slots = self._slots
-        cdef uint64_t slot_mask = self._slot_mask
-        if slots == NULL:
+        cdef const Entry* entries = self._entries
+        cdef const Entry* entry
+        cdef LevelEntry bucket
+        if entries == NULL or count == 0:
             return False
         while n < limit:
             c = digits[n]
@@ -390,31 +662,42 @@ cdef class DeckImage:
             power *= 10
             n += 1
             keys[n] = power + value
-        candidates = self._length_mask & ((<uint32_t>2 << n) - 2)    # lengths 1..n present in the deck
-        rest = candidates
+        if <uint32_t>n >= level_digits:
+            bucket = self._level[keys[level_digits] - self._level_base]
+            candidates = bucket.lengths & ((<uint32_t>2 << n) - 2)
+            short_lengths = candidates & ((<uint32_t>2 << level_digits) - 2)
+            rest = candidates & ~short_lengths
+            if short_lengths:       # known to match: its entry needs no hashing
+                size = TG_HIGHEST_BIT(short_lengths)
+                p = <uint64_t>bucket.short_entry - 1
+                if p >= count:      # only in a corrupt image: any entry in range is safe, its key is compared
+                    p = 0
+                where[size] = p
+                TG_PREFETCH(&entries[p])
+                candidates = rest | ((<uint32_t>1) << size)
+        else:
+            candidates = self._length_mask & ((<uint32_t>2 << n) - 2)  # lengths 1..n present in the deck
+            rest = candidates
         while rest:
-            size = TG_HIGHEST_BIT(rest)
-            rest &= ~((<uint32_t>1) << size)
-            homes[size] = _home(keys[size], shift)
-            TG_PREFETCH(&slots[homes[size]])
+            size = TG_LOWEST_BIT(rest)
+            rest &= rest - 1
+            h = tg_mix(keys[size] + seed)
+            p = _slot_of(h, self._pilots[tg_range(h, pilot_count)], slot_count)
+            if p >= count:
+                p = self._remap[p - count]
+                if p >= count:
+                    p = 0
+            where[size] = p
+            TG_PREFETCH(&entries[p])
         while candidates:
             size = TG_HIGHEST_BIT(candidates)
             candidates &= ~((<uint32_t>1) << size)
-            key = keys[size]
-            h = homes[size]
-            probes = 0
-            while probes <= slot_mask:      # bounded even on a corrupt table without an empty slot
-                found = slots[h].key
-                if found == key:
-                    index = slots[h].index
-                    if index >= self._count:
-                        return False
-                    out[0] = self._records[index]
-                    return True
-                if found == 0:
-                    break
-                h = (h + 1) & slot_mask
-                probes += 1
+            entry = &entries[where[size]]
+            if entry.slot.key == keys[size]:
+                if entry.slot.index != where[size]:
+                    return False
+                out[0] = entry.rec
+                return True
         return False
 
     cdef object record_strings(self, const RateRec* rec):
@@ -480,40 +763,43 @@ cdef class DeckImage:
 
 
 cdef _check_header(const ImageHeader* header, uint64_t size, str path):
-    """ValueError unless the header describes a well-formed image of exactly `size` bytes."""
-    cdef uint64_t slot_count = header.slot_count
-    cdef uint32_t log2 = 0
+    """ValueError unless the header describes a well-formed image of exactly `size` bytes.
+
+    The layout follows from the counts (see build_image): every offset must be the one expected, so each
+    section lies inside the file and none overlaps another. Arithmetic on Python ints: no wrap-around.
+    """
     if memcmp(header.magic, MAGIC, 8) != 0:
         raise ValueError(f"{path}: not a deck image (bad magic {bytes(header.magic[:8])!r})")
     if header.format_version != _FORMAT_VERSION:
         raise ValueError(f"{path}: image format version {header.format_version}, this build reads "
                          f"{_FORMAT_VERSION}")
     if (header.byte_order != BYTE_ORDER or header.header_size != sizeof(ImageHeader)
-            or header.record_size != sizeof(RateRec) or header.slot_size != sizeof(Slot)):
+            or header.record_size != sizeof(RateRec) or header.slot_size != sizeof(Slot)
+            or header.entry_size != sizeof(Entry) or header.level_entry_size != sizeof(LevelEntry)):
         raise ValueError(f"{path}: image written by a build with another byte order or struct layout")
     if header.kind not in (KIND_ODECK, KIND_TDECK):
         raise ValueError(f"{path}: unknown deck kind {header.kind}")
     if header.file_size != size:
         raise ValueError(f"{path}: the header says {header.file_size} bytes, the file has {size} "
                          f"(truncated or overwritten)")
-    if slot_count < 2 or slot_count & (slot_count - 1) or slot_count > size // sizeof(Slot):
-        raise ValueError(f"{path}: bad slot count {slot_count}")
-    while (<uint64_t>1 << log2) < slot_count:
-        log2 += 1
-    if (header.hash_shift != 64 - log2 or header.count > MAX_ENTRIES or header.count * 2 > slot_count
-            or header.length_mask & ~ALL_LENGTHS or (header.count == 0) != (header.length_mask == 0)):
-        raise ValueError(f"{path}: inconsistent header (count {header.count}, slots {slot_count}, "
-                         f"shift {header.hash_shift}, lengths {header.length_mask:#x})")
-    if (header.table_offset > size or header.records_offset > size or header.strings_offset > size
-            or header.table_offset < HEADER_SPACE or header.table_offset % 64
-            or header.records_offset < header.table_offset + slot_count * sizeof(Slot)
-            or header.records_offset % 64
-            or header.strings_offset < header.records_offset + header.count * sizeof(RateRec)
-            or header.strings_size > size
-            or header.strings_offset != size - header.strings_size):
+    count, slots, pilots, digits = header.count, header.slot_count, header.pilot_count, header.level_digits
+    if (count > MAX_ENTRIES or header.length_mask & ~ALL_LENGTHS or (count == 0) != (header.length_mask == 0)
+            or not count <= slots <= 2 * count + 1 or not (count + 3) // 4 <= pilots <= count + 1
+            or (count == 0) != (pilots == 0) or not 1 <= digits <= READ_LEVEL_DIGITS):
+        raise ValueError(f"{path}: inconsistent header (count {count}, slots {slots}, pilots {pilots}, "
+                         f"level digits {digits}, lengths {header.length_mask:#x})")
+    level = -(-(HEADER_SPACE + count * sizeof(Entry)) // 64) * 64
+    pilot = -(-(level + 10 ** digits * sizeof(LevelEntry)) // 64) * 64
+    remap = -(-(pilot + pilots * sizeof(uint16_t)) // 64) * 64
+    strings = -(-(remap + (slots - count) * sizeof(uint32_t)) // 64) * 64
+    expected = (HEADER_SPACE, HEADER_SPACE + sizeof(Slot), level, pilot, remap, strings, size - strings)
+    found = (header.table_offset, header.records_offset, header.level_offset, header.pilot_offset,
+             header.remap_offset, header.strings_offset, header.strings_size)
+    if found != expected:
         raise ValueError(f"{path}: sections out of place (table {header.table_offset}, records "
-                         f"{header.records_offset}, strings {header.strings_offset}+{header.strings_size}, "
-                         f"size {size})")
+                         f"{header.records_offset}, level {header.level_offset}, pilots {header.pilot_offset}, "
+                         f"remap {header.remap_offset}, strings {header.strings_offset}+{header.strings_size}, "
+                         f"size {size}; expected {expected})")
 
 
 # ---------------------------------------------------------------------------------------------- cache

@@ -10,6 +10,7 @@ import functools
 import multiprocessing
 import os
 import pickle
+import random
 import struct
 import time
 import uuid
@@ -423,3 +424,214 @@ def test_cache_rebuilds_a_corrupt_file_and_checks_arguments(tmp_path):
         cache.get("tdeck:x", 1, "zdeck", list)
     with pytest.raises(ValueError):
         cache.get("", 1, "tdeck", list)
+
+
+# ------------------------------------------------------------------------------------------- the layout (format 2)
+#
+# ImageHeader: the fields below, native order; then Entry[count] (Slot + RateRec, 64 bytes each) at table_offset,
+# LevelEntry[10**D] (lengths, short_entry), uint16 pilots, uint32 remap, string pool (see deck_image.pyx).
+
+HEADER = struct.Struct("=8s6I7Q2I5Q2I")
+HEADER_FIELDS = ("magic", "format_version", "kind", "header_size", "record_size", "slot_size", "length_mask", "count",
+                 "slot_count", "table_offset", "records_offset", "strings_offset", "strings_size", "file_size",
+                 "byte_order", "level_digits", "level_offset", "pilot_offset", "pilot_count", "remap_offset",
+                 "hash_seed", "entry_size", "level_entry_size")
+FIELD_OFFSETS = {"level_digits": 92, "level_offset": 96, "pilot_offset": 104, "pilot_count": 112, "remap_offset": 120,
+                 "entry_size": 136, "slot_count": 40}
+
+
+def read_header(path: str) -> dict:
+    with open(path, "rb") as f:
+        return dict(zip(HEADER_FIELDS, HEADER.unpack(f.read(HEADER.size)), strict=True))
+
+
+def nested_rows(count: int, seed: int) -> list[list]:
+    """A deck of `count` nested prefixes (1 to 14 digits, a few short ones spanning many level buckets)."""
+    rnd = random.Random(seed)
+    prefixes = ["7", "70", "0", "00", "3", "34", "349"]
+    seen = set(prefixes)
+    while len(prefixes) < count:
+        parent = prefixes[int(len(prefixes) * rnd.random() ** 3)] if rnd.random() < 0.9 else ""
+        child = parent + "".join(rnd.choices("0123456789", k=rnd.choice((1, 1, 2, 3))))
+        if len(child) <= 14 and child not in seen:
+            seen.add(child)
+            prefixes.append(child)
+    rnd.shuffle(prefixes)
+    return [odeck_row(p, rate=i, trunks=["t"] if i % 7 == 0 else None) for i, p in enumerate(prefixes[:count])]
+
+
+def numbers_near(rows: list[list], count: int, seed: int) -> list[str]:
+    """Deck prefixes plus random tails, their truncations (fewer digits than the level), and random numbers."""
+    rnd = random.Random(seed)
+    numbers = []
+    for _ in range(count):
+        prefix = rows[rnd.randrange(len(rows))][0]
+        numbers.append(prefix + "".join(rnd.choices("0123456789", k=rnd.randint(0, 8))))
+        numbers.append(prefix[:rnd.randint(0, len(prefix))])
+        numbers.append("".join(rnd.choices("0123456789", k=rnd.randint(1, 20))))
+    return numbers
+
+
+@pytest.mark.parametrize(("count", "digits"), [(60, 1), (999, 1), (1_000, 2), (5_000, 2), (40_000, 3), (120_000, 4)])
+def test_large_nested_decks_agree_with_reference(tmp_path, count, digits):
+    rows = nested_rows(count, seed=count)
+    path = str(tmp_path / "deck.img")
+    assert deck_image.build_image(path, "odeck", rows) == count
+    header = read_header(path)
+    assert header["level_digits"] == digits == deck_image._level_digits_for(count)
+    table = reference_table("odeck", rows)
+    with deck_image.DeckImage(path) as image:
+        for row in rows[:20_000]:
+            assert image.longest_match(row[0]) == (row[0], tuple(row[1:]))
+        numbers = numbers_near(rows, 3_000, seed=count + 1)
+        assert [image.longest_match(n) for n in numbers] == [expected(table, n) for n in numbers]
+        encoded = [n.encode() for n in numbers]
+        assert image.count_matches(encoded) == sum(expected(table, n) is not None for n in numbers)
+
+
+def test_level_digits_grow_with_the_deck_and_stop_at_five():
+    assert [deck_image._level_digits_for(n) for n in (0, 1, 999, 1_000, 9_999, 10_000, 99_999, 100_000, 999_999,
+                                                      1_000_000, 10**7)] == [1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_entries_sit_at_their_perfect_hash_positions(tmp_path):
+    """Every prefix has one 64-byte entry: its key, its own position as index, its record; the sections follow."""
+    rows = nested_rows(3_000, seed=3)
+    path = str(tmp_path / "deck.img")
+    deck_image.build_image(path, "odeck", rows)
+    header = read_header(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    count = header["count"]
+    assert header["format_version"] == deck_image.FORMAT_VERSION == 2
+    assert header["table_offset"] == 192 and header["records_offset"] == 192 + 16 and header["entry_size"] == 64
+    assert count <= header["slot_count"] <= count + count // 32 + 1
+    assert header["pilot_count"] == count // 4 + 1 and header["level_entry_size"] == 8
+    assert header["level_offset"] == -(-(192 + 64 * count) // 64) * 64
+    assert header["pilot_offset"] == -(-(header["level_offset"] + 8 * 10 ** header["level_digits"]) // 64) * 64
+    assert header["file_size"] == len(data) == header["strings_offset"] + header["strings_size"]
+    keys = set()
+    for position in range(count):
+        key, index, reserved = struct.unpack_from("=QII", data, 192 + 64 * position)
+        assert index == position and reserved == 0
+        keys.add(key)
+    assert keys == {int("1" + row[0]) for row in rows}
+    # The level: bucket v lists the lengths that can match a number starting with v's digits.
+    digits = header["level_digits"]
+    prefixes = {row[0] for row in rows}
+    for bucket in random.Random(4).sample(range(10**digits), min(200, 10**digits)):
+        head = str(bucket).zfill(digits)
+        lengths, short_entry = struct.unpack_from("=II", data, header["level_offset"] + 8 * bucket)
+        short = [n for n in range(1, digits + 1) if head[:n] in prefixes]
+        longer = {len(p) for p in prefixes if len(p) > digits and p.startswith(head)}
+        assert lengths == sum(1 << n for n in {*short[-1:], *longer})
+        if short:
+            key, = struct.unpack_from("=Q", data, 192 + 64 * (short_entry - 1))
+            assert key == int("1" + head[:short[-1]])
+        else:
+            assert short_entry == 0
+
+
+def _corrupted(path: str, patch) -> None:
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    patch(data, read_header(path))
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _fill(data: bytearray, offset: int, size: int, value: int, fmt_: str) -> None:
+    step = struct.calcsize(fmt_)
+    for at in range(offset, offset + size, step):
+        struct.pack_into(fmt_, data, at, value)
+
+
+@pytest.mark.parametrize("name", ["level-all-lengths", "level-short-out-of-range", "level-short-wrong-entry",
+                                  "pilots", "remap", "entry-index"])
+def test_corrupt_sections_give_no_answer_or_a_genuine_one(tmp_path, name):
+    """Positions read from the file are range-checked and keys compared, so a corrupt level, pilot or remap can
+    lose candidates (no answer, or a shorter prefix than the longest) but never reads out of bounds or returns
+    a record under another prefix."""
+    rows = nested_rows(5_000, seed=5)
+    path = str(tmp_path / "deck.img")
+    deck_image.build_image(path, "odeck", rows)
+    header = read_header(path)
+    assert header["slot_count"] > header["count"]  # the remap section is not empty
+    level, levels = header["level_offset"], 8 * 10 ** header["level_digits"]
+    patches = {
+        "level-all-lengths": lambda d, h: _fill(d, level, levels, 0x7FFFE, "=I4x"),
+        "level-short-out-of-range": lambda d, h: _fill(d, level + 4, levels - 4, 0xFFFFFFFF, "=I4x"),
+        "level-short-wrong-entry": lambda d, h: _fill(d, level + 4, levels - 4, 7, "=I4x"),
+        "pilots": lambda d, h: d.__setitem__(slice(h["pilot_offset"], h["remap_offset"]),
+                                             random.Random(1).randbytes(h["remap_offset"] - h["pilot_offset"])),
+        "remap": lambda d, h: _fill(d, h["remap_offset"], 4 * (h["slot_count"] - h["count"]), 0xFFFFFFFF, "=I"),
+        "entry-index": lambda d, h: [struct.pack_into("=I", d, 192 + 64 * p + 8, (p + 1) % h["count"])
+                                     for p in range(h["count"])],
+    }
+    _corrupted(path, patches[name])
+    table = reference_table("odeck", rows)
+    numbers = numbers_near(rows, 2_000, seed=6) + [row[0] for row in rows]
+    with deck_image.DeckImage(path) as image:
+        answers = [image.longest_match(n) for n in numbers]
+    for number, answer in zip(numbers, answers, strict=True):
+        assert answer is None or (number.startswith(answer[0]) and answer == (answer[0], table[answer[0]]))
+    if name == "entry-index":
+        assert answers == [None] * len(numbers)
+    assert sum(a == expected(table, n) for n, a in zip(numbers, answers, strict=True)) > 0  # it still looks up
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("level_digits", 0), ("level_digits", 7), ("level_offset", 1 << 40), ("pilot_offset", 64),
+    ("pilot_count", 0), ("pilot_count", 10**6), ("remap_offset", 0), ("slot_count", 2 * 300 + 2),
+    ("slot_count", 299), ("entry_size", 56),
+])
+def test_a_bad_layout_field_raises_value_error(tmp_path, field, value):
+    path, data = _good_image(tmp_path)
+    fmt_ = "=I" if field in ("level_digits", "entry_size") else "=Q"
+    with open(path, "wb") as f:
+        f.write(_patched(data, FIELD_OFFSETS[field], fmt_, value))
+    with pytest.raises(ValueError, match=r"deck\.img"):
+        deck_image.DeckImage(path)
+
+
+def test_an_image_of_the_previous_format_is_rebuilt_by_the_cache(tmp_path):
+    cache = deck_image.ImageCache(str(tmp_path))
+    path = cache.path_for("odeck:old", 1)
+    deck_image.build_image(path, "odeck", [odeck_row("44", 1)])
+    with open(path, "r+b") as f:  # what a format-1 build left behind, as far as the header tells
+        f.seek(8)
+        f.write(struct.pack("=I", 1))
+    with pytest.raises(ValueError, match="format version 1"):
+        deck_image.DeckImage(path)
+    image = cache.get("odeck:old", 1, "odeck", lambda: [odeck_row("44", 2)])
+    assert cache.builds == 1 and image.longest_match("441")[1][2] == 2
+    assert read_header(path)["format_version"] == 2
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize(("rows", "row"), [
+    ([odeck_row("1"), odeck_row("44"), odeck_row("2"), odeck_row("44"), odeck_row("3"), ["5", 0, 0, 1.5, 1, 1, [], 0]],
+     3),                                                                     # the duplicate comes first
+    ([odeck_row("1"), odeck_row("44"), ["5", 0, 0, 1.5, 1, 1, [], 0], odeck_row("44")], 2),   # the bad type does
+    ([odeck_row("9"), odeck_row("44"), odeck_row("7"), odeck_row("7"), odeck_row("44")], 3),  # the first duplicate
+    ([odeck_row("44"), ["44", 0, 0, 1.5, 1, 1, [], 0]], 1),                  # a row with both: its columns first
+])
+def test_the_first_bad_row_is_named(tmp_path, impl, rows, row):
+    with pytest.raises(ValueError, match=rf"^row {row}\b"):
+        impl.build_image(str(tmp_path / "deck.img"), "odeck", rows)
+
+
+def test_the_perfect_hash_retries_with_a_wider_range(tmp_path, monkeypatch):
+    rows = [odeck_row(str(p), rate=p) for p in range(10_000, 12_000)]
+    path = str(tmp_path / "deck.img")
+    monkeypatch.setattr(deck_image, "_pilot_limit", 64)  # too few pilots for a range of ~0.97 load
+    deck_image.build_image(path, "odeck", rows)
+    assert read_header(path)["slot_count"] == 2 * len(rows) + 1
+    with deck_image.DeckImage(path) as image:
+        assert all(image.longest_match(row[0] + "55") == (row[0], tuple(row[1:])) for row in rows)
+        assert image.longest_match("9999") is None
+    monkeypatch.setattr(deck_image, "_pilot_limit", 0)  # no pilot at all: the build fails, the old image stays
+    with pytest.raises(ValueError, match="no perfect hash"):
+        deck_image.build_image(path, "odeck", [odeck_row("1")])
+    assert os.listdir(tmp_path) == ["deck.img"]
+    assert deck_image.DeckImage(path).longest_match("10000")[0] == "10000"
