@@ -57,7 +57,7 @@ if reserved then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(reserved))
 end
-redis.call('HINCRBY', KEYS[2], 'balance', -tonumber(ARGV[2]))
+redis.call('HINCRBY', KEYS[2], 'balance', 0 - tonumber(ARGV[2]))  -- never '-0', which HINCRBY refuses
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))

@@ -116,3 +116,10 @@ def test_concurrent_admissions_never_exceed_the_limit(admissions):
         t.join()
     assert results.count(adm.ADMITTED) == 7 and admissions.open_calls("1001") == 7
     assert admissions.available("1001", 0) == 993 * EUR
+
+
+def test_an_unanswered_call_settles_at_zero_and_frees_its_reservation(admissions):
+    admissions.credit("1001", 10 * EUR)
+    admit(admissions, "c1", reserve=4 * EUR)
+    assert admissions.settle("1001", "c1", 0, {"call_id": "c1", "sip_code": 486})
+    assert admissions.available("1001", 0) == 10 * EUR and admissions.open_calls("1001") == 0
