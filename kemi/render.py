@@ -15,7 +15,7 @@ KEMI_DIR = Path(__file__).resolve().parent
 REPO_ROOT = KEMI_DIR.parent
 TEMPLATE = KEMI_DIR / "kamailio.cfg"
 SCRIPT = KEMI_DIR / "tollgate_kemi.py"
-MODES = ("redirect",)  # "relay" arrives with the next slice of issue 5
+MODES = ("relay", "redirect")  # relay: the default for new installs; redirect: routing-server mode
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
 
@@ -24,9 +24,9 @@ def python_path() -> str:
     return ":".join(dict.fromkeys([str(REPO_ROOT), sysconfig.get_paths()["purelib"]]))
 
 
-def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_dir: str, mode: str = "redirect",
+def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_dir: str, mode: str = "relay",
            realm: str = "tollgate", children: int = 2, debug: int = 2, script: str | None = None,
-           pythonpath: str | None = None) -> str:
+           pythonpath: str | None = None, fr_timer_ms: int = 3000, fr_inv_timer_ms: int = 120000) -> str:
     """The configuration text; `listen` is a Kamailio listen value such as "udp:127.0.0.1:5060"."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {MODES}")
@@ -34,6 +34,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "LISTEN": listen, "RUNDIR": rundir, "REDIS_URL": redis_url, "NAMESPACE": namespace,
         "IMAGE_DIR": image_dir, "MODE": mode, "REALM": realm, "CHILDREN": str(children), "DEBUG": str(debug),
         "KEMI_SCRIPT": script or str(SCRIPT), "PYTHONPATH": pythonpath or python_path(),
+        "FR_TIMER": str(int(fr_timer_ms)), "FR_INV_TIMER": str(int(fr_inv_timer_ms)),
     }
     for name, value in values.items():
         if not value or any(c in value for c in '"\n\r'):
@@ -48,7 +49,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
     return _PLACEHOLDER.sub(fill, TEMPLATE.read_text())
 
 
-if __name__ == "__main__":  # python -m kemi.render LISTEN RUNDIR REDIS_URL NAMESPACE IMAGE_DIR > kamailio.cfg
+if __name__ == "__main__":  # python -m kemi.render LISTEN RUNDIR REDIS_URL NAMESPACE IMAGE_DIR [MODE] > kamailio.cfg
     listen, rundir, redis_url, namespace, image_dir = sys.argv[1:6]
     sys.stdout.write(render(listen=listen, rundir=rundir, redis_url=redis_url, namespace=namespace,
-                            image_dir=image_dir))
+                            image_dir=image_dir, mode=sys.argv[6] if len(sys.argv) > 6 else "relay"))

@@ -6,17 +6,34 @@ order: identify (SIP digest for devices, source IP + tech prefix for IP-authenti
 fast-path decision, then the answer. Every route Kamailio calls is guarded: a Python fault answers 500 and
 logs one line, never a traceback (an escaped exception would leave the request unanswered).
 
-Routing-server mode ("redirect", the only mode of this slice): an outbound call is answered 302 with one
-Contact per gateway, in failover order (trunk by trunk, each trunk's gateways in order, descending q), the
-R-URI user of each being that route's destination as the trunk wants it; the presented caller id is in
-P-Asserted-Identity. A local or DID call is redirected to the callee's registered contacts.
+Two modes (kamailio.cfg TOLLGATE_MODE):
+- "relay" (the default): an admitted call is relayed statefully (tm, record-route, dialog). Outbound: to the
+  first route's first gateway, R-URI user = the route's destination, From user (uac_replace_from, restored
+  toward the caller) and P-Asserted-Identity = the route's caller id; the failure route tries the trunk's next
+  gateway, then the next trunk, on timeout, 408, 5xx or 6xx (not 486/487); when all fail the caller gets
+  the last failure's code. Local and DID calls go to the callee's registered contacts. The dialog's timeout
+  is the granted duration (both legs get a BYE at expiry); at the dialog's end or failure the call is settled
+  in Redis once per call id (fastpath.admission): the customer debited cost(billable seconds) under the
+  decision's terms, the provider credited its termination cost, the call's event queued with it.
+- "redirect" (routing-server mode): an outbound call is answered 302 with one Contact per gateway, in
+  failover order (trunk by trunk, each trunk's gateways in order, descending q), the R-URI user of each
+  being that route's destination as the trunk wants it; the presented caller id is in P-Asserted-Identity.
+  A local or DID call is redirected to the callee's registered contacts. This node never sees the call's
+  end: CPS and the balance are checked, nothing is reserved and concurrent calls are not counted.
+
+Admission (both modes, SPEC §5 order): after identification and the account check, one atomic Redis script
+(Admissions.admit) checks the account's CPS, then its concurrent calls, then reserves the decision's cost of
+the granted duration; a decision refused at a later stage still passes through the CPS and concurrency
+checks first (decided=False), so that their 503 wins as SPEC §8 orders.
 
 Settings come from kamailio.cfg `#!define TOLLGATE_*` (filled in by kemi/render.py), read here with
 KSR.kx.get_def(); TOLLGATE_PYTHONPATH makes the repository and its venv importable, since Kamailio embeds
 the system's libpython, which knows nothing of the venv.
 """
 
+import json
 import logging
+import math
 import os
 import site
 import sys
@@ -44,7 +61,9 @@ def _bootstrap_path() -> None:
 
 _bootstrap_path()
 
-from fastpath.model import account_for_source  # noqa: E402  (importable only after the bootstrap)
+from fastpath import admission as adm  # noqa: E402  (importable only after the bootstrap)
+from fastpath.model import account_for_source  # noqa: E402
+from fastpath.reference.rating import Terms, cost  # noqa: E402
 from fastpath.runtime import FastPath, redis_client  # noqa: E402
 
 ACTIVE = "ACTIVE"
@@ -54,6 +73,19 @@ LOAD_RETRY_SECONDS = 1.0  # while the first load of the projection fails, try ag
 QOP_AUTH = 1  # auth_challenge flags: qop=auth
 STALE = 16  # ... and stale=true (the nonce expired or was used: same password, new nonce)
 MAX_FORWARDS = 10
+RELAY, REDIRECT = "relay", "redirect"
+RECORD_FLAG = 7  # SPEC §5: the call is marked for the media recorder
+POSTPAID = "POSTPAID"
+LOCAL_CALL_INCREMENT = 60  # SPEC §5: local calls are charged in 60-second steps, no connect fee
+# Failover to the next gateway on these final answers (SPEC §5): timeout (408), 5xx, 6xx; never 486 / 487.
+NO_FAILOVER = (486, 487)
+DLG_CALL = "tollgate"  # dialog variable: the call as decided (JSON), for the failure route and the settlement
+DLG_AT = "tollgate_at"  # "route,gateway" of the branch last sent
+DLG_ANSWER = "tollgate_answer"  # epoch seconds of the 200 OK
+DLG_CODE = "tollgate_code"  # the last final answer seen by the failure route
+AVP_CALL = "$avp(tollgate_call)"  # the same JSON, per transaction (failure and branch routes read it)
+AVP_AT = "$avp(tollgate_at)"
+AVP_TIMEOUT = "$avp(tollgate_timeout)"  # kamailio.cfg: dialog timeout_avp
 
 
 class Settings:
@@ -63,16 +95,6 @@ class Settings:
         self.image_dir = _define("TOLLGATE_IMAGE_DIR")
         self.mode = _define("TOLLGATE_MODE")
         self.realm = _define("TOLLGATE_REALM")
-
-
-# TODO(issue 5, balance slice): available = balance (+ credit limit) - reserved, read and reserved in Redis by
-# one atomic script per call, released at call end. Until that slice lands nothing is reserved or debited:
-# every identified account is treated as able to afford the longest call (max_call_seconds).
-UNMETERED_MICROS = 10**15
-
-
-def available_micros_todo(account: str) -> int:
-    return UNMETERED_MICROS
 
 
 class KamailioLogHandler(logging.Handler):
@@ -111,11 +133,25 @@ def guarded(route):
     return run
 
 
+def guarded_event(route):
+    """Any exception in an event route: log one line (there is no request to answer)."""
+
+    def run(self, *args):
+        try:
+            return route(self, *args)
+        except Exception as exc:
+            KSR.err(f"tollgate: {route.__name__} failed: {_one_line(exc)} [call-id {KSR.kx.get_callid()}]\n")
+            return 1
+
+    run.__name__ = route.__name__
+    return run
+
+
 def mod_init():
     logging.basicConfig(level=logging.INFO, handlers=[KamailioLogHandler()], force=True)
     settings = Settings()
-    if settings.mode != "redirect":
-        KSR.err(f"tollgate: TOLLGATE_MODE {settings.mode!r} is not available yet (only 'redirect')\n")
+    if settings.mode not in (RELAY, REDIRECT):
+        KSR.err(f"tollgate: TOLLGATE_MODE {settings.mode!r}: expected 'relay' or 'redirect'\n")
         return None
     return Tollgate(settings)
 
@@ -134,7 +170,9 @@ class Call:
 class Tollgate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.relay = settings.mode == RELAY
         self.fast: FastPath | None = None
+        self.admissions: adm.Admissions | None = None
         self.pid = 0
         self.loaded = False
         self.next_load = 0.0
@@ -151,7 +189,9 @@ class Tollgate:
     def _open(self) -> None:
         """This process's own Redis client and fast path (sockets must not cross a fork)."""
         s = self.settings
-        self.fast = FastPath(redis_client(s.redis_url), s.image_dir, s.namespace)
+        client = redis_client(s.redis_url)
+        self.fast = FastPath(client, s.image_dir, s.namespace)
+        self.admissions = adm.Admissions(client, s.namespace)
         self.pid = os.getpid()
         self.loaded = False
         self.next_load = 0.0
@@ -224,19 +264,43 @@ class Tollgate:
             else:
                 KSR.sl.send_reply(200, "Keepalive")
             return STOP
-        if KSR.is_ACK():  # an ACK to one of our own answers is absorbed by sl; anything else: nothing to do
+        if not self.relay:
+            if KSR.is_ACK():  # an ACK to one of our own answers is absorbed by sl; anything else: nothing to do
+                return STOP
+            if KSR.is_CANCEL():  # every INVITE is answered at once: nothing left to cancel
+                KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
+                return STOP
+            return GO_ON
+        if KSR.is_CANCEL():  # relayed to the branches of its INVITE's transaction, if there is one
+            if KSR.tm.t_check_trans() > 0:
+                KSR.tm.t_relay()
             return STOP
-        if KSR.is_CANCEL():  # every INVITE is answered at once: nothing left to cancel
-            KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
-            return STOP
+        if not KSR.is_ACK():
+            if KSR.tmx.t_precheck_trans() > 0:  # a retransmission being handled by another worker
+                KSR.tm.t_check_trans()
+                return STOP
+            if KSR.tm.t_check_trans() == 0:  # a retransmission: tm has resent the last answer
+                return STOP
         return GO_ON
 
     def ksr_route_withindlg(self, msg):
-        # A redirect server is never in a dialog's path: an in-dialog request is not ours.
-        if KSR.siputils.has_totag() > 0:
+        if KSR.siputils.has_totag() < 0:
+            if KSR.is_ACK():
+                return STOP
+            return GO_ON
+        if not self.relay:  # a redirect server is never in a dialog's path: an in-dialog request is not ours
             KSR.sl.send_reply(404, "Not here")
             return STOP
-        return GO_ON
+        if KSR.rr.loose_route() > 0:  # follows our Record-Route: ACK, BYE, re-INVITE... (dialog tracks them)
+            if KSR.tm.t_relay() < 0:
+                KSR.sl.sl_reply_error()
+            return STOP
+        if KSR.is_ACK():
+            if KSR.tm.t_check_trans() > 0:  # the ACK of a failure we relayed
+                KSR.tm.t_relay()
+            return STOP
+        KSR.sl.send_reply(404, "Not here")
+        return STOP
 
     def ksr_route_registrar(self, msg):
         if not KSR.is_REGISTER():
@@ -267,15 +331,49 @@ class Tollgate:
         call = Call()
         if self.ksr_route_identify(msg, fast, call) == STOP:
             return STOP
+        account = fast.world.accounts.get(call.account)
+        credit_limit = account.credit_limit if account is not None and account.account_type == POSTPAID else 0
+        now = int(time.time())
+        call_id = KSR.kx.get_callid()
         decision = fast.decide(call.account, call.caller_id, call.destination,
-                               available_micros_todo(call.account), int(time.time()),
-                               zlib.crc32(KSR.kx.get_callid().encode()))
+                               self.admissions.available(call.account, credit_limit), now, zlib.crc32(call_id.encode()))
+        if decision.stage == "account":  # unknown, inactive, deleted or expired: before any counting
+            KSR.sl.send_reply(decision.code, decision.reason)
+            return STOP
+        admitted = decision.code == 200 and self.relay  # a redirect server never sees the end: reserves nothing
+        plan = self._plan(fast, call, call_id, decision) if admitted else None  # before anything is reserved
+        admission = self.admissions.admit(
+            call.account, call_id, now=now, cps=account.cps,
+            max_calls=account.max_concurrent_calls if self.relay else 0,
+            reserve=decision.reserve, credit_limit=credit_limit, decided=admitted)
+        if admission.outcome == adm.CPS_EXCEEDED:
+            KSR.sl.send_reply(503, "CPS limit exceeded")
+            return STOP
+        if admission.outcome == adm.CONCURRENCY_EXCEEDED:
+            KSR.sl.send_reply(503, "Concurrent call limit")
+            return STOP
         if decision.code != 200:
             KSR.sl.send_reply(decision.code, decision.reason)
             return STOP
-        if decision.direction == "outbound":
-            return self.ksr_route_redirect_outbound(msg, decision)
-        return self.ksr_route_redirect_registered(msg, decision)
+        if admission.outcome == adm.INSUFFICIENT:  # another call reserved the money since we read it
+            KSR.sl.send_reply(402, "Insufficient balance")
+            return STOP
+        if not self.relay:
+            if decision.direction == "outbound":
+                return self.ksr_route_redirect_outbound(msg, decision)
+            return self.ksr_route_redirect_registered(msg, decision)
+        try:
+            code, reason = self.ksr_route_relay(plan, decision)
+        except Exception:
+            try:  # release the reservation; the fault itself is logged (and answered 500) by the guard
+                self._settle(plan, answer=None, end=time.time(), code=500)
+            except Exception as exc:
+                KSR.err(f"tollgate: releasing {call_id} failed too: {_one_line(exc)}\n")
+            raise
+        if code:  # not relayed: the call ends here, and its reservation is released
+            KSR.sl.send_reply(code, reason)
+            self._settle(plan, answer=None, end=time.time(), code=code)
+        return STOP
 
     def ksr_route_identify(self, msg, fast: FastPath, call: Call):
         """SIP digest when the request carries credentials, else the source IP map, else a 407 challenge."""
@@ -315,6 +413,196 @@ class Tollgate:
         KSR.auth.consume_credentials()
         return device
 
+    # ---------------------------------------------------------------------------------------- relay
+    def _plan(self, fast: FastPath, call: Call, call_id: str, decision) -> dict:
+        """Everything the failure route and the settlement need, fixed at setup: the decision's terms (a
+        deck may change during the call), its routes and the call's identity."""
+        world = fast.world
+        if decision.direction == "outbound":
+            group = world.rate_groups[decision.rate_group]
+            _prefix, record = world.origination_decks[decision.rate_group].longest_match(decision.prefix)
+            terms = [record[0], record[1], decision.rate_per_min, record[3] or group.default_initial_increment,
+                     record[4] or group.default_increment]
+        elif decision.direction == "local":
+            terms = [0, 0, decision.rate_per_min, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT]
+        else:  # inbound: the caller pays nothing here
+            terms = [0, 0, 0, 1, 1]
+        routes = []
+        for route in decision.routes:
+            _prefix, record = world.termination_decks[route.trunk].longest_match(route.prefix)
+            routes.append({
+                "trunk": route.trunk, "provider": route.provider, "gateways": [list(g) for g in route.gateways],
+                "destination": route.destination, "caller_id": route.caller_id, "prefix": route.prefix,
+                "rate": route.rate_per_min, "terms": [record[0], record[1], record[2], record[3] or 1, record[4] or 1],
+            })
+        return {
+            "call_id": call_id, "account": call.account, "direction": decision.direction,
+            "caller_id_received": call.caller_id, "caller_id_presented": decision.caller_id,
+            "destination_dialled": call.destination, "destination": decision.destination,
+            "rate_group": decision.rate_group, "prefix": decision.prefix, "rate": decision.rate_per_min,
+            "terms": terms, "granted": decision.granted_seconds, "setup": time.time(), "routes": routes,
+        }
+
+    def ksr_route_relay(self, plan: dict, decision) -> tuple[int, str]:
+        """Relay the admitted INVITE; (0, "") once relayed, else the answer to give."""
+        if decision.direction == "outbound":
+            if not plan["routes"] or not plan["routes"][0]["gateways"]:
+                return 503, "No route available"
+        elif not self._lookup_registered(decision):
+            return 480, "Temporarily Unavailable"
+        encoded = json.dumps(plan, separators=(",", ":"))
+        KSR.pv.seti(AVP_TIMEOUT, max(int(plan["granted"]), 1))
+        if KSR.dialog.dlg_manage() < 0:
+            return 500, "Dialog not created"
+        KSR.dialog.var_sets(DLG_CALL, encoded)
+        KSR.pv.sets(AVP_CALL, encoded)
+        KSR.rr.record_route()
+        if decision.record:
+            KSR.setflag(RECORD_FLAG)
+        if decision.direction == "outbound":
+            self._to_gateway(plan, 0, 0)
+        else:
+            KSR.hdr.remove("P-Asserted-Identity")
+            self._present_caller_id_request(decision.caller_id)
+            KSR.dialog.var_sets(DLG_AT, "")
+        KSR.tm.t_on_failure("ksr_failure_route_next_gateway")
+        if KSR.tm.t_relay() < 0:
+            return 500, "Relay failed"
+        return 0, ""
+
+    def _lookup_registered(self, decision) -> bool:
+        """R-URI and branches := the callee's registered contacts (a local call's device, a DID owner's)."""
+        users = (decision.callee,) if decision.direction == "local" else decision.callee_devices
+        found = False
+        for user in users:
+            aor = f"sip:{user}@{self.settings.realm}"
+            found = (KSR.registrar.lookup_to_dset("location", aor) if found
+                     else KSR.registrar.lookup_uri("location", aor)) > 0 or found
+        return found
+
+    def _to_gateway(self, plan: dict, route_index: int, gateway_index: int) -> None:
+        """R-URI := the route's destination at that gateway; the branch route presents the route's caller id."""
+        route = plan["routes"][route_index]
+        address, transport = route["gateways"][gateway_index]
+        KSR.seturi(_gateway_uri(route["destination"], address, transport))
+        at = f"{route_index},{gateway_index}"
+        KSR.pv.sets(AVP_AT, at)
+        KSR.dialog.var_sets(DLG_AT, at)
+        KSR.tm.t_on_branch("ksr_branch_route_present")
+
+    @guarded_event
+    def ksr_branch_route_present(self, msg):
+        """Per branch: From user and P-Asserted-Identity := the caller id the branch's trunk is sent."""
+        plan = json.loads(KSR.pv.get(AVP_CALL))
+        route_index, _gateway = map(int, KSR.pv.get(AVP_AT).split(","))
+        caller_id = plan["routes"][route_index]["caller_id"]
+        KSR.uac.uac_replace_from_uri(f"sip:{caller_id}@{KSR.kx.gete_fhost()}")
+        KSR.hdr.remove("P-Asserted-Identity")
+        self._present_caller_id_request(caller_id)
+        return 1
+
+    def _present_caller_id_request(self, caller_id: str) -> None:
+        KSR.hdr.append(f"P-Asserted-Identity: <sip:{caller_id}@{self.settings.realm}>\r\n")
+
+    @guarded_event
+    def ksr_failure_route_next_gateway(self, msg):
+        """A branch failed: try the trunk's next gateway, then the next trunk, on timeout/408/5xx/6xx."""
+        code = KSR.tm.t_get_status_code()
+        KSR.dialog.var_sets(DLG_CODE, str(code))
+        if KSR.tm.t_is_canceled() > 0 or code in NO_FAILOVER or not (code == 408 or code >= 500):
+            return 1
+        at = KSR.pv.get(AVP_AT)
+        if not at:  # a local or DID call: no failover
+            return 1
+        plan = json.loads(KSR.pv.get(AVP_CALL))
+        route_index, gateway_index = map(int, at.split(","))
+        following = _next_gateway(plan["routes"], route_index, gateway_index)
+        if following is None:  # every gateway failed: the caller gets this last failure's answer
+            return 1
+        self._to_gateway(plan, *following)
+        KSR.tm.t_on_failure("ksr_failure_route_next_gateway")
+        if KSR.tm.t_relay() < 0:
+            KSR.err(f"tollgate: failover relay failed [call-id {KSR.kx.get_callid()}]\n")
+        return 1
+
+    def ksr_reply_route(self, msg):
+        """Every reply passes here (app_python3 looks this method up; a missing one leaves an AttributeError
+        pending in the interpreter, which the next route then trips over as a SystemError)."""
+        return 1
+
+    # ---------------------------------------------------------------------------------------- call end
+    @guarded_event
+    def ksr_dialog_event(self, *args):
+        """dialog:start (answered), dialog:end (BYE or expiry), dialog:failed (never answered)."""
+        event = next((a for a in args if isinstance(a, str)), "")
+        if event == "dialog:start":
+            KSR.dialog.var_sets(DLG_ANSWER, f"{time.time():.3f}")
+            return 1
+        if event in ("dialog:end", "dialog:failed"):
+            self._settle_dialog(ended=event == "dialog:end")
+        return 1
+
+    @guarded_event
+    def ksr_tm_event(self, *args):
+        """tm:local-request: the dialog module's BYEs at the dialog's expiry settle the call there and then.
+
+        Kamailio 5.6 runs dialog:end after those BYEs only if their answers have not come back yet (a race
+        that loopback gateways lose), so the expiry is settled here; a later dialog:end is a repeat that
+        settle() ignores."""
+        event = next((a for a in args if isinstance(a, str)), "")
+        if event == "tm:local-request" and KSR.is_BYE():
+            self._settle_dialog(ended=True)
+        return 1
+
+    def _settle_dialog(self, ended: bool) -> None:
+        """Settle the current dialog's call (nothing when the dialog is not one of ours)."""
+        encoded = KSR.dialog.var_get(DLG_CALL)
+        if not encoded:
+            return
+        if self.pid != os.getpid():
+            self._open()
+        plan = json.loads(encoded)
+        at = KSR.dialog.var_get(DLG_AT) or ""
+        if at:
+            plan["at"] = at
+        answer = KSR.dialog.var_get(DLG_ANSWER) or ""
+        code = KSR.dialog.var_get(DLG_CODE) or ""
+        answered = ended and bool(answer)
+        self._settle(plan, answer=float(answer) if answered else None, end=time.time(),
+                     code=200 if answered else int(code or 0))
+
+    def _settle(self, plan: dict, *, answer: float | None, end: float, code: int) -> None:
+        """The call's money and event, once per call id (Admissions.settle is idempotent): the customer
+        debited cost(billable) under the decision's terms, the provider credited its termination cost."""
+        granted = int(plan["granted"])
+        billable = min(math.ceil(end - answer - 0.0005), granted) if answer is not None else 0  # started seconds
+        billable = max(billable, 0)
+        customer_cost = cost(billable, Terms(*plan["terms"]))
+        route = gateway = None
+        if plan.get("at"):
+            route_index, gateway_index = map(int, plan["at"].split(","))
+            route = plan["routes"][route_index]
+            gateway = route["gateways"][gateway_index][0]
+        provider_cost = cost(billable, Terms(*route["terms"])) if route else 0
+        event = {
+            "call_id": plan["call_id"], "account": plan["account"], "direction": plan["direction"],
+            "caller_id_received": plan["caller_id_received"],
+            "caller_id_presented": route["caller_id"] if route else plan["caller_id_presented"],
+            "destination_dialled": plan["destination_dialled"],
+            "destination_sent": route["destination"] if route else plan["destination"],
+            "rate_group": plan["rate_group"], "prefix": plan["prefix"], "rate_per_min": plan["rate"],
+            "trunk": route["trunk"] if route else "", "provider": route["provider"] if route else "",
+            "gateway": gateway or "", "setup_time": f"{plan['setup']:.3f}",
+            "answer_time": f"{answer:.3f}" if answer is not None else "", "end_time": f"{end:.3f}",
+            "billable_seconds": billable, "sip_code": code, "customer_cost": customer_cost,
+            "provider_cost": provider_cost,
+        }
+        first = self.admissions.settle(plan["account"], plan["call_id"], customer_cost, event)
+        if route and billable > 0:
+            self.admissions.settle(route["provider"], plan["call_id"], -provider_cost, event)
+        if not first:
+            KSR.info(f"tollgate: call {plan['call_id']} already settled\n")
+
     def ksr_route_redirect_outbound(self, msg, decision):
         """302: one Contact per gateway in failover order; R-URI user = the route's destination."""
         contacts = [_gateway_uri(route.destination, address, transport)
@@ -344,6 +632,16 @@ class Tollgate:
 
     def _present_caller_id(self, caller_id: str) -> None:
         KSR.hdr.append_to_reply(f"P-Asserted-Identity: <sip:{caller_id}@{self.settings.realm}>\r\n")
+
+
+def _next_gateway(routes: list, route_index: int, gateway_index: int) -> tuple[int, int] | None:
+    """The trunk's next gateway, else the first gateway of the next trunk that has one."""
+    if gateway_index + 1 < len(routes[route_index]["gateways"]):
+        return route_index, gateway_index + 1
+    for following in range(route_index + 1, len(routes)):
+        if routes[following]["gateways"]:
+            return following, 0
+    return None
 
 
 def _gateway_uri(user: str, address: str, transport: str) -> str:

@@ -116,7 +116,8 @@ class Kamailio:
 
 
 def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: int = 2, realm: str = "tollgate",
-                   host: str = LOOPBACK, timeout: float = 10.0, attempts: int = 3) -> Kamailio:
+                   host: str = LOOPBACK, timeout: float = 10.0, attempts: int = 3, mode: str = "relay",
+                   fr_timer_ms: int = 3000) -> Kamailio:
     """Kamailio running tollgate's cfg on a free UDP port, answering; raises with the log's end otherwise."""
     workdir.mkdir(parents=True, exist_ok=True)
     rundir = workdir / "run"
@@ -128,11 +129,11 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
         port = free_udp_port(host)
         cfg.write_text(render(listen=f"udp:{host}:{port}", rundir=str(rundir), redis_url=redis_url,
                               namespace=namespace, image_dir=str(workdir / "images"), realm=realm,
-                              children=children))
+                              children=children, mode=mode, fr_timer_ms=fr_timer_ms))
         pidfile.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
-                                      "-m", "128", "-M", "16"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                      "-m", "256", "-M", "16"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      timeout=timeout)
         if started.returncode == 0 and pidfile.exists():
             break
@@ -209,15 +210,27 @@ def _parse_messages(log: str) -> list[SipMessage]:
     return messages
 
 
+def _scenario(scenario: str, workdir: Path, tag: str, values: dict[str, object]) -> Path:
+    """tests/sipp/<scenario> with every @NAME@ replaced by values[NAME], written into workdir."""
+    text = (SCENARIOS / scenario).read_text()
+    for name, value in values.items():
+        text = text.replace(f"@{name}@", str(value))
+    if re.search(r"@[A-Z_]+@", text):
+        raise ValueError(f"{scenario}: placeholders left unfilled: {sorted(set(re.findall(r'@[A-Z_]+@', text)))}")
+    script = workdir / f"{Path(scenario).stem}_{tag}.xml"
+    script.write_text(text)
+    return script
+
+
 def run_sipp(kamailio: Kamailio, scenario: str, workdir: Path, *, expect: int, rows: list[tuple[str, ...]],
              calls: int | None = None, local_ip: str = LOOPBACK, auth: tuple[str, str] | None = None,
              rate: int | None = None, limit: int | None = None, timeout: float = 10.0,
-             trace: bool = True) -> SippResult:
-    """Run tests/sipp/<scenario> (its @EXPECT@ := expect) with one injected row per call, in bounded time."""
+             trace: bool = True, values: dict[str, object] | None = None) -> SippResult:
+    """Run tests/sipp/<scenario> (its @EXPECT@ := expect, other @NAME@ := values) with one injected row per
+    call, in bounded time."""
     workdir.mkdir(parents=True, exist_ok=True)
     tag = secrets.token_hex(4)
-    script = workdir / f"{Path(scenario).stem}_{expect}_{tag}.xml"
-    script.write_text((SCENARIOS / scenario).read_text().replace("@EXPECT@", str(expect)))
+    script = _scenario(scenario, workdir, f"{expect}_{tag}", {"EXPECT": expect, **(values or {})})
     inject = workdir / f"inject_{tag}.csv"
     inject.write_text("SEQUENTIAL\n" + "".join(";".join(row) + ";\n" for row in rows))
     message_file = workdir / f"messages_{tag}.log"
@@ -242,3 +255,58 @@ def run_sipp(kamailio: Kamailio, scenario: str, workdir: Path, *, expect: int, r
         error_file.read_text(errors="replace") if error_file.exists() else "",
         time.monotonic() - started,
     )
+
+
+class SippServer:
+    """A sipp UAS (a test gateway) listening on host:port in the background; result() waits for its end."""
+
+    def __init__(self, scenario: str, workdir: Path, port: int, *, calls: int = 1, host: str = LOOPBACK,
+                 values: dict[str, object] | None = None, timeout: float = 20.0):
+        workdir.mkdir(parents=True, exist_ok=True)
+        tag = secrets.token_hex(4)
+        self.port = port
+        self.address = f"{host}:{port}"
+        self._messages = workdir / f"uas_messages_{tag}.log"
+        self._errors = workdir / f"uas_errors_{tag}.log"
+        script = _scenario(scenario, workdir, f"uas_{tag}", values or {})
+        self._started = time.monotonic()
+        self._timeout = timeout
+        self._process = subprocess.Popen(
+            [SIPP, "-sf", str(script), "-i", host, "-p", str(port), "-m", str(calls), "-nostdin",
+             "-timeout", f"{timeout:g}s", "-trace_msg", "-message_file", str(self._messages),
+             "-trace_err", "-error_file", str(self._errors)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=workdir)
+        deadline = time.monotonic() + 3
+        while not _udp_port_taken(host, port) and time.monotonic() < deadline:  # listening before any call
+            time.sleep(0.02)
+
+    def messages(self) -> list[SipMessage]:
+        return _parse_messages(self._messages.read_text(errors="replace")) if self._messages.exists() else []
+
+    def received(self, method: str) -> list[SipMessage]:
+        return [m for m in self.messages() if m.direction == "received" and m.first_line.startswith(method + " ")]
+
+    def result(self, timeout: float | None = None) -> SippResult:
+        """Wait until sipp ends (its calls done, or its own timeout), then its result."""
+        try:
+            stdout, stderr = self._process.communicate(timeout=timeout or self._timeout + 5)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            stdout, stderr = self._process.communicate()
+        return SippResult(self._process.returncode, stdout, stderr, self.messages(),
+                          self._errors.read_text(errors="replace") if self._errors.exists() else "",
+                          time.monotonic() - self._started)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+
+def _udp_port_taken(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False

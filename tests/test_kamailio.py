@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from fastpath.admission import Admissions
 from tests.helpers import unique_email
 from tests.kamailio_harness import Kamailio, SippResult, options_probe, run_sipp, start_kamailio
 from tollgate.v1 import account_pb2 as apb
 from tollgate.v1 import common_pb2, directory_pb2, rating_pb2, trunks_pb2
 
+EUR = 1_000_000
 DEVICE_IP = "127.0.0.2"  # no IP map covers it
 DESTINATION = "4420123456"
 PROPAGATION_SECONDS = 3.0  # control publishes within 0.5 s, a worker polls every 0.25 s; slack for a busy box
@@ -32,12 +34,18 @@ PROPAGATION_SECONDS = 3.0  # control publishes within 0.5 s, a worker polls ever
 
 @pytest.fixture(scope="module")
 def kamailio(control_server, tmp_path_factory) -> Kamailio:
+    """tollgate in routing-server mode (302)."""
     instance = start_kamailio(tmp_path_factory.mktemp("kamailio"), redis_url=control_server.redis_url,
-                              namespace=control_server.keys.namespace)
+                              namespace=control_server.keys.namespace, mode="redirect")
     yield instance
     instance.stop()
     faults = instance.faults()
     assert not faults, "Python faults in Kamailio's log:\n" + "\n".join(faults)
+
+
+@pytest.fixture(scope="module")
+def money(control_server, redis_client) -> Admissions:
+    return Admissions(redis_client, control_server.keys.namespace)
 
 
 @pytest.fixture
@@ -85,10 +93,18 @@ def carrier(admin) -> tuple[str, list[str]]:
     return make_carrier(admin)
 
 
-def make_customer(admin, rate_group: str, **settings) -> apb.Account:
-    return admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
+def make_customer(admin, money: Admissions, rate_group: str, *, balance: int = 10 * EUR, **settings) -> apb.Account:
+    """A customer on `rate_group` with `balance` micros in Redis (the live balance the switch debits)."""
+    customer = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
         email=unique_email("cust"), billing=apb.Billing(rate_group=rate_group),
         settings=apb.AccountSettings(**settings))), metadata=admin.metadata)
+    if balance:
+        money.credit(number(customer), balance)
+    return customer
+
+
+def number(account: apb.Account) -> str:
+    return account.name.split("/", 1)[1]
 
 
 def map_ip(admin, customer: apb.Account) -> str:
@@ -145,9 +161,9 @@ def contacts(result: SippResult, status: int = 302) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------- tests
 
 
-def test_ip_customer_is_redirected_to_the_gateways_in_failover_order(admin, kamailio, carrier, sipp_dir):
+def test_ip_customer_is_redirected_to_the_gateways_in_failover_order(admin, money, kamailio, carrier, sipp_dir):
     rate_group, _trunks = carrier
-    customer = make_customer(admin, rate_group)
+    customer = make_customer(admin, money, rate_group)
     tech_prefix = map_ip(admin, customer)
     result = call(kamailio, sipp_dir, 302, caller_id="15550001111", dialled=tech_prefix + DESTINATION,
                   settle=PROPAGATION_SECONDS)
@@ -172,16 +188,16 @@ def test_unknown_source_without_credentials_is_challenged(kamailio, sipp_dir):
     assert challenge.startswith('Digest realm="tollgate"') and 'qop="auth"' in challenge
 
 
-def test_destination_without_a_rate_is_404(admin, kamailio, carrier, sipp_dir):
-    customer = make_customer(admin, carrier[0])
+def test_destination_without_a_rate_is_404(admin, money, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, money, carrier[0])
     tech_prefix = map_ip(admin, customer)
     result = call(kamailio, sipp_dir, 404, dialled=tech_prefix + "33123456", settle=PROPAGATION_SECONDS)
     assert result.returncode == 0, result.explain()
     assert result.received(404)[-1].first_line == "SIP/2.0 404 No rate for destination"
 
 
-def test_inactive_ip_customer_is_refused_403(admin, kamailio, carrier, sipp_dir):
-    customer = make_customer(admin, carrier[0])
+def test_inactive_ip_customer_is_refused_403(admin, money, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, money, carrier[0])
     tech_prefix = map_ip(admin, customer)
     assert call(kamailio, sipp_dir, 302, dialled=tech_prefix + DESTINATION, settle=PROPAGATION_SECONDS).returncode == 0
     set_status(admin, customer, apb.INACTIVE)
@@ -190,8 +206,8 @@ def test_inactive_ip_customer_is_refused_403(admin, kamailio, carrier, sipp_dir)
     assert result.received(403)[-1].first_line == "SIP/2.0 403 Account disabled"
 
 
-def test_device_digest_wrong_password_403_right_password_routed(admin, kamailio, carrier, sipp_dir):
-    customer = make_customer(admin, carrier[0])
+def test_device_digest_wrong_password_403_right_password_routed(admin, money, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, money, carrier[0])
     username = add_device(admin, customer, "right-password-1")
     routed = call(kamailio, sipp_dir, 302, dialled=DESTINATION, device=(username, "right-password-1"),
                   settle=PROPAGATION_SECONDS)
@@ -203,8 +219,8 @@ def test_device_digest_wrong_password_403_right_password_routed(admin, kamailio,
     assert unknown.returncode == 0, unknown.explain()
 
 
-def test_deleted_device_account_is_refused_403(admin, kamailio, carrier, sipp_dir):
-    customer = make_customer(admin, carrier[0])
+def test_deleted_device_account_is_refused_403(admin, money, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, money, carrier[0])
     username = add_device(admin, customer, "right-password-1")
     assert call(kamailio, sipp_dir, 302, dialled=DESTINATION, device=(username, "right-password-1"),
                 settle=PROPAGATION_SECONDS).returncode == 0
@@ -216,8 +232,8 @@ def test_deleted_device_account_is_refused_403(admin, kamailio, carrier, sipp_di
     assert time.monotonic() - started < 2.0  # SPEC §2: refused from the next call on, target within 1 s
 
 
-def test_registered_device_is_reached_by_local_and_did_calls(admin, kamailio, carrier, sipp_dir):
-    customer = make_customer(admin, carrier[0], allow_local_calls=True)
+def test_registered_device_is_reached_by_local_and_did_calls(admin, money, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, money, carrier[0], allow_local_calls=True)
     callee = add_device(admin, customer, "callee-password-1")
     caller = add_device(admin, customer, "caller-password-1")
     did = str(uuid.uuid4().int)[:11]
@@ -239,14 +255,14 @@ def test_registered_device_is_reached_by_local_and_did_calls(admin, kamailio, ca
     assert local.returncode == 0, local.explain()
     assert [uri for uri, _q in contacts(local)] == [contact[0]]
 
-    outsider = make_customer(admin, carrier[0])
+    outsider = make_customer(admin, money, carrier[0])
     inbound = call(kamailio, sipp_dir, 302, dialled=map_ip(admin, outsider) + did, settle=PROPAGATION_SECONDS)
     assert inbound.returncode == 0, inbound.explain()
     assert [uri for uri, _q in contacts(inbound)] == [contact[0]]
 
 
-def test_register_with_a_wrong_password_is_403(admin, kamailio, carrier, sipp_dir):
-    customer = make_customer(admin, carrier[0])
+def test_register_with_a_wrong_password_is_403(admin, money, kamailio, carrier, sipp_dir):
+    customer = make_customer(admin, money, carrier[0])
     username = add_device(admin, customer, "right-password-1")
     result = run_sipp(kamailio, "register.xml", sipp_dir, expect=403, rows=[(username,)], local_ip=DEVICE_IP,
                       auth=(username, "wrong-password-1"), timeout=3)
@@ -322,7 +338,12 @@ def test_a_python_fault_answers_500_and_logs_one_line(monkeypatch, tmp_path):
         def decide(self, *args):
             raise KeyError("a bug in the fast path")
 
+    class NoMoney:
+        def available(self, account, credit_limit):
+            return 0
+
     handler.fast, handler.pid, handler.loaded = BrokenFastPath(), os.getpid(), True
+    handler.admissions = NoMoney()
     assert handler.ksr_request_route(None) == 1
     assert ksr.replies == [(500, "Server Internal Error")]
     assert len(ksr.errors) == 1 and ksr.errors[0].count("\n") == 1

@@ -1,0 +1,398 @@
+"""tollgate in Kamailio's relay mode, on the wire: calls relayed to sipp gateways, failover, money, limits.
+
+Kamailio runs kemi/tollgate_kemi.py with TOLLGATE_MODE "relay" (fr_timer 1 s, so that a silent gateway is
+given up quickly). Every gateway is a sipp UAS on a free loopback port of its own; a "dead" gateway is a
+free port nobody listens on (UDP: silence, so tm times out with 408). Customers are IP-authenticated from
+127.0.0.1 with a tech prefix of their own and are funded in Redis (fastpath.admission), where the test
+reads their balance, reservations, open calls and call events afterwards.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fastpath.admission import Admissions
+from fastpath.reference.rating import Terms, cost
+from fastpath.runtime import FastPath, redis_client
+from tests.kamailio_harness import Kamailio, SippServer, free_udp_port, run_sipp, start_kamailio
+from tests.test_kamailio import DESTINATION, EUR, _import_rates, _suffix, make_customer, map_ip, money, number
+from tollgate.v1 import account_pb2 as apb
+from tollgate.v1 import rating_pb2, trunks_pb2
+
+__all__ = ["money"]  # a fixture, imported for its use here
+FR_TIMER_MS = 1000
+# Kamailio 5.6's dialog module, ending an expired dialog (send_bye), sends the caller's BYE and then the
+# callee's; when the caller's 200 is processed (by another worker) in between, the dialog is already deleted
+# and the callee's BYE is not sent, with this error. Loopback makes that race frequent; see
+# test_prepaid_call_is_cut_at_the_granted_duration.
+DIALOG_BYE_RACE = "send_bye(): terminating non-confirmed dialogs not supported"
+CALLER = "15550001111"
+
+
+def _start(control_server, workdir: Path) -> Kamailio:
+    return start_kamailio(workdir, redis_url=control_server.redis_url, namespace=control_server.keys.namespace,
+                          mode="relay", fr_timer_ms=FR_TIMER_MS)
+
+
+@pytest.fixture(scope="module")
+def relay(control_server, tmp_path_factory) -> Kamailio:
+    instance = _start(control_server, tmp_path_factory.mktemp("relay"))
+    yield instance
+    instance.stop()
+    faults = [line for line in instance.faults() if DIALOG_BYE_RACE not in line]
+    assert not faults, "faults in Kamailio's log:\n" + "\n".join(faults)
+
+
+@pytest.fixture(scope="module")
+def relay2(control_server, tmp_path_factory) -> Kamailio:
+    """A second node on the same Redis."""
+    instance = _start(control_server, tmp_path_factory.mktemp("relay2"))
+    yield instance
+    instance.stop()
+    faults = [line for line in instance.faults() if DIALOG_BYE_RACE not in line]
+    assert not faults, "faults in Kamailio's log:\n" + "\n".join(faults)
+
+
+@pytest.fixture(scope="module")
+def fast(control_server):
+    """The test's own view of the projection, to wait until a new world has reached Redis."""
+    with tempfile.TemporaryDirectory() as images:
+        yield FastPath(redis_client(control_server.redis_url), images, control_server.keys.namespace)
+
+
+@pytest.fixture
+def gateways(tmp_path):
+    """Start sipp gateways: gateways(scenario, calls=1, **values) -> SippServer; all stopped at the end."""
+    started: list[SippServer] = []
+
+    def start(scenario: str, calls: int = 1, **values) -> SippServer:
+        server = SippServer(scenario, tmp_path / "gateways", free_udp_port(), calls=calls, values=values)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def dead_gateway() -> str:
+    return f"127.0.0.1:{free_udp_port()}"
+
+
+def make_carrier(admin, trunks: list[tuple[list[str], str]], origination: str) -> tuple[str, list[str], str]:
+    """A provider with one trunk per (gateway addresses, termination deck CSV), a rate group using them in
+    that order with the origination deck CSV. Returns (rate group, trunk ids, provider number)."""
+    suffix = _suffix()
+    provider = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
+        email=f"prov{suffix}@example.com", type=apb.PROVIDER)), metadata=admin.metadata)
+    names = []
+    for index, (addresses, deck) in enumerate(trunks):
+        trunk = admin.trunks.CreateTrunk(trunks_pb2.CreateTrunkRequest(
+            trunk_id=f"t{index}{suffix}", trunk=trunks_pb2.Trunk(
+                provider=provider.name, gateways=[trunks_pb2.Gateway(address=a) for a in addresses])),
+            metadata=admin.metadata)
+        _import_rates(admin.trunks.ImportTerminationRates, trunk.name, deck, admin)
+        names.append(trunk.name)
+    group = admin.rate_groups.CreateRateGroup(rating_pb2.CreateRateGroupRequest(
+        rate_group_id=f"g{suffix}", rate_group=rating_pb2.RateGroup(trunks=names)), metadata=admin.metadata)
+    _import_rates(admin.rate_groups.ImportOriginationRates, group.name, origination, admin)
+    return group.name, [n.split("/")[1] for n in names], number(provider)
+
+
+def wait_routable(fast: FastPath, account: str, destination: str = DESTINATION, trunks: int = 1) -> None:
+    """Until the projection in Redis routes the account's call over `trunks` trunks, then long enough for
+    Kamailio's workers to follow (they poll every 0.25 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        fast.load()
+        decision = fast.engine.decide(account, CALLER, destination, 10**12, int(time.time()))
+        if decision.code == 200 and len(decision.routes) >= trunks:
+            break
+        assert time.monotonic() < deadline, f"never routable: {decision}"
+        time.sleep(0.1)
+    time.sleep(0.6)
+
+
+def customer_on(admin, money, fast, rate_group: str, trunks: int = 1, **settings) -> tuple[str, str]:
+    """(account number, tech prefix) of a new IP-authenticated customer, once Kamailio can route it."""
+    customer = make_customer(admin, money, rate_group, **settings)
+    tech_prefix = map_ip(admin, customer)
+    wait_routable(fast, number(customer), trunks=trunks)
+    return number(customer), tech_prefix
+
+
+def balance(money: Admissions, account: str) -> int:
+    return money.available(account, 0)
+
+
+def events(redis_client, control_server, account: str) -> list[dict[str, str]]:
+    key = f"{control_server.keys.namespace}:{{a:{account}}}:events"
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in redis_client.xrange(key)]
+
+
+def settled(redis_client, control_server, account: str, count: int = 1, timeout: float = 5.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while len(found := events(redis_client, control_server, account)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def user_of(uri_header: str) -> str:
+    return uri_header.split("sip:", 1)[1].split("@", 1)[0]
+
+
+def place(relay: Kamailio, tmp_path: Path, scenario: str, expect: int, dialled: str, timeout: float = 10, **values):
+    return run_sipp(relay, scenario, tmp_path / "uac", expect=expect, rows=[(CALLER, dialled)], timeout=timeout,
+                    values=values)
+
+
+# ---------------------------------------------------------------------------------------------- relay
+
+
+def test_relayed_call_reaches_the_gateway_rewritten_and_is_billed_exactly(
+        admin, money, relay, fast, gateways, tmp_path, redis_client, control_server):
+    gateway = gateways("uas_answer.xml", BYE_TIMEOUT=10_000)
+    rate_group, (trunk,), provider = make_carrier(
+        admin, [([gateway.address], "prefix,rate_per_min,connect_fee,prepend\n44,0.30,0.001,77\n")],
+        "prefix,rate_per_min,connect_fee\n44,0.60,0.01\n")
+    account, tech_prefix = customer_on(admin, money, fast, rate_group)
+    provider_before = balance(money, provider)
+
+    result = place(relay, tmp_path, "uac_call.xml", 200, tech_prefix + DESTINATION, HOLD=1500)
+    assert result.returncode == 0, result.explain()
+    assert gateway.result().returncode == 0
+    (invite,) = gateway.received("INVITE")
+    assert invite.first_line.startswith(f"INVITE sip:77{DESTINATION}@{gateway.address}")
+    assert user_of(invite.headers("From")[0]) == CALLER
+    assert invite.headers("P-Asserted-Identity") == [f"<sip:{CALLER}@tollgate>"]
+    assert gateway.received("BYE"), "the caller's BYE reached the gateway"
+
+    (event,) = settled(redis_client, control_server, account)
+    billable = int(event["billable_seconds"])
+    assert 2 <= billable <= 3  # 1.5 s of talk, counted in started seconds
+    customer_cost = cost(billable, Terms(10_000, 0, 600_000, 1, 1))
+    provider_cost = cost(billable, Terms(1_000, 0, 300_000, 1, 1))
+    assert (int(event["customer_cost"]), int(event["provider_cost"])) == (customer_cost, provider_cost)
+    assert balance(money, account) == 10 * EUR - customer_cost
+    assert money.open_calls(account) == 0
+    assert balance(money, provider) == provider_before + provider_cost
+    assert event["trunk"] == trunk and event["gateway"] == gateway.address and event["sip_code"] == "200"
+    assert event["destination_dialled"] == DESTINATION and event["destination_sent"] == "77" + DESTINATION
+    assert event["caller_id_received"] == CALLER == event["caller_id_presented"]
+    assert float(event["setup_time"]) <= float(event["answer_time"]) < float(event["end_time"])
+
+
+def test_failover_to_the_next_gateway_then_the_next_trunk(admin, money, relay, fast, gateways, tmp_path,
+                                                         redis_client, control_server):
+    refusing = gateways("uas_refuse.xml", CODE=503)
+    answering = gateways("uas_answer.xml", BYE_TIMEOUT=10_000)
+    rate_group, trunks, _provider = make_carrier(admin, [
+        ([refusing.address, dead_gateway()], "prefix,rate_per_min\n44,0.01\n"),
+        ([answering.address], "prefix,rate_per_min,prepend\n44,0.02,99\n"),
+    ], "prefix,rate_per_min\n44,0.05\n")
+    account, tech_prefix = customer_on(admin, money, fast, rate_group, trunks=2)
+
+    started = time.monotonic()
+    result = place(relay, tmp_path, "uac_call.xml", 200, tech_prefix + DESTINATION, HOLD=200)
+    assert result.returncode == 0, result.explain()
+    assert time.monotonic() - started < 5  # the silent gateway cost one fr_timer (1 s)
+    assert len(refusing.received("INVITE")) == 1
+    (invite,) = answering.received("INVITE")
+    assert invite.first_line.startswith(f"INVITE sip:99{DESTINATION}@")
+    (event,) = settled(redis_client, control_server, account)
+    assert (event["trunk"], event["gateway"], event["sip_code"]) == (trunks[1], answering.address, "200")
+
+
+def test_486_is_not_failed_over_and_releases_the_reservation(admin, money, relay, fast, gateways, tmp_path,
+                                                            redis_client, control_server):
+    busy = gateways("uas_refuse.xml", CODE=486)
+    spare = gateways("uas_answer.xml", BYE_TIMEOUT=3_000)
+    rate_group, _trunks, _provider = make_carrier(admin, [
+        ([busy.address], "prefix,rate_per_min\n44,0.01\n"), ([spare.address], "prefix,rate_per_min\n44,0.02\n"),
+    ], "prefix,rate_per_min\n44,0.05\n")
+    account, tech_prefix = customer_on(admin, money, fast, rate_group, trunks=2)
+
+    result = place(relay, tmp_path, "uac_call.xml", 486, tech_prefix + DESTINATION, HOLD=0)
+    assert result.returncode == 0, result.explain()
+    assert result.received(486)
+    assert not spare.received("INVITE")
+    (event,) = settled(redis_client, control_server, account)
+    assert (event["sip_code"], event["billable_seconds"], event["customer_cost"]) == ("486", "0", "0")
+    assert balance(money, account) == 10 * EUR and money.open_calls(account) == 0
+
+
+def test_when_every_gateway_fails_the_caller_gets_the_last_failure(admin, money, relay, fast, gateways, tmp_path,
+                                                                  redis_client, control_server):
+    refusing = gateways("uas_refuse.xml", CODE=502)
+    rate_group, _trunks, _provider = make_carrier(admin, [
+        ([dead_gateway()], "prefix,rate_per_min\n44,0.01\n"), ([refusing.address], "prefix,rate_per_min\n44,0.02\n"),
+    ], "prefix,rate_per_min\n44,0.05\n")
+    account, tech_prefix = customer_on(admin, money, fast, rate_group, trunks=2)
+
+    result = place(relay, tmp_path, "uac_call.xml", 502, tech_prefix + DESTINATION, HOLD=0)
+    assert result.returncode == 0, result.explain()  # 502 after a 408: the last failure, not tm's "best"
+    (event,) = settled(redis_client, control_server, account)
+    assert event["sip_code"] == "502" and event["customer_cost"] == "0"
+    assert balance(money, account) == 10 * EUR and money.open_calls(account) == 0
+
+
+def test_prepaid_call_is_cut_at_the_granted_duration(admin, money, relay, fast, gateways, tmp_path, redis_client,
+                                                     control_server):
+    gateway = gateways("uas_answer.xml", BYE_TIMEOUT=10_000)
+    rate_group, _trunks, provider = make_carrier(
+        admin, [([gateway.address], "prefix,rate_per_min\n44,0.30\n")], "prefix,rate_per_min\n44,0.60\n")
+    customer = make_customer(admin, money, rate_group, balance=30_000)  # 0.03 at 0.01/s: 3 seconds
+    tech_prefix = map_ip(admin, customer)
+    account = number(customer)
+    wait_routable(fast, account)
+    provider_before = balance(money, provider)
+
+    races_before = relay.log().count(DIALOG_BYE_RACE)
+    result = place(relay, tmp_path, "uac_wait_bye.xml", 200, tech_prefix + DESTINATION, BYE_TIMEOUT=8_000)
+    assert result.returncode == 0, result.explain()  # the caller got the proxy's BYE
+    # Granted 3 s. The dialog timer counts whole seconds from the tick the call was answered in, so the cut
+    # comes up to 1 s early or late; the customer is never charged beyond the granted (reserved) seconds.
+    assert 2.0 <= result.seconds <= 5.0, result.seconds
+    (event,) = settled(redis_client, control_server, account)
+    assert (event["billable_seconds"], event["customer_cost"]) == ("3", "30000")
+    assert balance(money, account) == 0 and money.open_calls(account) == 0
+    assert balance(money, provider) == provider_before + 15_000
+    gateway.result(timeout=3)
+    if not gateway.received("BYE") and relay.log().count(DIALOG_BYE_RACE) > races_before:
+        pytest.xfail("Kamailio 5.6 dialog race: the callee's BYE was not sent at expiry (see DIALOG_BYE_RACE)")
+    assert gateway.received("BYE")  # the gateway got its BYE too
+
+
+# ---------------------------------------------------------------------------------------------- limits
+
+
+def _at_the_start_of_a_second() -> None:
+    time.sleep(1.02 - time.time() % 1)
+
+
+def test_cps_then_concurrency_answer_503_before_later_refusals(admin, money, relay, fast, gateways, tmp_path):
+    gateway = gateways("uas_answer.xml", BYE_TIMEOUT=10_000)
+    rate_group, _trunks, _provider = make_carrier(
+        admin, [([gateway.address], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
+    _account, tech_prefix = customer_on(admin, money, fast, rate_group, cps=1, max_concurrent_calls=1)
+    results: dict[str, object] = {}
+
+    def talk():
+        results["first"] = place(relay, tmp_path, "uac_call.xml", 200, tech_prefix + DESTINATION, HOLD=2500)
+
+    _at_the_start_of_a_second()
+    talking = threading.Thread(target=talk)
+    talking.start()
+    time.sleep(0.2)
+    # Same second: CPS over limit (and concurrency too, and the destination has no rate): CPS wins.
+    cps = place(relay, tmp_path, "uac_expect.xml", 503, tech_prefix + "33123456", timeout=3)
+    assert cps.returncode == 0, cps.explain()
+    assert cps.received(503)[-1].first_line == "SIP/2.0 503 CPS limit exceeded"
+    _at_the_start_of_a_second()
+    # A new second, the first call still up: the concurrent-call limit wins over "no rate" (404).
+    busy = place(relay, tmp_path, "uac_expect.xml", 503, tech_prefix + "33123456", timeout=3)
+    assert busy.returncode == 0, busy.explain()
+    assert busy.received(503)[-1].first_line == "SIP/2.0 503 Concurrent call limit"
+    talking.join()
+    assert results["first"].returncode == 0, results["first"].explain()
+    _at_the_start_of_a_second()
+    after = place(relay, tmp_path, "uac_expect.xml", 404, tech_prefix + "33123456", timeout=3)
+    assert after.returncode == 0, after.explain()  # the call ended: its slot is free again
+
+
+def test_two_nodes_sharing_redis_never_exceed_the_concurrent_call_limit(admin, money, relay, relay2, fast, gateways,
+                                                                       tmp_path):
+    gateway = gateways("uas_answer.xml", calls=8, BYE_TIMEOUT=10_000)
+    rate_group, _trunks, _provider = make_carrier(
+        admin, [([gateway.address], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
+    # Enough money for three calls of max_call_seconds (9.00 each): money is not what limits them here.
+    account, tech_prefix = customer_on(admin, money, fast, rate_group, max_concurrent_calls=2, balance=30 * EUR)
+    results = []
+
+    def fire(node: Kamailio, tag: str):
+        results.append(run_sipp(node, "uac_call.xml", tmp_path / f"uac_{tag}", expect=503,
+                                rows=[(CALLER, tech_prefix + DESTINATION)] * 3, rate=100, limit=3, timeout=10,
+                                values={"HOLD": 2000}))
+
+    threads = [threading.Thread(target=fire, args=(node, tag)) for node, tag in ((relay, "a"), (relay2, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    answered = len([m for r in results for m in r.received(200) if "INVITE" in "".join(m.headers("CSeq"))])
+    refused = [m.first_line for r in results for m in r.received(503)]
+    assert answered == 2, [r.explain() for r in results]
+    assert refused == ["SIP/2.0 503 Concurrent call limit"] * 4, [m.first_line for r in results for m in r.received()]
+    assert len(gateway.received("INVITE")) == 2
+    deadline = time.monotonic() + 5
+    while money.open_calls(account) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert money.open_calls(account) == 0
+
+
+
+
+# ---------------------------------------------------------------------------------------------- fast path
+
+
+def test_settling_a_zero_cost(money):
+    """An unanswered call settles with cost 0 to release its reservation (SPEC §5): the plain int 0 must work."""
+    account = f"zero{_suffix()}"
+    money.credit(account, 100)
+    assert money.admit(account, "c1", now=1, cps=0, max_calls=0, reserve=50, credit_limit=0).amount == 50
+    assert money.settle(account, "c1", 0, {"call_id": "c1"})
+    assert money.available(account, 0) == 100 and money.open_calls(account) == 0
+
+
+def test_kamailio_reporting_the_end_twice_settles_once(monkeypatch, tmp_path, money, redis_client, control_server):
+    """dialog:end twice, plus the expiry's local BYEs (tm:local-request): one debit, one credit, one event."""
+    import importlib.util
+    import json
+    import os
+    import sys
+    import types
+
+    from tests.test_kamailio import _FakeKSR
+
+    ksr = _FakeKSR({"TOLLGATE_PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                    "TOLLGATE_REDIS_URL": control_server.redis_url, "TOLLGATE_NAMESPACE": control_server.keys.namespace,
+                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "relay", "TOLLGATE_REALM": "tollgate"})
+    account, provider, call_id = f"c{_suffix()}", f"p{_suffix()}", f"twice-{_suffix()}"
+    now = time.time()
+    plan = {"call_id": call_id, "account": account, "direction": "outbound", "caller_id_received": CALLER,
+            "caller_id_presented": CALLER, "destination_dialled": DESTINATION, "destination": DESTINATION,
+            "rate_group": "g", "prefix": "44", "rate": 600_000, "terms": [0, 0, 600_000, 1, 1], "granted": 60,
+            "setup": now - 11, "routes": [{"trunk": "t", "provider": provider, "gateways": [["127.0.0.1:9", "udp"]],
+                                           "destination": DESTINATION, "caller_id": CALLER, "prefix": "44",
+                                           "rate": 300_000, "terms": [0, 0, 300_000, 1, 1]}]}
+    variables = {"tollgate": json.dumps(plan), "tollgate_at": "0,0", "tollgate_answer": f"{now - 10:.3f}"}
+    ksr.dialog = types.SimpleNamespace(var_get=variables.get)
+    ksr.is_BYE = lambda: True
+    monkeypatch.setitem(sys.modules, "KSR", ksr)
+    spec = importlib.util.spec_from_file_location("tollgate_kemi_twice",
+                                                  Path(__file__).resolve().parents[1] / "kemi" / "tollgate_kemi.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    handler = script.Tollgate(script.Settings())
+    handler.admissions, handler.pid = money, os.getpid()
+    money.credit(account, EUR)
+    assert money.admit(account, call_id, now=int(now), cps=0, max_calls=0, reserve=600_000,
+                       credit_limit=0).outcome == "admitted"
+
+    handler.ksr_tm_event(None, "tm:local-request")
+    handler.ksr_tm_event(None, "tm:local-request")
+    handler.ksr_dialog_event(None, "dialog:end")
+    handler.ksr_dialog_event(None, "dialog:end")
+
+    assert not ksr.errors
+    (event,) = events(redis_client, control_server, account)
+    billable = int(event["billable_seconds"])
+    assert 10 <= billable <= 11
+    assert balance(money, account) == EUR - billable * 10_000 and money.open_calls(account) == 0
+    assert balance(money, provider) == billable * 5_000
+    assert len(events(redis_client, control_server, provider)) == 1
