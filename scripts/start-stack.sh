@@ -182,6 +182,9 @@ say "control service is SERVING on $ADDRESS (pid $(cat "$PIDFILE"))"
 # --- demo data ---------------------------------------------------------------------------------------
 TOLLGATE_ADDRESS="$ADDRESS" TOLLGATE_TOKEN="$TOKEN" bash scripts/demo_data.sh
 
+# --- Kamailio ----------------------------------------------------------------------------------------
+bash scripts/start-kamailio.sh
+
 # --- summary -----------------------------------------------------------------------------------------
 cat <<EOF
 
@@ -190,6 +193,7 @@ tollgate control service
   pid / log    $ROOT/$PIDFILE  /  $ROOT/$LOG
   config       $TOLLGATE_CONFIG (admin token in admin_tokens)
   CLI config   $HOME/.config/tollgate/admin.toml (address + the same token)
+  SIP          Kamailio on ${TOLLGATE_SIP_LISTEN:-udp:127.0.0.1:5060} (log $ROOT/run/kamailio.log)
   stop         bash scripts/stop-stack.sh
 
 Accounts (demo data):

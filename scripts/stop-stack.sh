@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop the control service that start-stack.sh started (pid file run/control.pid).
+# Stop Kamailio and the control service that start-stack.sh started (pid files under run/).
 # PostgreSQL and Redis are left running: other programs on the machine may use them.
 set -euo pipefail
 
@@ -7,6 +7,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PIDFILE="$ROOT/run/control.pid"
 
 say() { printf '==> %s\n' "$*"; }
+
+bash "$ROOT/scripts/stop-kamailio.sh"
 
 if [[ ! -f "$PIDFILE" ]]; then
     say "control service not running (no $PIDFILE)"
