@@ -75,6 +75,8 @@ STALE = 16  # ... and stale=true (the nonce expired or was used: same password, 
 MAX_FORWARDS = 10
 RELAY, REDIRECT = "relay", "redirect"
 RECORD_FLAG = 7  # SPEC §5: the call is marked for the media recorder
+# ... and the relayed INVITE says so to the next hop (an SBC or recorder that keys on it); never the caller's own.
+RECORD_HEADER = "X-Tollgate-Record"
 POSTPAID = "POSTPAID"
 LOCAL_CALL_INCREMENT = 60  # SPEC §5: local calls are charged in 60-second steps, no connect fee
 # Failover to the next gateway on these final answers (SPEC §5): timeout (408), 5xx, 6xx; never 486 / 487.
@@ -457,8 +459,10 @@ class Tollgate:
         KSR.dialog.var_sets(DLG_CALL, encoded)
         KSR.pv.sets(AVP_CALL, encoded)
         KSR.rr.record_route()
+        KSR.hdr.remove(RECORD_HEADER)
         if decision.record:
             KSR.setflag(RECORD_FLAG)
+            KSR.hdr.append(f"{RECORD_HEADER}: yes\r\n")
         if decision.direction == "outbound":
             self._to_gateway(plan, 0, 0)
         else:

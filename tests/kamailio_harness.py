@@ -19,10 +19,16 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastpath.admission import Admissions
+from fastpath.runtime import FastPath
 from kemi.render import render
+from tests.helpers import unique_email
+from tollgate.v1 import account_pb2 as apb
+from tollgate.v1 import common_pb2, directory_pb2, rating_pb2, trunks_pb2
 
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
@@ -225,9 +231,9 @@ def _scenario(scenario: str, workdir: Path, tag: str, values: dict[str, object])
 def run_sipp(kamailio: Kamailio, scenario: str, workdir: Path, *, expect: int, rows: list[tuple[str, ...]],
              calls: int | None = None, local_ip: str = LOOPBACK, auth: tuple[str, str] | None = None,
              rate: int | None = None, limit: int | None = None, timeout: float = 10.0,
-             trace: bool = True, values: dict[str, object] | None = None) -> SippResult:
+             trace: bool = True, values: dict[str, object] | None = None, local_port: int | None = None) -> SippResult:
     """Run tests/sipp/<scenario> (its @EXPECT@ := expect, other @NAME@ := values) with one injected row per
-    call, in bounded time."""
+    call, in bounded time (from local_port when given: a REGISTER's Contact that a SippServer then listens on)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tag = secrets.token_hex(4)
     script = _scenario(scenario, workdir, f"{expect}_{tag}", {"EXPECT": expect, **(values or {})})
@@ -242,6 +248,8 @@ def run_sipp(kamailio: Kamailio, scenario: str, workdir: Path, *, expect: int, r
         command += ["-trace_msg", "-message_file", str(message_file)]
     if auth:
         command += ["-au", auth[0], "-ap", auth[1]]
+    if local_port:
+        command += ["-p", str(local_port)]
     if rate:
         command += ["-r", str(rate)]
     if limit:
@@ -286,6 +294,15 @@ class SippServer:
     def received(self, method: str) -> list[SipMessage]:
         return [m for m in self.messages() if m.direction == "received" and m.first_line.startswith(method + " ")]
 
+    def invite(self, call_id: str, timeout: float = 3.0) -> SipMessage | None:
+        """The INVITE of that Call-ID this server received (waiting up to `timeout` for sipp's trace), or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [m for m in self.received("INVITE") if m.headers("Call-ID") == [call_id]]
+            if found or time.monotonic() > deadline:
+                return found[-1] if found else None
+            time.sleep(0.05)
+
     def result(self, timeout: float | None = None) -> SippResult:
         """Wait until sipp ends (its calls done, or its own timeout), then its result."""
         try:
@@ -310,3 +327,115 @@ def _udp_port_taken(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+# ---------------------------------------------------------------------------------------------- world
+# Building the world over the control service's gRPC API (`admin`: tests/conftest.py's stubs) and waiting until
+# the projection in Redis routes it; shared by the tests/test_kamailio*.py modules.
+
+EUR = 1_000_000
+DESTINATION = "4420123456"
+CALLER = "15550001111"
+
+
+def suffix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def import_rates(method, parent: str, csv: str, admin) -> None:
+    method(iter([common_pb2.ImportRatesRequest(parent=parent, csv_data=csv.encode())]), metadata=admin.metadata)
+
+
+def make_customer(admin, money: Admissions, rate_group: str, *, balance: int = 10 * EUR, **settings) -> apb.Account:
+    """A customer on `rate_group` with `balance` micros in Redis (the live balance the switch debits)."""
+    customer = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
+        email=unique_email("cust"), billing=apb.Billing(rate_group=rate_group),
+        settings=apb.AccountSettings(**settings))), metadata=admin.metadata)
+    if balance:
+        money.credit(number(customer), balance)
+    return customer
+
+
+def number(account: apb.Account) -> str:
+    return account.name.split("/", 1)[1]
+
+
+def map_ip(admin, customer: apb.Account) -> str:
+    """Calls from 127.0.0.1 whose number starts with a fresh tech prefix belong to `customer`."""
+    tech_prefix = str(int(uuid.uuid4().hex[:7], 16)).zfill(9)[:9]
+    admin.directory.CreateIpMap(directory_pb2.CreateIpMapRequest(ip_map_id=f"ip{suffix()}", ip_map=directory_pb2.IpMap(
+        account=customer.name, cidr="127.0.0.1", tech_prefix=tech_prefix)), metadata=admin.metadata)
+    return tech_prefix
+
+
+def add_device(admin, customer: apb.Account, password: str) -> str:
+    username = f"dev{suffix()}"
+    admin.directory.CreateSipDevice(directory_pb2.CreateSipDeviceRequest(sip_device_id=username, sip_device=(
+        directory_pb2.SipDevice(account=customer.name, password=password))), metadata=admin.metadata)
+    return username
+
+
+def dead_gateway() -> str:
+    return f"127.0.0.1:{free_udp_port()}"
+
+
+def make_carrier(admin, trunks: list[tuple[list[str], str]], origination: str) -> tuple[str, list[str], str]:
+    """A provider with one trunk per (gateway addresses, termination deck CSV), a rate group using them in
+    that order with the origination deck CSV. Returns (rate group, trunk ids, provider number)."""
+    tag = suffix()
+    provider = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
+        email=f"prov{tag}@example.com", type=apb.PROVIDER)), metadata=admin.metadata)
+    names = []
+    for index, (addresses, deck) in enumerate(trunks):
+        trunk = admin.trunks.CreateTrunk(trunks_pb2.CreateTrunkRequest(
+            trunk_id=f"t{index}{tag}", trunk=trunks_pb2.Trunk(
+                provider=provider.name, gateways=[trunks_pb2.Gateway(address=a) for a in addresses])),
+            metadata=admin.metadata)
+        import_rates(admin.trunks.ImportTerminationRates, trunk.name, deck, admin)
+        names.append(trunk.name)
+    group = admin.rate_groups.CreateRateGroup(rating_pb2.CreateRateGroupRequest(
+        rate_group_id=f"g{tag}", rate_group=rating_pb2.RateGroup(trunks=names)), metadata=admin.metadata)
+    import_rates(admin.rate_groups.ImportOriginationRates, group.name, origination, admin)
+    return group.name, [n.split("/")[1] for n in names], number(provider)
+
+
+def wait_routable(fast: FastPath, account: str, destination: str = DESTINATION, trunks: int = 1) -> None:
+    """Until the projection in Redis routes the account's call over `trunks` trunks, then long enough for
+    Kamailio's workers to follow (they poll every 0.25 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        fast.load()
+        decision = fast.engine.decide(account, CALLER, destination, 10**12, int(time.time()))
+        if decision.code == 200 and len(decision.routes) >= trunks:
+            break
+        assert time.monotonic() < deadline, f"never routable: {decision}"
+        time.sleep(0.1)
+    time.sleep(0.6)
+
+
+def customer_on(admin, money, fast, rate_group: str, trunks: int = 1, **settings) -> tuple[str, str]:
+    """(account number, tech prefix) of a new IP-authenticated customer, once Kamailio can route it."""
+    customer = make_customer(admin, money, rate_group, **settings)
+    tech_prefix = map_ip(admin, customer)
+    wait_routable(fast, number(customer), trunks=trunks)
+    return number(customer), tech_prefix
+
+
+def balance(money: Admissions, account: str) -> int:
+    return money.available(account, 0)
+
+
+def events(redis_client, control_server, account: str) -> list[dict[str, str]]:
+    key = f"{control_server.keys.namespace}:{{a:{account}}}:events"
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in redis_client.xrange(key)]
+
+
+def settled(redis_client, control_server, account: str, count: int = 1, timeout: float = 5.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while len(found := events(redis_client, control_server, account)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def user_of(uri_header: str) -> str:
+    return uri_header.split("sip:", 1)[1].split("@", 1)[0]

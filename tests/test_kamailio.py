@@ -22,13 +22,23 @@ import pytest
 
 from fastpath.admission import Admissions
 from tests.helpers import unique_email
-from tests.kamailio_harness import Kamailio, SippResult, options_probe, run_sipp, start_kamailio
+from tests.kamailio_harness import (
+    DESTINATION,
+    Kamailio,
+    SippResult,
+    add_device,
+    import_rates,
+    make_customer,
+    map_ip,
+    options_probe,
+    run_sipp,
+    start_kamailio,
+)
+from tests.kamailio_harness import suffix as _suffix
 from tollgate.v1 import account_pb2 as apb
-from tollgate.v1 import common_pb2, directory_pb2, rating_pb2, trunks_pb2
+from tollgate.v1 import directory_pb2, rating_pb2, trunks_pb2
 
-EUR = 1_000_000
 DEVICE_IP = "127.0.0.2"  # no IP map covers it
-DESTINATION = "4420123456"
 PROPAGATION_SECONDS = 3.0  # control publishes within 0.5 s, a worker polls every 0.25 s; slack for a busy box
 
 
@@ -56,14 +66,6 @@ def sipp_dir(tmp_path) -> Path:
 # ---------------------------------------------------------------------------------------------- world
 
 
-def _suffix() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-def _import_rates(method, parent: str, csv: str, admin) -> None:
-    method(iter([common_pb2.ImportRatesRequest(parent=parent, csv_data=csv.encode())]), metadata=admin.metadata)
-
-
 def make_carrier(admin) -> tuple[str, list[str]]:
     """A provider with two trunks: the cheap one has two gateways, the dear one one gateway over TCP and a
     prepend of 99. Returns the rate group (origination 44 at 0.05/min) and the trunk ids, cheapest first."""
@@ -80,46 +82,17 @@ def make_carrier(admin) -> tuple[str, list[str]]:
         trunk = admin.trunks.CreateTrunk(trunks_pb2.CreateTrunkRequest(
             trunk_id=f"{name}{suffix}", trunk=trunks_pb2.Trunk(provider=provider.name, gateways=gateways)),
             metadata=admin.metadata)
-        _import_rates(admin.trunks.ImportTerminationRates, trunk.name, deck, admin)
+        import_rates(admin.trunks.ImportTerminationRates, trunk.name, deck, admin)
         trunks.append(trunk.name)
     group = admin.rate_groups.CreateRateGroup(rating_pb2.CreateRateGroupRequest(
         rate_group_id=f"g{suffix}", rate_group=rating_pb2.RateGroup(trunks=trunks)), metadata=admin.metadata)
-    _import_rates(admin.rate_groups.ImportOriginationRates, group.name, "prefix,rate_per_min\n44,0.05\n", admin)
+    import_rates(admin.rate_groups.ImportOriginationRates, group.name, "prefix,rate_per_min\n44,0.05\n", admin)
     return group.name, [t.split("/")[1] for t in trunks]
 
 
 @pytest.fixture(scope="module")
 def carrier(admin) -> tuple[str, list[str]]:
     return make_carrier(admin)
-
-
-def make_customer(admin, money: Admissions, rate_group: str, *, balance: int = 10 * EUR, **settings) -> apb.Account:
-    """A customer on `rate_group` with `balance` micros in Redis (the live balance the switch debits)."""
-    customer = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
-        email=unique_email("cust"), billing=apb.Billing(rate_group=rate_group),
-        settings=apb.AccountSettings(**settings))), metadata=admin.metadata)
-    if balance:
-        money.credit(number(customer), balance)
-    return customer
-
-
-def number(account: apb.Account) -> str:
-    return account.name.split("/", 1)[1]
-
-
-def map_ip(admin, customer: apb.Account) -> str:
-    """Calls from 127.0.0.1 whose number starts with a fresh tech prefix belong to `customer`."""
-    tech_prefix = str(int(uuid.uuid4().hex[:7], 16)).zfill(9)[:9]
-    admin.directory.CreateIpMap(directory_pb2.CreateIpMapRequest(ip_map_id=f"ip{_suffix()}", ip_map=directory_pb2.IpMap(
-        account=customer.name, cidr="127.0.0.1", tech_prefix=tech_prefix)), metadata=admin.metadata)
-    return tech_prefix
-
-
-def add_device(admin, customer: apb.Account, password: str) -> str:
-    username = f"dev{_suffix()}"
-    admin.directory.CreateSipDevice(directory_pb2.CreateSipDeviceRequest(sip_device_id=username, sip_device=(
-        directory_pb2.SipDevice(account=customer.name, password=password))), metadata=admin.metadata)
-    return username
 
 
 def set_status(admin, customer: apb.Account, status) -> None:

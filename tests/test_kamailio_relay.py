@@ -16,13 +16,31 @@ from pathlib import Path
 
 import pytest
 
-from fastpath.admission import Admissions
 from fastpath.reference.rating import Terms, cost
 from fastpath.runtime import FastPath, redis_client
-from tests.kamailio_harness import Kamailio, SippServer, free_udp_port, run_sipp, start_kamailio
-from tests.test_kamailio import DESTINATION, EUR, _import_rates, _suffix, make_customer, map_ip, money, number
-from tollgate.v1 import account_pb2 as apb
-from tollgate.v1 import rating_pb2, trunks_pb2
+from tests.kamailio_harness import (
+    CALLER,
+    DESTINATION,
+    EUR,
+    Kamailio,
+    SippServer,
+    balance,
+    customer_on,
+    dead_gateway,
+    events,
+    free_udp_port,
+    make_carrier,
+    make_customer,
+    map_ip,
+    number,
+    run_sipp,
+    settled,
+    start_kamailio,
+    user_of,
+    wait_routable,
+)
+from tests.kamailio_harness import suffix as _suffix
+from tests.test_kamailio import money
 
 __all__ = ["money"]  # a fixture, imported for its use here
 FR_TIMER_MS = 1000
@@ -31,7 +49,6 @@ FR_TIMER_MS = 1000
 # and the callee's BYE is not sent, with this error. Loopback makes that race frequent; see
 # test_prepaid_call_is_cut_at_the_granted_duration.
 DIALOG_BYE_RACE = "send_bye(): terminating non-confirmed dialogs not supported"
-CALLER = "15550001111"
 
 
 def _start(control_server, workdir: Path) -> Kamailio:
@@ -78,72 +95,6 @@ def gateways(tmp_path):
     yield start
     for server in started:
         server.stop()
-
-
-def dead_gateway() -> str:
-    return f"127.0.0.1:{free_udp_port()}"
-
-
-def make_carrier(admin, trunks: list[tuple[list[str], str]], origination: str) -> tuple[str, list[str], str]:
-    """A provider with one trunk per (gateway addresses, termination deck CSV), a rate group using them in
-    that order with the origination deck CSV. Returns (rate group, trunk ids, provider number)."""
-    suffix = _suffix()
-    provider = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
-        email=f"prov{suffix}@example.com", type=apb.PROVIDER)), metadata=admin.metadata)
-    names = []
-    for index, (addresses, deck) in enumerate(trunks):
-        trunk = admin.trunks.CreateTrunk(trunks_pb2.CreateTrunkRequest(
-            trunk_id=f"t{index}{suffix}", trunk=trunks_pb2.Trunk(
-                provider=provider.name, gateways=[trunks_pb2.Gateway(address=a) for a in addresses])),
-            metadata=admin.metadata)
-        _import_rates(admin.trunks.ImportTerminationRates, trunk.name, deck, admin)
-        names.append(trunk.name)
-    group = admin.rate_groups.CreateRateGroup(rating_pb2.CreateRateGroupRequest(
-        rate_group_id=f"g{suffix}", rate_group=rating_pb2.RateGroup(trunks=names)), metadata=admin.metadata)
-    _import_rates(admin.rate_groups.ImportOriginationRates, group.name, origination, admin)
-    return group.name, [n.split("/")[1] for n in names], number(provider)
-
-
-def wait_routable(fast: FastPath, account: str, destination: str = DESTINATION, trunks: int = 1) -> None:
-    """Until the projection in Redis routes the account's call over `trunks` trunks, then long enough for
-    Kamailio's workers to follow (they poll every 0.25 s)."""
-    deadline = time.monotonic() + 5
-    while True:
-        fast.load()
-        decision = fast.engine.decide(account, CALLER, destination, 10**12, int(time.time()))
-        if decision.code == 200 and len(decision.routes) >= trunks:
-            break
-        assert time.monotonic() < deadline, f"never routable: {decision}"
-        time.sleep(0.1)
-    time.sleep(0.6)
-
-
-def customer_on(admin, money, fast, rate_group: str, trunks: int = 1, **settings) -> tuple[str, str]:
-    """(account number, tech prefix) of a new IP-authenticated customer, once Kamailio can route it."""
-    customer = make_customer(admin, money, rate_group, **settings)
-    tech_prefix = map_ip(admin, customer)
-    wait_routable(fast, number(customer), trunks=trunks)
-    return number(customer), tech_prefix
-
-
-def balance(money: Admissions, account: str) -> int:
-    return money.available(account, 0)
-
-
-def events(redis_client, control_server, account: str) -> list[dict[str, str]]:
-    key = f"{control_server.keys.namespace}:{{a:{account}}}:events"
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in redis_client.xrange(key)]
-
-
-def settled(redis_client, control_server, account: str, count: int = 1, timeout: float = 5.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while len(found := events(redis_client, control_server, account)) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
-
-
-def user_of(uri_header: str) -> str:
-    return uri_header.split("sip:", 1)[1].split("@", 1)[0]
 
 
 def place(relay: Kamailio, tmp_path: Path, scenario: str, expect: int, dialled: str, timeout: float = 10, **values):
