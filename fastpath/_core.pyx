@@ -82,26 +82,27 @@ def marked_up(int64_t rate, int64_t markup_percent):
 
 cdef class Route:
     cdef readonly str trunk, provider, destination, caller_id, prefix
-    cdef readonly tuple gateways
+    cdef readonly tuple gateways, terms
     cdef readonly int64_t rate_per_min, cost
     cdef readonly int max_concurrent_calls, cps
 
     def as_tuple(self):
         return (self.trunk, self.provider, self.gateways, self.destination, self.caller_id, self.prefix,
-                self.rate_per_min, self.cost, self.max_concurrent_calls, self.cps)
+                self.rate_per_min, self.cost, self.max_concurrent_calls, self.cps, self.terms)
 
 
 cdef class Decision:
     cdef readonly int code
     cdef readonly str reason, stage, direction, caller_id, destination, rate_group, prefix, callee
     cdef readonly int64_t rate_per_min, granted_seconds, reserve
-    cdef readonly tuple routes, callee_devices
+    cdef readonly tuple routes, callee_devices, terms
     cdef readonly bint record
 
     def as_tuple(self):
         return (self.code, self.reason, self.stage, self.direction, self.caller_id, self.destination,
                 self.rate_group, self.prefix, self.rate_per_min, self.granted_seconds, self.reserve,
-                tuple(r.as_tuple() for r in self.routes), self.callee, self.callee_devices, self.record)
+                tuple(r.as_tuple() for r in self.routes), self.callee, self.callee_devices, self.record,
+                self.terms)
 
 
 cdef Decision _decision(int code, str reason, str stage, str direction, str caller_id, str destination,
@@ -121,6 +122,7 @@ cdef Decision _decision(int code, str reason, str stage, str direction, str call
     d.reserve = 0
     d.routes = ()
     d.callee_devices = ()
+    d.terms = ()
     d.record = record
     return d
 
@@ -364,6 +366,7 @@ cdef class Engine:
         d.callee = owner.number
         d.callee_devices = self.devices_by_account.get(owner.number, ())
         d.granted_seconds = self.max_call_seconds
+        d.terms = (0, 0, 0, 1, 1)
         return d
 
     cdef Decision _local(self, _Account account, str caller_id, str username, int64_t available, int64_t now):
@@ -383,6 +386,7 @@ cdef class Engine:
         d.rate_per_min = rate
         d.granted_seconds = granted
         d.reserve = c_cost(granted, 0, 0, rate, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT)
+        d.terms = (0, 0, rate, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT)
         return d
 
     cdef tuple _pool(self, _Account account, int option):
@@ -451,6 +455,7 @@ cdef class Engine:
             return d
         d.code, d.reason, d.stage = 200, "OK", "done"
         d.reserve = c_cost(granted, hit.connect_fee, hit.included, rate, initial, increment)
+        d.terms = (hit.connect_fee, hit.included, rate, initial, increment)
         return d
 
     cdef tuple _routes(self, _Account account, _Group group, tuple trunk_ids, str destination, str caller_id,
@@ -503,6 +508,7 @@ cdef class Engine:
             route.prefix = number[:hit.prefix_len]
             route.rate_per_min = hit.rate
             route.cost = c_cost(granted, hit.connect_fee, hit.included, hit.rate, hit.initial or 1, hit.increment or 1)
+            route.terms = (hit.connect_fee, hit.included, hit.rate, hit.initial or 1, hit.increment or 1)
             route.max_concurrent_calls = trunk.max_concurrent_calls
             route.cps = trunk.cps
             if group.by_cost:

@@ -31,6 +31,7 @@ class Route:
     cost: int  # what the provider charges for the granted duration
     max_concurrent_calls: int
     cps: int
+    terms: tuple[int, int, int, int, int] = ()  # provider's (connect_fee, included, rate, initial, increment)
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,15 @@ class Decision:
     callee: str = ""  # local: the device username; inbound: the DID owner's account
     callee_devices: tuple[str, ...] = ()  # inbound: the owner's active devices
     record: bool = False
+    # What the caller pays, resolved (markup and group defaults applied), when the call goes ahead:
+    # (connect_fee, included_seconds, rate_per_min, initial_increment, increment). Billing uses these.
+    terms: tuple[int, int, int, int, int] = ()
 
     def as_tuple(self) -> tuple:
         return (self.code, self.reason, self.stage, self.direction, self.caller_id, self.destination,
                 self.rate_group, self.prefix, self.rate_per_min, self.granted_seconds, self.reserve,
-                tuple(tuple(vars(r).values()) for r in self.routes), self.callee, self.callee_devices, self.record)
+                tuple(tuple(vars(r).values()) for r in self.routes), self.callee, self.callee_devices, self.record,
+                self.terms)
 
 
 def refusal(code: int, reason: str, stage: str, **fields) -> Decision:

@@ -78,7 +78,6 @@ RECORD_FLAG = 7  # SPEC §5: the call is marked for the media recorder
 # ... and the relayed INVITE says so to the next hop (an SBC or recorder that keys on it); never the caller's own.
 RECORD_HEADER = "X-Tollgate-Record"
 POSTPAID = "POSTPAID"
-LOCAL_CALL_INCREMENT = 60  # SPEC §5: local calls are charged in 60-second steps, no connect fee
 # Failover to the next gateway on these final answers (SPEC §5): timeout (408), 5xx, 6xx; never 486 / 487.
 NO_FAILOVER = (486, 487)
 DLG_CALL = "tollgate"  # dialog variable: the call as decided (JSON), for the failure route and the settlement
@@ -343,7 +342,7 @@ class Tollgate:
             KSR.sl.send_reply(decision.code, decision.reason)
             return STOP
         admitted = decision.code == 200 and self.relay  # a redirect server never sees the end: reserves nothing
-        plan = self._plan(fast, call, call_id, decision) if admitted else None  # before anything is reserved
+        plan = self._plan(call, call_id, decision) if admitted else None  # before anything is reserved
         admission = self.admissions.admit(
             call.account, call_id, now=now, cps=account.cps,
             max_calls=account.max_concurrent_calls if self.relay else 0,
@@ -416,33 +415,21 @@ class Tollgate:
         return device
 
     # ---------------------------------------------------------------------------------------- relay
-    def _plan(self, fast: FastPath, call: Call, call_id: str, decision) -> dict:
+    def _plan(self, call: Call, call_id: str, decision) -> dict:
         """Everything the failure route and the settlement need, fixed at setup: the decision's terms (a
         deck may change during the call), its routes and the call's identity."""
-        world = fast.world
-        if decision.direction == "outbound":
-            group = world.rate_groups[decision.rate_group]
-            _prefix, record = world.origination_decks[decision.rate_group].longest_match(decision.prefix)
-            terms = [record[0], record[1], decision.rate_per_min, record[3] or group.default_initial_increment,
-                     record[4] or group.default_increment]
-        elif decision.direction == "local":
-            terms = [0, 0, decision.rate_per_min, LOCAL_CALL_INCREMENT, LOCAL_CALL_INCREMENT]
-        else:  # inbound: the caller pays nothing here
-            terms = [0, 0, 0, 1, 1]
-        routes = []
-        for route in decision.routes:
-            _prefix, record = world.termination_decks[route.trunk].longest_match(route.prefix)
-            routes.append({
-                "trunk": route.trunk, "provider": route.provider, "gateways": [list(g) for g in route.gateways],
-                "destination": route.destination, "caller_id": route.caller_id, "prefix": route.prefix,
-                "rate": route.rate_per_min, "terms": [record[0], record[1], record[2], record[3] or 1, record[4] or 1],
-            })
+        routes = [{
+            "trunk": route.trunk, "provider": route.provider, "gateways": [list(g) for g in route.gateways],
+            "destination": route.destination, "caller_id": route.caller_id, "prefix": route.prefix,
+            "rate": route.rate_per_min, "terms": list(route.terms),
+        } for route in decision.routes]
         return {
             "call_id": call_id, "account": call.account, "direction": decision.direction,
             "caller_id_received": call.caller_id, "caller_id_presented": decision.caller_id,
             "destination_dialled": call.destination, "destination": decision.destination,
             "rate_group": decision.rate_group, "prefix": decision.prefix, "rate": decision.rate_per_min,
-            "terms": terms, "granted": decision.granted_seconds, "setup": time.time(), "routes": routes,
+            "terms": list(decision.terms), "granted": decision.granted_seconds, "setup": time.time(),
+            "routes": routes, "record": decision.record,
         }
 
     def ksr_route_relay(self, plan: dict, decision) -> tuple[int, str]:
@@ -599,7 +586,7 @@ class Tollgate:
             "gateway": gateway or "", "setup_time": f"{plan['setup']:.3f}",
             "answer_time": f"{answer:.3f}" if answer is not None else "", "end_time": f"{end:.3f}",
             "billable_seconds": billable, "sip_code": code, "customer_cost": customer_cost,
-            "provider_cost": provider_cost,
+            "provider_cost": provider_cost, "record": "yes" if plan.get("record") else "no",
         }
         first = self.admissions.settle(plan["account"], plan["call_id"], customer_cost, event)
         if route and billable > 0:

@@ -110,6 +110,8 @@ def test_balance_checks_and_max_duration():
                termination_decks={"a": [termination("44", EUR)], "b": []})
     d = both(w, available=EUR + 30 * EUR + 6 * EUR - 1)  # connect + first 30 s + one 6 s block, less a micro
     assert (d.code, d.granted_seconds, d.reserve) == (200, 30, 31 * EUR)
+    assert d.terms == (EUR, 0, 60 * EUR, 30, 6)  # what billing applies at the call's end
+    assert d.routes[0].terms == (0, 0, EUR, 1, 1)  # the provider's, increments defaulted to 1
     poor = both(w, available=EUR + 30 * EUR - 1)
     assert (poor.code, poor.reason, poor.stage) == (402, "Insufficient balance", "balance")
 

@@ -47,7 +47,7 @@ def _inbound(world: World, call: Call, did: str, common: dict) -> Decision:
         return refusal(404, "DID not in service", "direction", direction="inbound", **common)
     return Decision(code=200, reason="OK", stage="done", direction="inbound", callee=owner.number,
                     callee_devices=world.devices_by_account.get(owner.number, ()),
-                    granted_seconds=world.max_call_seconds, **common)
+                    granted_seconds=world.max_call_seconds, terms=(0, 0, 0, 1, 1), **common)
 
 
 def _local(world: World, call: Call, account: Account, device: Device, common: dict) -> Decision:
@@ -61,7 +61,7 @@ def _local(world: World, call: Call, account: Account, device: Device, common: d
         return refusal(402, "Insufficient balance", "balance", direction="local", **common)
     return Decision(code=200, reason="OK", stage="done", direction="local", callee=device.username,
                     rate_per_min=account.lc_charge_per_min, granted_seconds=granted,
-                    reserve=cost(granted, terms), **common)
+                    reserve=cost(granted, terms), terms=_as_tuple(terms), **common)
 
 
 def _cli_policy(world: World, call: Call, account: Account, caller_id: str) -> tuple[str, str | None] | None:
@@ -80,6 +80,10 @@ def _cli_policy(world: World, call: Call, account: Account, caller_id: str) -> t
     if on_miss == "non_cli":
         return (caller_id, account.non_cli_rate_group) if account.non_cli_rate_group else None
     return None
+
+
+def _as_tuple(terms: Terms) -> tuple[int, int, int, int, int]:
+    return (terms.connect_fee, terms.included_seconds, terms.rate_per_min, terms.initial_increment, terms.increment)
 
 
 def _terms(record: tuple, group: RateGroup | None) -> Terms:
@@ -116,7 +120,7 @@ def _outbound(world: World, call: Call, account: Account, common: dict) -> Decis
     if not routes:
         return refusal(503, "No route available", "route", granted_seconds=granted, **rated)
     return Decision(code=200, reason="OK", stage="done", granted_seconds=granted, reserve=cost(granted, terms),
-                    routes=routes, **rated)
+                    routes=routes, terms=_as_tuple(terms), **rated)
 
 
 def _routes(world: World, account: Account, group: RateGroup, trunk_ids, destination: str, caller_id: str,
@@ -141,7 +145,7 @@ def _routes(world: World, account: Account, group: RateGroup, trunk_ids, destina
         route = Route(trunk=trunk.id, provider=trunk.provider, gateways=trunk.gateways,
                       destination=prepend + number[strip:], caller_id=localize(caller_id, rules.termination_caller_id),
                       prefix=prefix, rate_per_min=terms.rate_per_min, cost=cost(granted, terms),
-                      max_concurrent_calls=trunk.max_concurrent_calls, cps=trunk.cps)
+                      max_concurrent_calls=trunk.max_concurrent_calls, cps=trunk.cps, terms=_as_tuple(terms))
         by_cost = (terms.rate_per_min, trunk.priority, rate_priority, index)
         key = by_cost if group.routing_strategy == "COST" else (-len(prefix), *by_cost)
         candidates.append((key, route))
