@@ -12,6 +12,7 @@ credit_limit is 0 for prepaid accounts (SPEC §1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -30,7 +31,7 @@ SETTLED_TTL_SECONDS = 7 * 86_400  # how long a settled call id is remembered aga
 # KEYS: calls, money, cps(second). ARGV: call id, cps limit, call limit, reserve, credit limit, admit?(1/0)
 _ADMIT = """
 local reserved = redis.call('HGET', KEYS[1], ARGV[1])
-if reserved then return {1, tonumber(reserved)} end
+if reserved then return {1, tonumber(string.match(reserved, '^-?%d+'))} end
 local cps = tonumber(ARGV[2])
 if cps > 0 then
   local n = redis.call('INCR', KEYS[3])
@@ -49,13 +50,81 @@ redis.call('HSET', KEYS[1], ARGV[1], reserve)
 return {1, reserve}
 """
 
+# The same checks, and the grant computed in the script from the balance it reserves against (SPEC §4, §5):
+# granted = the largest b <= max_call_seconds with cost(b) <= available (fastpath.reference.rating's
+# max_duration), reserve = cost(granted). Integer-exact in Lua's doubles while every value stays below 2^53:
+# rate_per_min is split as 60q + r so that charged * rate / 60 never forms a product above ~1.5e15.
+# KEYS: calls, money, cps(second). ARGV: call id, cps limit, call limit, credit limit, mode (0: count only,
+# 1: grant and reserve, 2: grant without reserving), max call seconds, connect fee, included seconds,
+# rate per minute, initial increment, increment.
+# Returns {code, granted, reserve, available}; the calls hash keeps "reserve:granted" per open call.
+_ADMIT_CALL = """
+local reserved = redis.call('HGET', KEYS[1], ARGV[1])
+if reserved then
+  local r, g = string.match(reserved, '^(-?%d+):?(%d*)$')
+  return {1, tonumber(g) or 0, tonumber(r), 0}
+end
+local cps = tonumber(ARGV[2])
+if cps > 0 then
+  local n = redis.call('INCR', KEYS[3])
+  if n == 1 then redis.call('EXPIRE', KEYS[3], 2) end
+  if n > cps then return {-1, 0, 0, 0} end
+end
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return {-2, 0, 0, 0} end
+local mode = ARGV[5]
+if mode == '0' then return {0, 0, 0, 0} end
+local money = redis.call('HMGET', KEYS[2], 'balance', 'reserved')
+local available = tonumber(money[1] or '0') + tonumber(ARGV[4]) - tonumber(money[2] or '0')
+local max_seconds = tonumber(ARGV[6])
+local fee, included, rate = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local initial, increment = tonumber(ARGV[10]), tonumber(ARGV[11])
+local rate_q = math.floor(rate / 60)
+local rate_r = rate - 60 * rate_q
+local function cost(b)
+  if b <= 0 then return 0 end
+  local rest = b - included
+  local charged = 0
+  if rest <= 0 then
+    charged = 0
+  elseif rest <= initial then
+    charged = initial
+  else
+    charged = initial + math.ceil((rest - initial) / increment) * increment
+  end
+  return fee + charged * rate_q + math.ceil(charged * rate_r / 60)
+end
+local granted
+if fee == 0 and rate == 0 then
+  granted = max_seconds
+elseif cost(1) > available then
+  granted = 0
+elseif cost(max_seconds) <= available then
+  granted = max_seconds
+else
+  local low, high = 1, max_seconds
+  while high - low > 1 do
+    local middle = math.floor((low + high) / 2)
+    if cost(middle) <= available then low = middle else high = middle end
+  end
+  granted = low
+end
+if granted <= 0 then return {-3, 0, 0, available} end
+local reserve = cost(granted)
+if mode == '1' then
+  redis.call('HINCRBY', KEYS[2], 'reserved', reserve)
+  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', reserve, granted))
+end
+return {1, granted, reserve, available}
+"""
+
 # KEYS: calls, money, settled, events stream. ARGV: call id, cost, event field/value pairs...
 _SETTLE = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
 local reserved = redis.call('HGET', KEYS[1], ARGV[1])
-if reserved then
+if reserved then  -- "reserve" (admit) or "reserve:granted" (admit_call)
   redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(reserved))
+  redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(string.match(reserved, '^-?%d+')))
 end
 redis.call('HINCRBY', KEYS[2], 'balance', 0 - tonumber(ARGV[2]))  -- never '-0', which HINCRBY refuses
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -71,6 +140,14 @@ class Admission:
     amount: int = 0  # admitted: the reservation; insufficient: what was available
 
 
+@dataclass(frozen=True)
+class Grant:
+    outcome: str
+    granted: int = 0  # seconds the call may last (admitted)
+    reserve: int = 0  # micros reserved = cost(granted) (admitted)
+    available: int = 0  # what the account could spend before this call (admitted, insufficient)
+
+
 class Admissions:
     """The per-call Redis side of one stack (namespace)."""
 
@@ -78,6 +155,7 @@ class Admissions:
         self._redis = client
         self._namespace = namespace
         self._admit = client.register_script(_ADMIT)
+        self._admit_call = client.register_script(_ADMIT_CALL)
         self._settle = client.register_script(_SETTLE)
 
     def _key(self, account: str, name: str) -> str:
@@ -96,6 +174,24 @@ class Admissions:
         )
         outcome = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}[code]
         return Admission(outcome, int(amount))
+
+    def admit_call(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
+                   terms: tuple[int, int, int, int, int] | Sequence[int], max_call_seconds: int, decided: bool = True,
+                   reserve: bool = True) -> Grant:
+        """One round trip, in SPEC §5 order: a retransmission gets its first answer; then CPS, concurrent calls,
+        and (when decided) the grant against the live balance: the longest affordable call under `terms`
+        (connect_fee, included_seconds, rate_per_min, initial_increment, increment), up to max_call_seconds,
+        its cost reserved (unless reserve=False: checked only, as a redirect server does). INSUFFICIENT when
+        not even one second is affordable."""
+        mode = 0 if not decided else 1 if reserve else 2
+        fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
+        code, granted, reserved, available = self._admit_call(
+            keys=[self._key(account, "calls"), self._key(account, "money"), self._key(account, f"cps:{now}")],
+            args=[call_id, cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial,
+                  increment],
+        )
+        outcome = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}[code]
+        return Grant(outcome, int(granted), int(reserved), int(available))
 
     def settle(self, account: str, call_id: str, cost: int, event: dict[str, str | int]) -> bool:
         """Release the call's reservation and debit its cost, once per call id; False for a repeat."""

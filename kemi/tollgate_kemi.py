@@ -21,10 +21,14 @@ Two modes (kamailio.cfg TOLLGATE_MODE):
   A local or DID call is redirected to the callee's registered contacts. This node never sees the call's
   end: CPS and the balance are checked, nothing is reserved and concurrent calls are not counted.
 
-Admission (both modes, SPEC §5 order): after identification and the account check, one atomic Redis script
-(Admissions.admit) checks the account's CPS, then its concurrent calls, then reserves the decision's cost of
-the granted duration; a decision refused at a later stage still passes through the CPS and concurrency
-checks first (decided=False), so that their 503 wins as SPEC §8 orders.
+Admission (both modes, SPEC §5 order): after identification and the account check, the decision is made as
+if money were plentiful, then one atomic Redis script (Admissions.admit_call, one round trip) checks the
+account's CPS, then its concurrent calls, then computes the grant against the live balance (the longest
+affordable call under the decision's terms, up to the company's maximum) and reserves its cost: two parallel
+calls on a tight balance share it instead of the second being refused on a stale read. A decision refused at
+a later stage still passes through the CPS and concurrency checks first (decided=False), so that their 503
+wins as SPEC §8 orders; one refused after the balance stage (no route) is decided again with the real
+balance, so that 402 still comes before it.
 
 Settings come from kamailio.cfg `#!define TOLLGATE_*` (filled in by kemi/render.py), read here with
 KSR.kx.get_def(); TOLLGATE_PYTHONPATH makes the repository and its venv importable, since Kamailio embeds
@@ -87,6 +91,8 @@ DLG_CODE = "tollgate_code"  # the last final answer seen by the failure route
 AVP_CALL = "$avp(tollgate_call)"  # the same JSON, per transaction (failure and branch routes read it)
 AVP_AT = "$avp(tollgate_at)"
 AVP_TIMEOUT = "$avp(tollgate_timeout)"  # kamailio.cfg: dialog timeout_avp
+PLENTY = 1 << 62  # the `available` the decision is made with: Admissions.admit_call grants against the real one
+EARLIER_THAN_BALANCE = ("account", "direction", "cli", "rate")  # decision stages before the money check
 
 
 class Settings:
@@ -336,29 +342,41 @@ class Tollgate:
         credit_limit = account.credit_limit if account is not None and account.account_type == POSTPAID else 0
         now = int(time.time())
         call_id = KSR.kx.get_callid()
-        decision = fast.decide(call.account, call.caller_id, call.destination,
-                               self.admissions.available(call.account, credit_limit), now, zlib.crc32(call_id.encode()))
+        # Money is Redis's business (admit_call computes the grant against the live balance, atomically with
+        # the reservation): decide as if it were plentiful, so that the decision is never refused for money.
+        decision = fast.decide(call.account, call.caller_id, call.destination, PLENTY, now,
+                               zlib.crc32(call_id.encode()))
         if decision.stage == "account":  # unknown, inactive, deleted or expired: before any counting
             KSR.sl.send_reply(decision.code, decision.reason)
             return STOP
-        admitted = decision.code == 200 and self.relay  # a redirect server never sees the end: reserves nothing
-        plan = self._plan(call, call_id, decision) if admitted else None  # before anything is reserved
-        admission = self.admissions.admit(
+        if decision.stage not in EARLIER_THAN_BALANCE and decision.code != 200:
+            # Refused after the balance stage (no route): the real balance decides between 402 and this
+            # refusal, as SPEC §8 orders (rare; an extra read, nothing reserved).
+            decision = fast.decide(call.account, call.caller_id, call.destination,
+                                   self.admissions.available(call.account, credit_limit), now,
+                                   zlib.crc32(call_id.encode()))
+        decided = decision.code == 200
+        plan = self._plan(call, call_id, decision) if decided and self.relay else None  # before any reservation
+        # A redirect server never sees the end: it checks the money but reserves nothing, counts no calls.
+        grant = self.admissions.admit_call(
             call.account, call_id, now=now, cps=account.cps,
-            max_calls=account.max_concurrent_calls if self.relay else 0,
-            reserve=decision.reserve, credit_limit=credit_limit, decided=admitted)
-        if admission.outcome == adm.CPS_EXCEEDED:
+            max_calls=account.max_concurrent_calls if self.relay else 0, credit_limit=credit_limit,
+            terms=decision.terms, max_call_seconds=fast.world.max_call_seconds, decided=decided,
+            reserve=self.relay)
+        if grant.outcome == adm.CPS_EXCEEDED:
             KSR.sl.send_reply(503, "CPS limit exceeded")
             return STOP
-        if admission.outcome == adm.CONCURRENCY_EXCEEDED:
+        if grant.outcome == adm.CONCURRENCY_EXCEEDED:
             KSR.sl.send_reply(503, "Concurrent call limit")
             return STOP
-        if decision.code != 200:
+        if not decided:
             KSR.sl.send_reply(decision.code, decision.reason)
             return STOP
-        if admission.outcome == adm.INSUFFICIENT:  # another call reserved the money since we read it
+        if grant.outcome == adm.INSUFFICIENT:  # not even one second is affordable
             KSR.sl.send_reply(402, "Insufficient balance")
             return STOP
+        if plan is not None:
+            plan["granted"], plan["reserve"] = grant.granted, grant.reserve
         if not self.relay:
             if decision.direction == "outbound":
                 return self.ksr_route_redirect_outbound(msg, decision)
@@ -428,7 +446,7 @@ class Tollgate:
             "caller_id_received": call.caller_id, "caller_id_presented": decision.caller_id,
             "destination_dialled": call.destination, "destination": decision.destination,
             "rate_group": decision.rate_group, "prefix": decision.prefix, "rate": decision.rate_per_min,
-            "terms": list(decision.terms), "granted": decision.granted_seconds, "setup": time.time(),
+            "terms": list(decision.terms), "granted": 0, "reserve": 0, "setup": time.time(),  # admit_call's
             "routes": routes, "record": decision.record,
         }
 

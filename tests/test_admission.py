@@ -7,9 +7,12 @@ import threading
 
 import pytest
 import redis
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from fastpath import admission as adm
 from fastpath.admission import Admissions
+from fastpath.reference.rating import Terms, cost, max_duration
 
 EUR = 1_000_000
 NOW = 1_800_000_000
@@ -123,3 +126,99 @@ def test_an_unanswered_call_settles_at_zero_and_frees_its_reservation(admissions
     admit(admissions, "c1", reserve=4 * EUR)
     assert admissions.settle("1001", "c1", 0, {"call_id": "c1", "sip_code": 486})
     assert admissions.available("1001", 0) == 10 * EUR and admissions.open_calls("1001") == 0
+
+
+# ------------------------------------------------------------------------------------------- admit_call
+TERMS = (0, 0, 600_000, 60, 60)  # 0.60 per minute in whole minutes
+
+
+def admit_call(a: Admissions, call: str, account: str = "1001", **options) -> adm.Grant:
+    values = dict(now=NOW, cps=0, max_calls=0, credit_limit=0, terms=TERMS, max_call_seconds=3_600,
+                  decided=True) | options
+    return a.admit_call(account, call, **values)
+
+
+def test_admit_call_grants_the_longest_affordable_call_and_reserves_its_cost(admissions):
+    admissions.credit("1001", 2 * EUR)  # 3 whole minutes at 0.60
+    grant = admit_call(admissions, "c1")
+    assert grant == adm.Grant(adm.ADMITTED, 180, 1_800_000, 2 * EUR)
+    assert admissions.available("1001", 0) == 200_000 and admissions.open_calls("1001") == 1
+
+
+def test_a_second_parallel_call_gets_what_is_left_not_a_402(admissions):
+    admissions.credit("1001", 2 * EUR)
+    assert admit_call(admissions, "c1", max_call_seconds=120).granted == 120  # reserves 1.20
+    second = admit_call(admissions, "c2")
+    assert second == adm.Grant(adm.ADMITTED, 60, 600_000, 800_000)
+    assert admit_call(admissions, "c3") == adm.Grant(adm.INSUFFICIENT, 0, 0, 200_000)
+    assert admissions.open_calls("1001") == 2 and admissions.available("1001", 0) == 200_000
+
+
+def test_admit_call_keeps_the_spec_order_and_counts_refused_calls(admissions):
+    admissions.credit("1001", 100 * EUR)
+    assert admit_call(admissions, "c0", cps=2, max_calls=1).outcome == adm.ADMITTED
+    assert admit_call(admissions, "c1", cps=2, max_calls=1).outcome == adm.CONCURRENCY_EXCEEDED
+    assert admit_call(admissions, "c2", cps=2, max_calls=1).outcome == adm.CPS_EXCEEDED
+    assert admit_call(admissions, "c3", now=NOW + 1, cps=2, decided=False, terms=()).outcome == adm.COUNTED
+    assert admissions.open_calls("1001") == 1
+
+
+def test_admit_call_is_idempotent_and_settles_like_admit(admissions):
+    admissions.credit("1001", 10 * EUR)
+    first = admit_call(admissions, "c1", max_calls=1)
+    assert admit_call(admissions, "c1", max_calls=1) == adm.Grant(adm.ADMITTED, first.granted, first.reserve, 0)
+    assert admissions.available("1001", 0) == 10 * EUR - first.reserve
+    assert admissions.settle("1001", "c1", 600_000, {"call_id": "c1"})
+    assert admissions.available("1001", 0) == 10 * EUR - 600_000 and admissions.open_calls("1001") == 0
+
+
+def test_admit_call_without_reserving_checks_money_only(admissions):
+    admissions.credit("1001", 700_000)
+    assert admit_call(admissions, "c1", reserve=False) == adm.Grant(adm.ADMITTED, 60, 600_000, 700_000)
+    assert admissions.open_calls("1001") == 0 and admissions.available("1001", 0) == 700_000
+    assert admit_call(admissions, "c2", reserve=False, terms=(800_000, 0, 0, 1, 1)).outcome == adm.INSUFFICIENT
+
+
+def test_a_free_call_is_granted_whatever_the_balance(admissions):
+    admissions.credit("1001", -5 * EUR)
+    assert admit_call(admissions, "c1", terms=(0, 0, 0, 1, 1)) == adm.Grant(adm.ADMITTED, 3_600, 0, -5 * EUR)
+
+
+MONEY = st.one_of(st.just(0), st.integers(0, 10_000_000), st.integers(0, 10**12))
+SECONDS = st.one_of(st.integers(1, 120), st.integers(1, 86_400))
+
+
+@st.composite
+def grant_cases(draw):
+    terms = Terms(draw(MONEY), draw(st.one_of(st.just(0), st.integers(0, 86_400))), draw(MONEY), draw(SECONDS),
+                  draw(SECONDS))
+    max_call_seconds = draw(st.one_of(st.just(86_400), st.integers(0, 86_400)))
+    around = draw(st.integers(1, max(max_call_seconds, 1)))
+    available = draw(st.one_of(
+        st.integers(-10**15, 10**15),
+        st.integers(-10_000_000, 10**9),
+        st.integers(-1, 1).map(lambda delta: cost(around, terms) + delta),  # exactly at a step's edge
+    ))
+    return terms, max_call_seconds, available
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=grant_cases(), credit=st.integers(0, 10**12))
+@example(case=(Terms(10**12, 0, 10**12 - 1, 1, 1), 86_400, 10**15), credit=10**12)  # products beyond 2^53
+@example(case=(Terms(999_999, 30, 10**12 - 7, 86_400, 7), 86_400, 15 * 10**14 + 59), credit=0)
+@example(case=(Terms(0, 0, 1, 1, 1), 86_400, 1_440), credit=0)  # 1 micro per minute: exactly 86,400 s
+def test_the_scripts_grant_is_exactly_the_reference_max_duration(admissions, case, credit):
+    terms, max_call_seconds, available = case
+    account = f"p{secrets.token_hex(6)}"
+    admissions.credit(account, available - credit)  # balance + credit limit = available
+    grant = admit_call(admissions, "c1", account=account, credit_limit=credit, max_call_seconds=max_call_seconds,
+                       terms=(terms.connect_fee, terms.included_seconds, terms.rate_per_min,
+                              terms.initial_increment, terms.increment))
+    expected = max_duration(available, terms, max_call_seconds)
+    assert grant.available == available
+    if expected == 0:
+        assert grant == adm.Grant(adm.INSUFFICIENT, 0, 0, available)
+        assert admissions.open_calls(account) == 0
+    else:
+        assert (grant.outcome, grant.granted, grant.reserve) == (adm.ADMITTED, expected, cost(expected, terms))
+        assert admissions.available(account, credit) == available - grant.reserve

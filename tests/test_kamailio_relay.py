@@ -219,6 +219,37 @@ def test_prepaid_call_is_cut_at_the_granted_duration(admin, money, relay, fast, 
     assert gateway.received("BYE")  # the gateway got its BYE too
 
 
+def test_a_parallel_call_on_a_tight_balance_gets_what_is_left_and_is_cut_there(
+        admin, money, relay, fast, gateways, tmp_path, redis_client, control_server):
+    """The grant is computed in Redis against the balance it reserves from: the first call reserves the cost of
+    max_call_seconds (10,800 s at 0.05/min: 9.00), the second gets the 3 s the remaining 0.0025 buys."""
+    gateway = gateways("uas_answer.xml", calls=2, BYE_TIMEOUT=12_000)
+    rate_group, _trunks, _provider = make_carrier(
+        admin, [([gateway.address], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
+    account, tech_prefix = customer_on(admin, money, fast, rate_group, balance=9 * EUR + 2_500)
+    results: dict[str, object] = {}
+
+    def talk():
+        results["first"] = place(relay, tmp_path / "first", "uac_call.xml", 200, tech_prefix + DESTINATION,
+                                 timeout=15, HOLD=7000)
+
+    talking = threading.Thread(target=talk)
+    talking.start()
+    deadline = time.monotonic() + 5
+    while money.open_calls(account) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert balance(money, account) == 2_500  # 9.00 reserved by the first call
+    second = place(relay, tmp_path / "second", "uac_wait_bye.xml", 200, tech_prefix + DESTINATION,
+                   BYE_TIMEOUT=8_000)
+    assert second.returncode == 0, second.explain()  # answered, then cut by the proxy's BYE
+    assert 2.0 <= second.seconds <= 5.0, second.seconds
+    talking.join()
+    assert results["first"].returncode == 0, results["first"].explain()
+    found = settled(redis_client, control_server, account, count=2)
+    assert sorted((e["billable_seconds"], e["customer_cost"]) for e in found)[0] == ("3", "2500")
+    assert money.open_calls(account) == 0
+
+
 # ---------------------------------------------------------------------------------------------- limits
 
 
