@@ -19,7 +19,7 @@ import redis
 
 from fastpath import snapshot_format as fmt
 
-# Outcomes of admit(); the SIP answers are the caller's business (SPEC §8).
+# Outcomes of admit_call(); the SIP answers are the caller's business (SPEC §8).
 ADMITTED = "admitted"
 CPS_EXCEEDED = "cps"
 CONCURRENCY_EXCEEDED = "concurrency"
@@ -28,29 +28,7 @@ COUNTED = "counted"  # passed CPS and concurrency; the call was refused later, n
 
 SETTLED_TTL_SECONDS = 7 * 86_400  # how long a settled call id is remembered against retries
 
-# KEYS: calls, money, cps(second). ARGV: call id, cps limit, call limit, reserve, credit limit, admit?(1/0)
-_ADMIT = """
-local reserved = redis.call('HGET', KEYS[1], ARGV[1])
-if reserved then return {1, tonumber(string.match(reserved, '^-?%d+'))} end
-local cps = tonumber(ARGV[2])
-if cps > 0 then
-  local n = redis.call('INCR', KEYS[3])
-  if n == 1 then redis.call('EXPIRE', KEYS[3], 2) end
-  if n > cps then return {-1, 0} end
-end
-local limit = tonumber(ARGV[3])
-if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return {-2, 0} end
-if ARGV[6] ~= '1' then return {0, 0} end
-local money = redis.call('HMGET', KEYS[2], 'balance', 'reserved')
-local available = tonumber(money[1] or '0') + tonumber(ARGV[5]) - tonumber(money[2] or '0')
-local reserve = tonumber(ARGV[4])
-if reserve > available then return {-3, available} end
-redis.call('HINCRBY', KEYS[2], 'reserved', reserve)
-redis.call('HSET', KEYS[1], ARGV[1], reserve)
-return {1, reserve}
-"""
-
-# The same checks, and the grant computed in the script from the balance it reserves against (SPEC §4, §5):
+# CPS, concurrent calls, then the grant computed in the script from the balance it reserves against (SPEC §4, §5):
 # granted = the largest b <= max_call_seconds with cost(b) <= available (fastpath.reference.rating's
 # max_duration), reserve = cost(granted). Integer-exact in Lua's doubles while every value stays below 2^53:
 # rate_per_min is split as 60q + r so that charged * rate / 60 never forms a product above ~1.5e15.
@@ -135,12 +113,6 @@ return 1
 
 
 @dataclass(frozen=True)
-class Admission:
-    outcome: str
-    amount: int = 0  # admitted: the reservation; insufficient: what was available
-
-
-@dataclass(frozen=True)
 class Grant:
     outcome: str
     granted: int = 0  # seconds the call may last (admitted)
@@ -154,7 +126,6 @@ class Admissions:
     def __init__(self, client: redis.Redis, namespace: str = fmt.DEFAULT_NAMESPACE):
         self._redis = client
         self._namespace = namespace
-        self._admit = client.register_script(_ADMIT)
         self._admit_call = client.register_script(_ADMIT_CALL)
         self._settle = client.register_script(_SETTLE)
 
@@ -164,16 +135,6 @@ class Admissions:
     def available(self, account: str, credit_limit: int) -> int:
         balance, reserved = self._redis.hmget(self._key(account, "money"), "balance", "reserved")
         return int(balance or 0) + credit_limit - int(reserved or 0)
-
-    def admit(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int, reserve: int,
-              credit_limit: int, decided: bool = True) -> Admission:
-        """CPS, then concurrent calls, then (when the decision routes the call) reserve its cost."""
-        code, amount = self._admit(
-            keys=[self._key(account, "calls"), self._key(account, "money"), self._key(account, f"cps:{now}")],
-            args=[call_id, cps, max_calls, reserve, credit_limit, 1 if decided else 0],
-        )
-        outcome = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}[code]
-        return Admission(outcome, int(amount))
 
     def admit_call(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
                    terms: tuple[int, int, int, int, int] | Sequence[int], max_call_seconds: int, decided: bool = True,

@@ -342,10 +342,10 @@ class Tollgate:
         credit_limit = account.credit_limit if account is not None and account.account_type == POSTPAID else 0
         now = int(time.time())
         call_id = KSR.kx.get_callid()
+        entropy = zlib.crc32(call_id.encode())  # picks the "random" DID / caller id of CLI pool options 1 and 2
         # Money is Redis's business (admit_call computes the grant against the live balance, atomically with
         # the reservation): decide as if it were plentiful, so that the decision is never refused for money.
-        decision = fast.decide(call.account, call.caller_id, call.destination, PLENTY, now,
-                               zlib.crc32(call_id.encode()))
+        decision = fast.decide(call.account, call.caller_id, call.destination, PLENTY, now, entropy)
         if decision.stage == "account":  # unknown, inactive, deleted or expired: before any counting
             KSR.sl.send_reply(decision.code, decision.reason)
             return STOP
@@ -353,8 +353,7 @@ class Tollgate:
             # Refused after the balance stage (no route): the real balance decides between 402 and this
             # refusal, as SPEC §8 orders (rare; an extra read, nothing reserved).
             decision = fast.decide(call.account, call.caller_id, call.destination,
-                                   self.admissions.available(call.account, credit_limit), now,
-                                   zlib.crc32(call_id.encode()))
+                                   self.admissions.available(call.account, credit_limit), now, entropy)
         decided = decision.code == 200
         plan = self._plan(call, call_id, decision) if decided and self.relay else None  # before any reservation
         # A redirect server never sees the end: it checks the money but reserves nothing, counts no calls.

@@ -26,9 +26,11 @@ def admissions(redis_client: redis.Redis):
         redis_client.delete(key)
 
 
-def admit(a: Admissions, call: str, account: str = "1001", **limits) -> adm.Admission:
-    values = dict(now=NOW, cps=0, max_calls=0, reserve=EUR, credit_limit=0) | limits
-    return a.admit(account, call, **values)
+def admit(a: Admissions, call: str, account: str = "1001", reserve: int = EUR, **limits) -> adm.Grant:
+    """Admit a call whose whole cost is a flat fee of `reserve` (connect fee only), so it reserves exactly that."""
+    values = dict(now=NOW, cps=0, max_calls=0, credit_limit=0, terms=(reserve, 0, 0, 1, 1),
+                  max_call_seconds=60) | limits
+    return a.admit_call(account, call, **values)
 
 
 def test_cps_limit_counts_attempts_in_the_same_second(admissions):
@@ -54,8 +56,10 @@ def test_cps_is_checked_before_concurrency(admissions):
 
 def test_reservations_cannot_overdraw_a_prepaid_account(admissions):
     admissions.credit("1001", 10 * EUR)
-    assert admit(admissions, "c1", reserve=6 * EUR) == adm.Admission(adm.ADMITTED, 6 * EUR)
-    assert admit(admissions, "c2", reserve=6 * EUR) == adm.Admission(adm.INSUFFICIENT, 4 * EUR)
+    first = admit(admissions, "c1", reserve=6 * EUR)
+    assert (first.outcome, first.reserve) == (adm.ADMITTED, 6 * EUR)
+    second = admit(admissions, "c2", reserve=6 * EUR)
+    assert (second.outcome, second.available) == (adm.INSUFFICIENT, 4 * EUR)
     assert admissions.available("1001", 0) == 4 * EUR
 
 
@@ -77,7 +81,7 @@ def test_a_retransmitted_invite_is_admitted_once(admissions):
     admissions.credit("1001", 10 * EUR)
     first = admit(admissions, "c1", reserve=4 * EUR, max_calls=1)
     again = admit(admissions, "c1", reserve=4 * EUR, max_calls=1)
-    assert first == again == adm.Admission(adm.ADMITTED, 4 * EUR)
+    assert (first.outcome, first.reserve) == (again.outcome, again.reserve) == (adm.ADMITTED, 4 * EUR)
     assert admissions.available("1001", 0) == 6 * EUR
 
 
@@ -106,8 +110,7 @@ def test_concurrent_admissions_never_exceed_the_limit(admissions):
         client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
         own = Admissions(client, admissions._namespace)
         for i in range(25):
-            outcome = own.admit("1001", f"w{n}-{i}", now=NOW, cps=0, max_calls=7, reserve=EUR,
-                                credit_limit=0).outcome
+            outcome = admit(own, f"w{n}-{i}", max_calls=7).outcome
             with lock:
                 results.append(outcome)
         client.close()

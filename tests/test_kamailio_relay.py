@@ -326,7 +326,8 @@ def test_settling_a_zero_cost(money):
     """An unanswered call settles with cost 0 to release its reservation (SPEC §5): the plain int 0 must work."""
     account = f"zero{_suffix()}"
     money.credit(account, 100)
-    assert money.admit(account, "c1", now=1, cps=0, max_calls=0, reserve=50, credit_limit=0).amount == 50
+    assert money.admit_call(account, "c1", now=1, cps=0, max_calls=0, credit_limit=0, terms=(50, 0, 0, 1, 1),
+                            max_call_seconds=60).reserve == 50
     assert money.settle(account, "c1", 0, {"call_id": "c1"})
     assert money.available(account, 0) == 100 and money.open_calls(account) == 0
 
@@ -363,8 +364,8 @@ def test_kamailio_reporting_the_end_twice_settles_once(monkeypatch, tmp_path, mo
     handler = script.Tollgate(script.Settings())
     handler.admissions, handler.pid = money, os.getpid()
     money.credit(account, EUR)
-    assert money.admit(account, call_id, now=int(now), cps=0, max_calls=0, reserve=600_000,
-                       credit_limit=0).outcome == "admitted"
+    assert money.admit_call(account, call_id, now=int(now), cps=0, max_calls=0, credit_limit=0,
+                            terms=(0, 0, 600_000, 1, 1), max_call_seconds=60).reserve == 600_000
 
     handler.ksr_tm_event(None, "tm:local-request")
     handler.ksr_tm_event(None, "tm:local-request")
