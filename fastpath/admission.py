@@ -12,6 +12,7 @@ credit_limit is 0 for prepaid accounts (SPEC §1).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,12 +113,23 @@ return 1
 """
 
 
+# A word a hiredis command format carries as it is: no space (it splits arguments) and no '%' (it formats).
+_FORMAT_SAFE = re.compile(r"[^\s%]+")
+_OUTCOMES = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}
+
+
 @dataclass(frozen=True)
 class Grant:
     outcome: str
     granted: int = 0  # seconds the call may last (admitted)
     reserve: int = 0  # micros reserved = cost(granted) (admitted)
     available: int = 0  # what the account could spend before this call (admitted, insufficient)
+
+
+def grant_from_reply(reply: Sequence[int | str | bytes]) -> Grant:
+    """The Grant in the admission script's reply {code, granted, reserve, available}."""
+    code, granted, reserve, available = (int(value) for value in reply)
+    return Grant(_OUTCOMES[code], granted, reserve, available)
 
 
 class Admissions:
@@ -144,15 +156,43 @@ class Admissions:
         (connect_fee, included_seconds, rate_per_min, initial_increment, increment), up to max_call_seconds,
         its cost reserved (unless reserve=False: checked only, as a redirect server does). INSUFFICIENT when
         not even one second is affordable."""
+        keys, args = self._admit_call_keys_args(account, call_id, now=now, cps=cps, max_calls=max_calls,
+                                                credit_limit=credit_limit, terms=terms,
+                                                max_call_seconds=max_call_seconds, decided=decided, reserve=reserve)
+        return grant_from_reply(self._admit_call(keys=keys, args=args))
+
+    def admit_call_command(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int,
+                           credit_limit: int, terms: tuple[int, int, int, int, int] | Sequence[int],
+                           max_call_seconds: int, decided: bool = True, reserve: bool = True) -> str | None:
+        """admit_call() as one hiredis command format with a single `%s`, to be filled with the call id: the
+        same script through a client other than redis-py (Kamailio's ndb_redis: redis_cmd_p1(server, command,
+        call_id, reply)). Its reply goes to grant_from_reply(). None when the account or namespace holds a
+        character a format cannot carry literally (then use admit_call()). The script must have been loaded
+        (load_scripts()); a NOSCRIPT error says it was not. Built by hand, not from _admit_call_keys_args: it
+        runs once per INVITE."""
+        base = self._key(account, "")
+        if not _FORMAT_SAFE.fullmatch(base):
+            return None
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
-        code, granted, reserved, available = self._admit_call(
-            keys=[self._key(account, "calls"), self._key(account, "money"), self._key(account, f"cps:{now}")],
-            args=[call_id, cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial,
-                  increment],
-        )
-        outcome = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}[code]
-        return Grant(outcome, int(granted), int(reserved), int(available))
+        return (f"EVALSHA {self._admit_call.sha} 3 {base}calls {base}money {base}cps:{int(now)} %s {int(cps)} "
+                f"{int(max_calls)} {int(credit_limit)} {mode} {int(max_call_seconds)} {int(fee)} {int(included)} "
+                f"{int(rate)} {int(initial)} {int(increment)}")
+
+    def load_scripts(self) -> None:
+        """Load the scripts into Redis (redis-py loads them on first use; other clients cannot)."""
+        for script in (self._admit_call, self._settle):
+            self._redis.script_load(script.script)
+
+    def _admit_call_keys_args(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int,
+                              credit_limit: int, terms: tuple[int, int, int, int, int] | Sequence[int],
+                              max_call_seconds: int, decided: bool = True,
+                              reserve: bool = True) -> tuple[list[str], list[str]]:
+        mode = 0 if not decided else 1 if reserve else 2
+        fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
+        keys = [self._key(account, "calls"), self._key(account, "money"), self._key(account, f"cps:{now}")]
+        numbers = (cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial, increment)
+        return keys, [call_id, *(str(int(n)) for n in numbers)]
 
     def settle(self, account: str, call_id: str, cost: int, event: dict[str, str | int]) -> bool:
         """Release the call's reservation and debit its cost, once per call id; False for a repeat."""

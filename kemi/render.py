@@ -10,18 +10,40 @@ import re
 import sys
 import sysconfig
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
 
 KEMI_DIR = Path(__file__).resolve().parent
 REPO_ROOT = KEMI_DIR.parent
 TEMPLATE = KEMI_DIR / "kamailio.cfg"
 SCRIPT = KEMI_DIR / "tollgate_kemi.py"
 MODES = ("relay", "redirect")  # relay: the default for new installs; redirect: routing-server mode
+NDB_SERVER_NAME = "tollgate"  # the ndb_redis server the KEMI script names (tollgate_kemi.NDB_SERVER)
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
 
 def python_path() -> str:
     """The repository and this interpreter's site-packages (the venv's), for Kamailio's embedded Python."""
     return ":".join(dict.fromkeys([str(REPO_ROOT), sysconfig.get_paths()["purelib"]]))
+
+
+def ndb_redis_server(redis_url: str, name: str = NDB_SERVER_NAME) -> str:
+    """ndb_redis's "server" parameter for a redis:// or unix:// URL (host, port, db, password)."""
+    url = urlparse(redis_url)
+    db = (url.path or "/0").strip("/") or "0"
+    if url.scheme == "unix":
+        db = parse_qs(url.query).get("db", ["0"])[0]
+        where = f"unix={url.path}"
+    elif url.scheme == "redis":
+        where = f"addr={url.hostname or '127.0.0.1'};port={url.port or 6379}"
+    else:
+        raise ValueError(f"redis URL {redis_url!r}: Kamailio's ndb_redis speaks redis:// and unix:// only")
+    if not db.isdigit():
+        raise ValueError(f"redis URL {redis_url!r}: the database must be a number")
+    password = unquote(url.password or "")
+    if ";" in password:
+        raise ValueError("redis URL: ndb_redis cannot carry a password containing ';'")
+    password = f";pass={password}" if password else ""
+    return f"name={name};{where};db={db}{password}"
 
 
 def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_dir: str, mode: str = "relay",
@@ -35,6 +57,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "IMAGE_DIR": image_dir, "MODE": mode, "REALM": realm, "CHILDREN": str(children), "DEBUG": str(debug),
         "KEMI_SCRIPT": script or str(SCRIPT), "PYTHONPATH": pythonpath or python_path(),
         "FR_TIMER": str(int(fr_timer_ms)), "FR_INV_TIMER": str(int(fr_inv_timer_ms)),
+        "NDB_REDIS_SERVER": ndb_redis_server(redis_url),
     }
     for name, value in values.items():
         if not value or any(c in value for c in '"\n\r'):

@@ -69,6 +69,7 @@ from fastpath import admission as adm  # noqa: E402  (importable only after the 
 from fastpath.model import account_for_source  # noqa: E402
 from fastpath.reference.rating import Terms, cost  # noqa: E402
 from fastpath.runtime import FastPath, redis_client  # noqa: E402
+from kemi.render import NDB_SERVER_NAME as NDB_SERVER  # noqa: E402  (kamailio.cfg's ndb_redis server)
 
 ACTIVE = "ACTIVE"
 STOP = -255  # a step answered the request: the chain ends here
@@ -92,6 +93,10 @@ AVP_CALL = "$avp(tollgate_call)"  # the same JSON, per transaction (failure and 
 AVP_AT = "$avp(tollgate_at)"
 AVP_TIMEOUT = "$avp(tollgate_timeout)"  # kamailio.cfg: dialog timeout_avp
 PLENTY = 1 << 62  # the `available` the decision is made with: Admissions.admit_call grants against the real one
+NDB_REPLY = "tgadmit"  # the ndb_redis reply container of the admission script
+NDB_REPLY_TYPE = f"$redis({NDB_REPLY}=>type)"
+NDB_REPLY_VALUES = tuple(f"$redis({NDB_REPLY}=>value[{i}])" for i in range(4))
+REDIS_REPLY_ARRAY = 2  # hiredis's reply type of the script's {code, granted, reserve, available}
 EARLIER_THAN_BALANCE = ("account", "direction", "cli", "rate")  # decision stages before the money check
 
 
@@ -215,6 +220,7 @@ class Tollgate:
         failed_before = self.next_load > 0
         try:
             self.fast.load()
+            self.admissions.load_scripts()  # for ndb_redis's EVALSHA (see _admit)
         except Exception as exc:
             self.next_load = now + LOAD_RETRY_SECONDS
             if not failed_before:
@@ -357,7 +363,7 @@ class Tollgate:
         decided = decision.code == 200
         plan = self._plan(call, call_id, decision) if decided and self.relay else None  # before any reservation
         # A redirect server never sees the end: it checks the money but reserves nothing, counts no calls.
-        grant = self.admissions.admit_call(
+        grant = self._admit(
             call.account, call_id, now=now, cps=account.cps,
             max_calls=account.max_concurrent_calls if self.relay else 0, credit_limit=credit_limit,
             terms=decision.terms, max_call_seconds=fast.world.max_call_seconds, decided=decided,
@@ -392,6 +398,16 @@ class Tollgate:
             KSR.sl.send_reply(code, reason)
             self._settle(plan, answer=None, end=time.time(), code=code)
         return STOP
+
+    def _admit(self, account: str, call_id: str, **admission) -> adm.Grant:
+        """Admissions.admit_call through Kamailio's ndb_redis (one round trip without Python's socket and
+        protocol code); through redis-py when the command cannot be formatted or ndb_redis fails (Redis
+        restarted without the script: redis-py loads it again; Redis down: redis-py raises, the guard answers 500)."""
+        command = self.admissions.admit_call_command(account, call_id, **admission)
+        if (command is not None and KSR.ndb_redis.redis_cmd_p1(NDB_SERVER, command, call_id, NDB_REPLY) >= 0
+                and KSR.pv.get(NDB_REPLY_TYPE) == REDIS_REPLY_ARRAY):  # (it returns 0 on success, -1 on failure)
+            return adm.grant_from_reply([KSR.pv.get(pv) for pv in NDB_REPLY_VALUES])
+        return self.admissions.admit_call(account, call_id, **admission)
 
     def ksr_route_identify(self, msg, fast: FastPath, call: Call):
         """SIP digest when the request carries credentials, else the source IP map, else a 407 challenge."""

@@ -36,9 +36,11 @@ SCENARIOS = Path(__file__).resolve().parent / "sipp"
 LOOPBACK = "127.0.0.1"
 # A traceback, app_python3's own errors, the script's one-line "<route> failed", or any other ERROR/CRITICAL
 # line from Kamailio (a KSR call the script got wrong, a module it misconfigured) - except the script's own
-# KSR.err() lines (core/kemi.c sr_kemi_core_err), which tests inspect themselves.
+# KSR.err() lines (core/kemi.c sr_kemi_core_err), which tests inspect themselves, and ndb_redis reporting
+# that Redis forgot the admission script (a Redis restart: the script reloads it and goes on).
 _FAULT = re.compile(r"Traceback|app_python3 \[|tollgate: \w+ failed:|Python exception"
-                    r"|(ERROR|CRITICAL|ALERT|BUG): (?!<core> \[core/kemi\.c:\d+\]: sr_kemi_core_err)")
+                    r"|(ERROR|CRITICAL|ALERT|BUG): (?!<core> \[core/kemi\.c:\d+\]: sr_kemi_core_err"
+                    r"|ndb_redis \[redis_client\.c:\d+\]: redisc_exec\(\): Redis error:NOSCRIPT)")
 
 
 def free_udp_port(host: str = LOOPBACK) -> int:

@@ -225,3 +225,33 @@ def test_the_scripts_grant_is_exactly_the_reference_max_duration(admissions, cas
     else:
         assert (grant.outcome, grant.granted, grant.reserve) == (adm.ADMITTED, expected, cost(expected, terms))
         assert admissions.available(account, credit) == available - grant.reserve
+
+
+def _as_hiredis_sends(command: str, call_id: str) -> list[str]:
+    """What hiredis sends for `command` with one %s argument: words split on spaces, %s replaced whole
+    (so a call id with spaces or '%' stays one argument)."""
+    return [call_id if word == "%s" else word for word in command.split(" ")]
+
+
+def test_admit_call_command_runs_the_same_script_with_the_same_outcomes(admissions, redis_client):
+    """The ndb_redis path (Kamailio's client) and redis-py agree call by call, limits and money included."""
+    twin = Admissions(redis_client, admissions._namespace)
+    admissions.load_scripts()
+    admissions.credit("2001", 3 * EUR)
+    admissions.credit("2002", 3 * EUR)
+    values = dict(now=NOW, cps=0, max_calls=2, credit_limit=0, terms=(EUR, 0, 0, 1, 1), max_call_seconds=60)
+    through_command, through_redis_py = [], []
+    for call in ("c 1%s", "c2", "c3"):
+        command = admissions.admit_call_command("2001", call, **values)
+        reply = redis_client.execute_command(*_as_hiredis_sends(command, call))
+        through_command.append(adm.grant_from_reply(reply))
+        through_redis_py.append(twin.admit_call("2002", call, **values))
+    assert through_command == through_redis_py
+    assert [g.outcome for g in through_command] == [adm.ADMITTED, adm.ADMITTED, adm.CONCURRENCY_EXCEEDED]
+    assert admissions.available("2001", 0) == admissions.available("2002", 0) == EUR
+
+
+@pytest.mark.parametrize("account", ["20 01", "20%d01"])
+def test_admit_call_command_refuses_what_a_format_cannot_carry(admissions, account):
+    values = dict(now=NOW, cps=0, max_calls=0, credit_limit=0, terms=(EUR, 0, 0, 1, 1), max_call_seconds=60)
+    assert admissions.admit_call_command(account, "c1", **values) is None

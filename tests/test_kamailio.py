@@ -149,6 +149,22 @@ def test_ip_customer_is_redirected_to_the_gateways_in_failover_order(admin, mone
     assert result.received(302)[-1].headers("P-Asserted-Identity") == ["<sip:15550001111@tollgate>"]
 
 
+def test_admission_survives_redis_forgetting_its_scripts(admin, money, kamailio, carrier, sipp_dir, redis_client):
+    """Kamailio's ndb_redis runs the admission script by its SHA; after a Redis restart (SCRIPT FLUSH here)
+    the call still gets its answer (redis-py loads the script again), and the next one is admitted too."""
+    rate_group, _trunks = carrier
+    customer = make_customer(admin, money, rate_group)
+    tech_prefix = map_ip(admin, customer)
+    first = call(kamailio, sipp_dir, 302, dialled=tech_prefix + DESTINATION, settle=PROPAGATION_SECONDS)
+    assert first.returncode == 0, first.explain()
+    redis_client.script_flush()
+    for _ in range(2):
+        result = call(kamailio, sipp_dir, 302, dialled=tech_prefix + DESTINATION)
+        assert result.returncode == 0, result.explain()
+    noscript = [line for line in kamailio.log().splitlines() if "NOSCRIPT" in line]
+    assert 1 <= len(noscript) <= 2, noscript  # once per worker that met the flushed cache, not once per call
+
+
 def test_keepalive_options_is_answered_200_once_routing_data_is_loaded(kamailio):
     assert options_probe(kamailio.host, kamailio.port) == 200
 
@@ -259,7 +275,10 @@ def test_without_redis_at_start_kamailio_answers_503_and_logs_once_per_worker(tm
             assert result.received(503)[-1].first_line == "SIP/2.0 503 Routing data not loaded"
     finally:
         instance.stop()
-    assert not instance.faults(), instance.faults()
+    # Kamailio's own Redis client (ndb_redis, the admission path) reports the outage as it starts each process;
+    # anything else logged as an error would be a fault.
+    faults = [line for line in instance.faults() if not ("ndb_redis" in line and "redisc_init" in line)]
+    assert not faults, faults
     assert len([line for line in instance.log().splitlines() if "projection not loaded yet" in line]) == 2
 
 

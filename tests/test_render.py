@@ -1,0 +1,30 @@
+"""kemi/render.py: the Kamailio configuration is filled in from settings, never edited by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from kemi.render import ndb_redis_server, render
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("redis://127.0.0.1:6379/15", "name=tollgate;addr=127.0.0.1;port=6379;db=15"),
+    ("redis://redis.example", "name=tollgate;addr=redis.example;port=6379;db=0"),
+    ("redis://:s%40cret@10.0.0.5:6380/2", "name=tollgate;addr=10.0.0.5;port=6380;db=2;pass=s@cret"),
+    ("unix:///run/redis/redis.sock?db=3", "name=tollgate;unix=/run/redis/redis.sock;db=3"),
+])
+def test_the_redis_url_becomes_ndb_redis_server_parameter(url, expected):
+    assert ndb_redis_server(url) == expected
+
+
+@pytest.mark.parametrize("url", ["rediss://127.0.0.1:6379/0", "redis://127.0.0.1/x", "redis://:a;b@127.0.0.1/0"])
+def test_a_redis_url_ndb_redis_cannot_use_is_refused_with_the_reason(url):
+    with pytest.raises(ValueError, match="redis URL"):
+        ndb_redis_server(url)
+
+
+def test_the_rendered_cfg_names_the_server_the_script_uses(tmp_path):
+    cfg = render(listen="udp:127.0.0.1:5060", rundir=str(tmp_path), redis_url="redis://127.0.0.1:6379/4",
+                 namespace="tg", image_dir=str(tmp_path / "images"))
+    assert 'modparam("ndb_redis", "server", "name=tollgate;addr=127.0.0.1;port=6379;db=4")' in cfg
+    assert "{{" not in cfg
