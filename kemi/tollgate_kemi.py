@@ -22,7 +22,8 @@ Two modes (kamailio.cfg TOLLGATE_MODE):
   end: CPS and the balance are checked, nothing is reserved and concurrent calls are not counted.
 
 Admission (both modes, SPEC §5 order): after identification and the account check, the decision is made as
-if money were plentiful, then one atomic Redis script (Admissions.admit_call, one round trip) checks the
+if money were plentiful, then one atomic Redis script (Admissions.admit_call, one round trip through
+Kamailio's own ndb_redis client, redis-py as the fallback) checks the
 account's CPS, then its concurrent calls, then computes the grant against the live balance (the longest
 affordable call under the decision's terms, up to the company's maximum) and reserves its cost: two parallel
 calls on a tight balance share it instead of the second being refused on a stale read. A decision refused at
