@@ -22,6 +22,10 @@ class Config:
     workers: int = 16
     # How often the Redis projection is checked against PostgreSQL besides the change notifications.
     projection_interval_seconds: float = 2.0
+    # How often CDRs are moved from Redis into PostgreSQL and orphaned calls are looked for (control/ledger.py).
+    ledger_interval_seconds: float = 1.0
+    # An open call is orphaned (its node died) this long after its granted seconds ran out.
+    reap_grace_seconds: int = 300
 
 
 def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> Config:

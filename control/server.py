@@ -23,6 +23,7 @@ from control import db
 from control.auth import ApiInterceptor, TokenAuthority
 from control.config import Config, load_config
 from control.config_servicers import DirectoryService, RateGroupService, TrunkService
+from control.ledger import Ledger
 from control.projection import Publisher
 from control.servicers import AccountService, AuthService, CompanyService
 from tollgate.v1 import (
@@ -59,12 +60,14 @@ class RunningServer:
     port: int
     pool: ConnectionPool
     publisher: Publisher
+    ledger: Ledger
     _stop_health: threading.Event
 
     def stop(self, grace: float = 2.0) -> None:
         self._stop_health.set()
         self.server.stop(grace).wait()
         self.publisher.close()
+        self.ledger.stop()
         self.pool.close()
 
 
@@ -110,10 +113,13 @@ def create_server(config: Config) -> RunningServer:
         raise SystemExit(f"cannot listen on {config.listen}: address in use or invalid")
     publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace)
     publisher.start()
+    ledger = Ledger(config.dsn, config.redis_url, config.redis_namespace, config.ledger_interval_seconds,
+                    config.reap_grace_seconds)
+    ledger.start()
     server.start()
     stop = threading.Event()
     threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
-    return RunningServer(server, port, pool, publisher, stop)
+    return RunningServer(server, port, pool, publisher, ledger, stop)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ credit_limit is 0 for prepaid accounts (SPEC §1).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -35,12 +35,12 @@ SETTLED_TTL_SECONDS = 7 * 86_400  # how long a settled call id is remembered aga
 # rate_per_min is split as 60q + r so that charged * rate / 60 never forms a product above ~1.5e15.
 # KEYS: calls, money, cps(second). ARGV: call id, cps limit, call limit, credit limit, mode (0: count only,
 # 1: grant and reserve, 2: grant without reserving), max call seconds, connect fee, included seconds,
-# rate per minute, initial increment, increment.
-# Returns {code, granted, reserve, available}; the calls hash keeps "reserve:granted" per open call.
+# rate per minute, initial increment, increment, now (epoch seconds).
+# Returns {code, granted, reserve, available}; the calls hash keeps "reserve:granted:admitted_at" per open call.
 _ADMIT_CALL = """
 local reserved = redis.call('HGET', KEYS[1], ARGV[1])
 if reserved then
-  local r, g = string.match(reserved, '^(-?%d+):?(%d*)$')
+  local r, g = string.match(reserved, '^(-?%d+):?(%d*)')
   return {1, tonumber(g) or 0, tonumber(r), 0}
 end
 local cps = tonumber(ARGV[2])
@@ -92,7 +92,7 @@ if granted <= 0 then return {-3, 0, 0, available} end
 local reserve = cost(granted)
 if mode == '1' then
   redis.call('HINCRBY', KEYS[2], 'reserved', reserve)
-  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d', reserve, granted))
+  redis.call('HSET', KEYS[1], ARGV[1], string.format('%d:%d:%d', reserve, granted, ARGV[12]))
 end
 return {1, granted, reserve, available}
 """
@@ -101,7 +101,7 @@ return {1, granted, reserve, available}
 _SETTLE = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
 local reserved = redis.call('HGET', KEYS[1], ARGV[1])
-if reserved then  -- "reserve" (admit) or "reserve:granted" (admit_call)
+if reserved then  -- "reserve:granted:admitted_at"
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(string.match(reserved, '^-?%d+')))
 end
@@ -116,6 +116,31 @@ return 1
 # A word a hiredis command format carries as it is: no space (it splits arguments) and no '%' (it formats).
 _FORMAT_SAFE = re.compile(r"[^\s%]+")
 _OUTCOMES = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}
+
+
+# KEYS: calls, money, settled, events stream. ARGV: now, grace seconds, settled TTL, account.
+# Every open call admitted more than granted + grace seconds ago: released and settled at no cost, its event
+# saying so (end_reason "orphaned"). Returns the call ids.
+_REAP = """
+local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+local reaped = {}
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local call_id = entries[i]
+  local r, g, t = string.match(entries[i + 1], '^(-?%d+):(%d+):(%d+)$')
+  if t and tonumber(t) + tonumber(g) + grace < now and redis.call('SISMEMBER', KEYS[3], call_id) == 0 then
+    redis.call('HDEL', KEYS[1], call_id)
+    redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(r))
+    redis.call('SADD', KEYS[3], call_id)
+    redis.call('EXPIRE', KEYS[3], ARGV[3])
+    redis.call('XADD', KEYS[4], '*', 'call_id', call_id, 'account', ARGV[4], 'setup_time', t,
+               'end_time', tostring(now), 'billable_seconds', '0', 'sip_code', '0', 'customer_cost', '0',
+               'provider_cost', '0', 'end_reason', 'orphaned')
+    reaped[#reaped + 1] = call_id
+  end
+end
+return reaped
+"""
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,7 @@ class Admissions:
         self._namespace = namespace
         self._admit_call = client.register_script(_ADMIT_CALL)
         self._settle = client.register_script(_SETTLE)
+        self._reap = client.register_script(_REAP)
 
     def _key(self, account: str, name: str) -> str:
         return f"{self._namespace}:{{a:{account}}}:{name}"
@@ -177,7 +203,7 @@ class Admissions:
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
         return (f"EVALSHA {self._admit_call.sha} 3 {base}calls {base}money {base}cps:{int(now)} %s {int(cps)} "
                 f"{int(max_calls)} {int(credit_limit)} {mode} {int(max_call_seconds)} {int(fee)} {int(included)} "
-                f"{int(rate)} {int(initial)} {int(increment)}")
+                f"{int(rate)} {int(initial)} {int(increment)} {int(now)}")
 
     def load_scripts(self) -> None:
         """Load the scripts into Redis (redis-py loads them on first use; other clients cannot)."""
@@ -191,18 +217,41 @@ class Admissions:
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
         keys = [self._key(account, "calls"), self._key(account, "money"), self._key(account, f"cps:{now}")]
-        numbers = (cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial, increment)
+        numbers = (cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial, increment, now)
         return keys, [call_id, *(str(int(n)) for n in numbers)]
 
     def settle(self, account: str, call_id: str, cost: int, event: dict[str, str | int]) -> bool:
         """Release the call's reservation and debit its cost, once per call id; False for a repeat."""
         pairs = [str(v) for item in event.items() for v in item]
         done = self._settle(
-            keys=[self._key(account, "calls"), self._key(account, "money"), self._key(account, "settled"),
-                  self._key(account, "events")],
+            keys=self._money_keys(account),
             args=[call_id, cost, SETTLED_TTL_SECONDS, *pairs],
         )
         return bool(done)
+
+    def reap(self, account: str, *, now: int, grace_seconds: int) -> list[str]:
+        """Release the calls of `account` that cannot still be running: admitted more than their granted
+        seconds plus `grace_seconds` (the longest ring time, and margin) ago. Their node died or lost their
+        end; nobody knows how long they lasted, so they are settled at no cost (once: a late real end is then
+        a repeat) and their events say end_reason "orphaned" for the operator to look into."""
+        reaped = self._reap(keys=self._money_keys(account), args=[now, grace_seconds, SETTLED_TTL_SECONDS, account])
+        return [call_id.decode() if isinstance(call_id, bytes) else call_id for call_id in reaped]
+
+    def accounts_with_open_calls(self) -> Iterator[str]:
+        """Accounts that have a calls hash (some open call), found by SCAN."""
+        prefix, suffix = f"{self._namespace}:{{a:", "}:calls"
+        for key in self._redis.scan_iter(match=f"{self._namespace}:{{a:*}}:calls", count=1000, _type="hash"):
+            key = key.decode() if isinstance(key, bytes) else key
+            if key.startswith(prefix) and key.endswith(suffix):
+                yield key[len(prefix):-len(suffix)]
+
+    def events_key(self, account: str) -> str:
+        """The stream of the account's settled calls (its CDRs on their way to PostgreSQL)."""
+        return self._key(account, "events")
+
+    def _money_keys(self, account: str) -> list[str]:
+        return [self._key(account, "calls"), self._key(account, "money"), self._key(account, "settled"),
+                self._key(account, "events")]
 
     def open_calls(self, account: str) -> int:
         return int(self._redis.hlen(self._key(account, "calls")))

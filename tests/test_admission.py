@@ -255,3 +255,22 @@ def test_admit_call_command_runs_the_same_script_with_the_same_outcomes(admissio
 def test_admit_call_command_refuses_what_a_format_cannot_carry(admissions, account):
     values = dict(now=NOW, cps=0, max_calls=0, credit_limit=0, terms=(EUR, 0, 0, 1, 1), max_call_seconds=60)
     assert admissions.admit_call_command(account, "c1", **values) is None
+
+
+def test_reap_releases_only_calls_that_cannot_still_be_running(admissions, redis_client):
+    """A node that died mid-call leaves its reservations; once admitted_at + granted + grace has passed they
+    are released at no cost (once: the call's real end, arriving late, is a repeat), the others stay."""
+    admissions.credit("3001", 10 * EUR)
+    old = admit(admissions, "old", account="3001", max_call_seconds=60)
+    young = admit(admissions, "young", account="3001", max_call_seconds=60, now=NOW + 100)
+    assert (old.outcome, young.outcome) == (adm.ADMITTED, adm.ADMITTED)
+    assert admissions.reap("3001", now=NOW + 60 + 180, grace_seconds=180) == []  # not yet past: kept
+    assert admissions.reap("3001", now=NOW + 60 + 181, grace_seconds=180) == ["old"]
+    assert admissions.open_calls("3001") == 1
+    assert admissions.available("3001", 0) == 10 * EUR - EUR  # only the young call's reservation is left
+    assert list(admissions.accounts_with_open_calls()) == ["3001"]
+    (entry,) = redis_client.xrange(admissions.events_key("3001"))
+    event = {k.decode(): v.decode() for k, v in entry[1].items()}
+    assert (event["call_id"], event["end_reason"], event["customer_cost"]) == ("old", "orphaned", "0")
+    assert admissions.settle("3001", "old", EUR, {"call_id": "old"}) is False  # its real end, late: a repeat
+    assert admissions.available("3001", 0) == 9 * EUR

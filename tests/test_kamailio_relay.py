@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from fastpath.reference.rating import Terms, cost
@@ -136,6 +137,21 @@ def test_relayed_call_reaches_the_gateway_rewritten_and_is_billed_exactly(
     assert event["destination_dialled"] == DESTINATION and event["destination_sent"] == "77" + DESTINATION
     assert event["caller_id_received"] == CALLER == event["caller_id_presented"]
     assert float(event["setup_time"]) <= float(event["answer_time"]) < float(event["end_time"])
+    # ... and the control service's ledger has made it a CDR in PostgreSQL, moving both balances there too.
+    deadline = time.monotonic() + 10
+    with psycopg.connect(control_server.dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            cdr = conn.execute("SELECT account_number, provider, billable_seconds, customer_cost, provider_cost "
+                               "FROM cdrs WHERE call_id = %s", (event["call_id"],)).fetchone()
+            moved = conn.execute("SELECT count(*) FROM ledger_entries WHERE call_id = %s",
+                                 (event["call_id"],)).fetchone()[0]
+            if cdr and moved == 2:
+                break
+            time.sleep(0.1)
+        assert cdr == (account, provider, billable, customer_cost, provider_cost)
+        balances = dict(conn.execute("SELECT account_number, balance FROM accounts WHERE account_number IN (%s, %s)",
+                                     (account, provider)).fetchall())
+    assert balances == {account: -customer_cost, provider: provider_cost}  # PostgreSQL saw no payment yet
 
 
 def test_failover_to_the_next_gateway_then_the_next_trunk(admin, money, relay, fast, gateways, tmp_path,

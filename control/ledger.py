@@ -1,0 +1,187 @@
+"""The ledger: the switch's money and CDRs, from Redis into PostgreSQL (SPEC §9); one per control service.
+
+Kamailio settles each call in Redis (fastpath.admission: the live balance debited or credited once per call
+id) and appends the call's event to the stream of every account whose money moved: the customer's, and the
+provider's when it earned something. This thread makes PostgreSQL follow:
+
+- every stream entry is read through the consumer group GROUP, written in one transaction as the call's CDR
+  (once per call id) and the account's ledger entry (once per account and call id, moving accounts.balance
+  by the same amount Redis moved), and acknowledged only after that commit. While PostgreSQL or this service
+  is down, entries wait in their streams; pending ones (read, not acknowledged: a crash between the two) are
+  read again first after a restart. None is lost, none is counted twice.
+- open calls that cannot still be running are reaped (Admissions.reap): a node that died mid-call leaves its
+  reservations and its concurrent-call slots behind, which would block the account for good.
+
+Streams are found by SCAN. Entries stay in their stream RETENTION_SECONDS after they were written.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import redis
+
+from fastpath.admission import Admissions
+
+log = logging.getLogger("tollgate.ledger")
+
+GROUP = "ledger"
+READ_COUNT = 500  # entries per stream per read
+STREAMS_PER_READ = 200  # streams per XREADGROUP (its key list)
+# Reap a call this long after its granted seconds would have run out: more than Kamailio's longest ring time
+# (kemi/render.py fr_inv_timer, 120 s) plus the dialog's end being reported.
+REAP_GRACE_SECONDS = 300
+RETENTION_SECONDS = 7 * 86_400
+
+_TEXT = ("direction", "caller_id_received", "caller_id_presented", "destination_dialled", "destination_sent",
+         "rate_group", "prefix", "trunk", "provider", "gateway", "end_reason")
+_INT = ("rate_per_min", "billable_seconds", "sip_code", "customer_cost", "provider_cost")
+_TIME = ("setup_time", "answer_time", "end_time")
+_INSERT_CDR = (
+    "INSERT INTO cdrs (call_id, account_number, recorded, " + ", ".join(_TEXT + _INT + _TIME) + ") VALUES ("
+    + ", ".join(["%s"] * (3 + len(_TEXT) + len(_INT) + len(_TIME))) + ") ON CONFLICT (call_id) DO NOTHING"
+)
+
+
+class Ledger:
+    def __init__(self, dsn: str, redis_url: str, namespace: str, interval_seconds: float = 1.0,
+                 reap_grace_seconds: int = REAP_GRACE_SECONDS):
+        self._dsn = dsn
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self._admissions = Admissions(self._redis, namespace)
+        self._namespace = namespace
+        self._interval = interval_seconds
+        self._reap_grace = reap_grace_seconds
+        # Stable across restarts, so that a restarted service finds its own pending entries (read "0").
+        self._consumer = socket.gethostname()
+        self._grouped: set[str] = set()  # streams known to have the consumer group
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self._redis.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                if self._failing:
+                    log.info("ledger recovered")
+                    self._failing = False
+            except (psycopg.Error, redis.RedisError, OSError) as exc:
+                if not self._failing:  # once per outage, not once per retry
+                    log.error("ledger cannot reach its stores (CDRs wait in Redis): %s", exc)
+                self._failing = True
+            self._stop.wait(self._interval)
+
+    # ------------------------------------------------------------------ work
+    def run_once(self, now: int | None = None) -> tuple[int, int]:
+        """Reap, then record every waiting entry; (calls reaped, entries recorded)."""
+        reaped = self.reap(int(time.time()) if now is None else now)
+        return reaped, self.record()
+
+    def reap(self, now: int) -> int:
+        count = 0
+        for account in list(self._admissions.accounts_with_open_calls()):
+            for call_id in self._admissions.reap(account, now=now, grace_seconds=self._reap_grace):
+                log.warning("reaped orphaned call %s of account %s (its node lost it)", call_id, account)
+                count += 1
+        return count
+
+    def record(self) -> int:
+        """Every entry not yet recorded: pending ones (a previous run's crash) first, then new ones."""
+        streams = list(self._streams())
+        for stream in streams:
+            self._ensure_group(stream)
+        recorded = 0
+        with psycopg.connect(self._dsn) as conn:
+            for chunk in _chunks(streams, STREAMS_PER_READ):
+                for start in ("0", ">"):  # "0": this consumer's pending entries; ">": never delivered ones
+                    while True:
+                        replies = self._redis.xreadgroup(GROUP, self._consumer, dict.fromkeys(chunk, start),
+                                                         count=READ_COUNT)
+                        entries = [(s, e) for s, batch in replies for e in batch]
+                        if not entries:
+                            break
+                        recorded += self._write(conn, entries)
+                        if start == "0":  # pending entries are finite: one pass reads them all
+                            break
+        return recorded
+
+    def _write(self, conn: psycopg.Connection, entries: list[tuple[bytes, tuple[bytes, dict]]]) -> int:
+        """One transaction for a batch, then XACK: a crash in between only re-reads the batch."""
+        with conn.transaction():
+            for stream, (_entry_id, fields) in entries:
+                if not fields:  # pending, but deleted from the stream meanwhile: nothing left to record
+                    continue
+                _record_entry(conn, self._account_of(stream), {k.decode(): v.decode() for k, v in fields.items()})
+        by_stream: dict[bytes, list[bytes]] = {}
+        for stream, (entry_id, _fields) in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        pipe = self._redis.pipeline(transaction=False)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, GROUP, *ids)
+            # Acknowledged entries stay RETENTION_SECONDS (a replay buffer), then go.
+            pipe.xtrim(stream, minid=f"{int((time.time() - RETENTION_SECONDS) * 1000)}-0", approximate=True)
+        pipe.execute()
+        return len(entries)
+
+    def _streams(self) -> Iterator[bytes]:
+        yield from self._redis.scan_iter(match=f"{self._namespace}:{{a:*}}:events", count=1000, _type="stream")
+
+    def _ensure_group(self, stream: bytes) -> None:
+        if stream in self._grouped:
+            return
+        try:
+            self._redis.xgroup_create(stream, GROUP, id="0")
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._grouped.add(stream)
+
+    def _account_of(self, stream: bytes) -> str:
+        key = stream.decode()
+        return key[len(f"{self._namespace}:{{a:"):-len("}:events")]
+
+
+def _record_entry(conn: psycopg.Connection, account: str, event: dict[str, str]) -> None:
+    """The call's CDR (once per call id) and this account's ledger entry (once per account and call): the
+    customer's stream carries its debit, a provider's its credit (SPEC §9)."""
+    call_id = event["call_id"]
+    customer = event.get("account", account)
+    conn.execute(_INSERT_CDR, (
+        call_id, customer, event.get("record") == "yes",
+        *(event.get(name, "") for name in _TEXT),
+        *(int(event.get(name) or 0) for name in _INT),
+        *(_timestamp(event.get(name, "")) for name in _TIME),
+    ))
+    amount = -int(event.get("customer_cost") or 0) if account == customer else int(event.get("provider_cost") or 0)
+    inserted = conn.execute(
+        "INSERT INTO ledger_entries (account_number, call_id, amount) VALUES (%s, %s, %s) "
+        "ON CONFLICT DO NOTHING RETURNING 1", (account, call_id, amount)).fetchone()
+    if inserted and amount:
+        conn.execute("UPDATE accounts SET balance = balance + %s WHERE account_number = %s", (amount, account))
+
+
+def _timestamp(value: str) -> datetime | None:
+    return datetime.fromtimestamp(float(value), UTC) if value else None
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

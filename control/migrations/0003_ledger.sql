@@ -1,0 +1,40 @@
+-- CDRs and the money they move (SPEC §9), written by control/ledger.py from the switch's Redis event streams.
+
+-- One row per call that passed identification, answered or not.
+CREATE TABLE cdrs (
+    call_id              text        PRIMARY KEY,
+    account_number       text        NOT NULL,
+    direction            text        NOT NULL DEFAULT '',
+    caller_id_received   text        NOT NULL DEFAULT '',
+    caller_id_presented  text        NOT NULL DEFAULT '',
+    destination_dialled  text        NOT NULL DEFAULT '',
+    destination_sent     text        NOT NULL DEFAULT '',
+    rate_group           text        NOT NULL DEFAULT '',
+    prefix               text        NOT NULL DEFAULT '',
+    rate_per_min         bigint      NOT NULL DEFAULT 0,
+    trunk                text        NOT NULL DEFAULT '',
+    provider             text        NOT NULL DEFAULT '',
+    gateway              text        NOT NULL DEFAULT '',
+    setup_time           timestamptz,
+    answer_time          timestamptz,
+    end_time             timestamptz,
+    billable_seconds     integer     NOT NULL DEFAULT 0,
+    sip_code             integer     NOT NULL DEFAULT 0,
+    customer_cost        bigint      NOT NULL DEFAULT 0,
+    provider_cost        bigint      NOT NULL DEFAULT 0,
+    recorded             boolean     NOT NULL DEFAULT false,
+    end_reason           text        NOT NULL DEFAULT '',  -- '' normally; 'orphaned' when reaped (see fastpath.admission)
+    recorded_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX cdrs_account_setup ON cdrs (account_number, setup_time);
+CREATE INDEX cdrs_provider_setup ON cdrs (provider, setup_time) WHERE provider <> '';
+
+-- Each call moves an account's balance at most once (the customer debited, the provider credited): the key
+-- makes a redelivered stream entry a no-op.
+CREATE TABLE ledger_entries (
+    account_number text        NOT NULL,
+    call_id        text        NOT NULL,
+    amount         bigint      NOT NULL,  -- signed micros added to the balance
+    posted_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_number, call_id)
+);
