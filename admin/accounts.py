@@ -127,6 +127,22 @@ def update(stub: Stub, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def pay(stub: Stub, args: argparse.Namespace) -> int:
+    """A payment (a positive amount) or a non-call charge (--charge): the balance moves at once, the switch's
+    live balance within about a second; --request-id makes a retried command pay once."""
+    amount = -args.amount if args.charge else args.amount
+    if amount == 0:
+        raise UsageError("the amount must not be 0")
+    request = account_pb2.PostPaymentRequest(account=calls.account_name(args.number), amount=amount,
+                                             note=args.note or "", request_id=args.request_id or "")
+    payment = stub.PostPayment(request, **calls.options(args))
+    if args.json:
+        output.print_json(output.to_dict(payment))
+    else:
+        output.print_record(payment, {"amount", "balance_after"})
+    return EXIT_OK
+
+
 def iter_accounts(stub: Stub, args: argparse.Namespace) -> Iterator[account_pb2.Account]:
     """Follow next_page_token until the server says done or --limit is reached."""
     limit = args.limit
@@ -277,6 +293,13 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p = verb("update", update, "change only the fields given as flags")
     p.add_argument("number", metavar="NUMBER")
     fields.add_flags(p, ACCOUNT_FLAGS)
+
+    p = verb("pay", pay, "post a payment (or, with --charge, a non-call charge) to an account's balance")
+    p.add_argument("number", metavar="NUMBER")
+    p.add_argument("amount", type=fields.money_arg, metavar="AMOUNT", help="in the company's currency, e.g. 25.00")
+    p.add_argument("--charge", action="store_true", help="take AMOUNT from the balance (a non-call charge)")
+    p.add_argument("--note", metavar="TEXT", help="e.g. the bank reference; printed on the receipt")
+    p.add_argument("--request-id", metavar="KEY", help="idempotency key: the same key never pays twice")
 
     p = verb("list", list_, "list accounts, following all pages")
     add_filter_flags(p)

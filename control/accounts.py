@@ -68,9 +68,15 @@ def messages(conn: psycopg.Connection, rows: list[dict]) -> list[account_pb2.Acc
     return [to_message(r, devices[r["account_number"]]) for r in rows]
 
 
-def _fetch(conn: psycopg.Connection, principal: Principal, name: str, lock: bool = False) -> dict:
+def fetch_for_update(conn: psycopg.Connection, principal: Principal, name: str, field: str = "name") -> dict:
+    """The account row, locked until the transaction ends; `field` names the request field in errors."""
+    return _fetch(conn, principal, name, lock=True, field=field)
+
+
+def _fetch(conn: psycopg.Connection, principal: Principal, name: str, lock: bool = False,
+           field: str = "name") -> dict:
     """The account row; account tokens only reach their own (PERMISSION_DENIED before NOT_FOUND)."""
-    number = number_from_name(name)
+    number = number_from_name(name, field)
     query = "SELECT * FROM accounts WHERE lower(account_number) = lower(%s)"
     params: list = [number]
     if not principal.is_admin:

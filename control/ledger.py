@@ -9,6 +9,8 @@ provider's when it earned something. This thread makes PostgreSQL follow:
   by the same amount Redis moved), and acknowledged only after that commit. While PostgreSQL or this service
   is down, entries wait in their streams; pending ones (read, not acknowledged: a crash between the two) are
   read again first after a restart. None is lost, none is counted twice.
+- payments and charges posted through the API (control/payments.py, NOTIFY wakes this thread) move the live
+  balance in Redis once each (Redis remembers the payment ids it applied), then are marked pushed;
 - open calls that cannot still be running are reaped (Admissions.reap): a node that died mid-call leaves its
   reservations and its concurrent-call slots behind, which would block the account for good.
 
@@ -27,6 +29,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
+from control.payments import PAYMENTS_CHANNEL
 from fastpath.admission import Admissions
 
 log = logging.getLogger("tollgate.ledger")
@@ -79,21 +82,40 @@ class Ledger:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
-                if self._failing:
-                    log.info("ledger recovered")
-                    self._failing = False
+                with psycopg.connect(self._dsn, autocommit=True) as listener:
+                    listener.execute(f"LISTEN {PAYMENTS_CHANNEL}")
+                    while not self._stop.is_set():
+                        self.run_once()
+                        if self._failing:
+                            log.info("ledger recovered")
+                            self._failing = False
+                        # A posted payment wakes the ledger at once: the switch should see the money now.
+                        list(listener.notifies(timeout=self._interval, stop_after=1))
             except (psycopg.Error, redis.RedisError, OSError) as exc:
                 if not self._failing:  # once per outage, not once per retry
                     log.error("ledger cannot reach its stores (CDRs wait in Redis): %s", exc)
                 self._failing = True
-            self._stop.wait(self._interval)
+                self._stop.wait(self._interval)
 
     # ------------------------------------------------------------------ work
     def run_once(self, now: int | None = None) -> tuple[int, int]:
-        """Reap, then record every waiting entry; (calls reaped, entries recorded)."""
+        """Push payments, reap, then record every waiting entry; (calls reaped, entries recorded)."""
+        self.push_payments()
         reaped = self.reap(int(time.time()) if now is None else now)
         return reaped, self.record()
+
+    def push_payments(self) -> int:
+        """Every payment PostgreSQL has and Redis may not: applied there once (Redis remembers the ids), then
+        marked pushed. A crash in between only applies nothing the next time."""
+        pushed = 0
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            while rows := conn.execute("SELECT id, account_number, amount FROM payments WHERE pushed_at IS NULL "
+                                       "ORDER BY id LIMIT 500").fetchall():
+                for payment_id, account, amount in rows:
+                    self._admissions.apply_payment(account, payment_id, amount)
+                conn.execute("UPDATE payments SET pushed_at = now() WHERE id = ANY(%s)", ([r[0] for r in rows],))
+                pushed += len(rows)
+        return pushed
 
     def reap(self, now: int) -> int:
         count = 0

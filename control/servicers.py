@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from control import account_csv, accounts, company, listing, paging
+from control import account_csv, accounts, company, listing, paging, payments
 from control.auth import current_principal, require_admin
 from control.errors import invalid
 from control.fields import timestamp
@@ -73,6 +73,11 @@ class AccountService(account_pb2_grpc.AccountServiceServicer):
         require_admin()
         with self._pool.connection() as conn, conn.transaction():
             return account_pb2.DeleteAccountsResponse(accounts=accounts.delete_many(conn, list(request.names)))
+
+    def PostPayment(self, request: account_pb2.PostPaymentRequest, context) -> account_pb2.Payment:
+        require_admin()
+        with self._pool.connection() as conn, conn.transaction():
+            return payments.post(conn, current_principal(), request)
 
     def ExportAccountsCsv(
         self, request: account_pb2.ExportAccountsCsvRequest, context

@@ -143,6 +143,14 @@ return reaped
 """
 
 
+# KEYS: money, payments applied. ARGV: payment id, amount. 1 when applied now, 0 when it already was.
+_APPLY_PAYMENT = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'balance', ARGV[2])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Grant:
     outcome: str
@@ -166,6 +174,7 @@ class Admissions:
         self._admit_call = client.register_script(_ADMIT_CALL)
         self._settle = client.register_script(_SETTLE)
         self._reap = client.register_script(_REAP)
+        self._apply_payment = client.register_script(_APPLY_PAYMENT)
 
     def _key(self, account: str, name: str) -> str:
         return f"{self._namespace}:{{a:{account}}}:{name}"
@@ -252,6 +261,11 @@ class Admissions:
     def _money_keys(self, account: str) -> list[str]:
         return [self._key(account, "calls"), self._key(account, "money"), self._key(account, "settled"),
                 self._key(account, "events")]
+
+    def apply_payment(self, account: str, payment_id: int, amount: int) -> bool:
+        """Move the live balance by a payment posted in PostgreSQL, once per payment id; False for a repeat."""
+        return bool(self._apply_payment(keys=[self._key(account, "money"), self._key(account, "payments")],
+                                        args=[payment_id, amount]))
 
     def open_calls(self, account: str) -> int:
         return int(self._redis.hlen(self._key(account, "calls")))

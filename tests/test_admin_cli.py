@@ -447,3 +447,16 @@ def test_row_counter_ignores_newlines_inside_quotes_across_chunks() -> None:
     for chunk in (b'h1,h2\n1,"a\n', b'b"\n2,"x""', b'y"\n'):
         counter.feed(chunk)
     assert counter.rows == 2
+
+
+def test_pay_and_charge_move_the_balance_and_a_retry_pays_once(cli: Run) -> None:
+    number = ok_json(cli("accounts", "create", "--json", "--email", f"pay-{unique()}@example.com"))["account_number"]
+    paid = ok(cli("accounts", "pay", number, "25.50", "--note", "bank ref 4711", "--request-id", "r-1"))
+    assert "25.50" in paid and "bank ref 4711" in paid
+    again = ok_json(cli("accounts", "pay", number, "25.50", "--request-id", "r-1", "--json"))
+    assert again["balance_after"] == str(25_500_000)  # proto3 JSON prints int64 as a string
+    charged = ok_json(cli("accounts", "pay", number, "0.50", "--charge", "--json"))
+    assert (charged["amount"], charged["balance_after"]) == (str(-500_000), str(25_000_000))
+    assert "25.00" in ok(cli("accounts", "get", number))
+    refused = cli("accounts", "pay", number, "0")
+    assert refused.returncode != 0 and "must not be 0" in refused.stderr

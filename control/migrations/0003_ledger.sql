@@ -1,4 +1,5 @@
--- CDRs and the money they move (SPEC §9), written by control/ledger.py from the switch's Redis event streams.
+-- Money: CDRs and the balance moves of calls (SPEC §9), written by control/ledger.py from the switch's Redis
+-- event streams; payments and charges, posted through the API and pushed by the ledger into Redis.
 
 -- One row per call that passed identification, answered or not.
 CREATE TABLE cdrs (
@@ -38,3 +39,19 @@ CREATE TABLE ledger_entries (
     posted_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_number, call_id)
 );
+
+-- Money posted by the operator: payments (amount > 0) and non-call charges (< 0). accounts.balance moves in the
+-- same transaction; pushed_at is set once the switch's live balance in Redis has moved too (exactly once:
+-- Redis remembers the payment ids it applied).
+CREATE TABLE payments (
+    id             bigserial   PRIMARY KEY,
+    account_number text        NOT NULL REFERENCES accounts (account_number),
+    amount         bigint      NOT NULL CHECK (amount <> 0),
+    note           text        NOT NULL DEFAULT '',
+    request_id     text        UNIQUE,
+    balance_after  bigint      NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    pushed_at      timestamptz
+);
+CREATE INDEX payments_to_push ON payments (id) WHERE pushed_at IS NULL;
+CREATE INDEX payments_account ON payments (account_number, created_at);
