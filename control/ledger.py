@@ -5,10 +5,10 @@ id) and appends the call's event to the stream of every account whose money move
 provider's when it earned something. This thread makes PostgreSQL follow:
 
 - every stream entry is read through the consumer group GROUP, written in one transaction as the call's CDR
-  (once per call id) and the account's ledger entry (once per account and call id, moving accounts.balance
-  by the same amount Redis moved), and acknowledged only after that commit. While PostgreSQL or this service
-  is down, entries wait in their streams; pending ones (read, not acknowledged: a crash between the two) are
-  read again first after a restart. None is lost, none is counted twice.
+  (once per calling account and call id) and the account's ledger entry (once per account and call, moving
+  accounts.balance by the same amount Redis moved), and acknowledged only after that commit. While PostgreSQL
+  or this service is down, entries wait in their streams; pending ones (read, not acknowledged: a crash
+  between the two) are read again first after a restart. None is lost, none is counted twice.
 - payments and charges posted through the API (control/payments.py, NOTIFY wakes this thread) move the live
   balance in Redis once each (Redis remembers the payment ids it applied), then are marked pushed;
 - open calls that cannot still be running are reaped (Admissions.reap): a node that died mid-call leaves its
@@ -30,7 +30,7 @@ import psycopg
 import redis
 
 from control.payments import PAYMENTS_CHANNEL
-from fastpath.admission import Admissions
+from fastpath.admission import Admissions, provider_settlement_id
 
 log = logging.getLogger("tollgate.ledger")
 
@@ -48,7 +48,8 @@ _INT = ("rate_per_min", "billable_seconds", "sip_code", "customer_cost", "provid
 _TIME = ("setup_time", "answer_time", "end_time")
 _INSERT_CDR = (
     "INSERT INTO cdrs (call_id, account_number, recorded, " + ", ".join(_TEXT + _INT + _TIME) + ") VALUES ("
-    + ", ".join(["%s"] * (3 + len(_TEXT) + len(_INT) + len(_TIME))) + ") ON CONFLICT (call_id) DO NOTHING"
+    + ", ".join(["%s"] * (3 + len(_TEXT) + len(_INT) + len(_TIME)))
+    + ") ON CONFLICT (account_number, call_id) DO NOTHING"
 )
 
 
@@ -192,10 +193,13 @@ def _record_entry(conn: psycopg.Connection, account: str, event: dict[str, str])
         *(int(event.get(name) or 0) for name in _INT),
         *(_timestamp(event.get(name, "")) for name in _TIME),
     ))
-    amount = -int(event.get("customer_cost") or 0) if account == customer else int(event.get("provider_cost") or 0)
+    if account == customer:
+        amount, entry_id = -int(event.get("customer_cost") or 0), call_id
+    else:
+        amount, entry_id = int(event.get("provider_cost") or 0), provider_settlement_id(customer, call_id)
     inserted = conn.execute(
         "INSERT INTO ledger_entries (account_number, call_id, amount) VALUES (%s, %s, %s) "
-        "ON CONFLICT DO NOTHING RETURNING 1", (account, call_id, amount)).fetchone()
+        "ON CONFLICT DO NOTHING RETURNING 1", (account, entry_id, amount)).fetchone()
     if inserted and amount:
         conn.execute("UPDATE accounts SET balance = balance + %s WHERE account_number = %s", (amount, account))
 

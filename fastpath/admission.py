@@ -159,6 +159,11 @@ class Grant:
     available: int = 0  # what the account could spend before this call (admitted, insufficient)
 
 
+def provider_settlement_id(customer: str, call_id: str) -> str:
+    """What a provider's settlement and ledger entry are keyed by (Admissions.credit_provider)."""
+    return f"{customer}/{call_id}"
+
+
 def grant_from_reply(reply: Sequence[int | str | bytes]) -> Grant:
     """The Grant in the admission script's reply {code, granted, reserve, available}."""
     code, granted, reserve, available = (int(value) for value in reply)
@@ -237,6 +242,12 @@ class Admissions:
             args=[call_id, cost, SETTLED_TTL_SECONDS, *pairs],
         )
         return bool(done)
+
+    def credit_provider(self, provider: str, customer: str, call_id: str, amount: int,
+                        event: dict[str, str | int]) -> bool:
+        """The provider's side of a settled call: credited `amount` once per (customer, call id) - a Call-ID is
+        chosen by the caller's equipment, so two customers' calls may share one. False for a repeat."""
+        return self.settle(provider, provider_settlement_id(customer, call_id), -amount, event)
 
     def reap(self, account: str, *, now: int, grace_seconds: int) -> list[str]:
         """Release the calls of `account` that cannot still be running: admitted more than their granted

@@ -624,7 +624,7 @@ class Tollgate:
         }
         first = self.admissions.settle(plan["account"], plan["call_id"], customer_cost, event)
         if route and billable > 0:
-            self.admissions.settle(route["provider"], plan["call_id"], -provider_cost, event)
+            self.admissions.credit_provider(route["provider"], plan["account"], plan["call_id"], provider_cost, event)
         if not first:
             KSR.info(f"tollgate: call {plan['call_id']} already settled\n")
 

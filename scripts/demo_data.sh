@@ -2,6 +2,7 @@
 # Load the demo accounts through tollgate-admin, skipping those that exist already (safe to run again):
 #   9000000001  provider "Demo Carrier Ltd", prepaid
 #   9000000002  customer "Demo Customer Inc", postpaid with a 100.00 credit limit and a SIP device
+#   9000000003  customer "Demo Prepaid Shop", prepaid, funded with one 20.00 payment
 # The CLI finds the server and an admin token as usual: TOLLGATE_ADDRESS / TOLLGATE_TOKEN, or
 # ~/.config/tollgate/admin.toml. start-stack.sh runs this after starting the control service.
 # The demo accounts have no portal password; set one with `tollgate-admin accounts update N --password ...`.
@@ -79,3 +80,13 @@ fi
 "$ADMIN" origination-rates import demo-retail "$ROOT/examples/retail-origination.csv" --no-progress | sed 's/^/    /'
 "$ADMIN" accounts update 9000000002 --rate-group rateGroups/demo-retail >/dev/null
 say "demo customer 9000000002 rates with demo-retail"
+
+ensure 9000000003 customer \
+    --email ops@prepaid.example.com --company "Demo Prepaid Shop" \
+    --first-name Pat --last-name Prepaid --country GB --timezone Europe/London \
+    --prepaid --sip-device --max-calls 4 --cps 1
+"$ADMIN" accounts update 9000000003 --rate-group rateGroups/demo-retail >/dev/null
+# The request id makes this payment once-only, however often the demo data is loaded.
+"$ADMIN" accounts pay 9000000003 20.00 --note "demo opening balance" --request-id demo-9000000003-opening \
+    >/dev/null
+say "demo prepaid customer 9000000003 rates with demo-retail, balance 20.00"

@@ -142,9 +142,10 @@ def test_relayed_call_reaches_the_gateway_rewritten_and_is_billed_exactly(
     with psycopg.connect(control_server.dsn, autocommit=True) as conn:
         while time.monotonic() < deadline:
             cdr = conn.execute("SELECT account_number, provider, billable_seconds, customer_cost, provider_cost "
-                               "FROM cdrs WHERE call_id = %s", (event["call_id"],)).fetchone()
-            moved = conn.execute("SELECT count(*) FROM ledger_entries WHERE call_id = %s",
-                                 (event["call_id"],)).fetchone()[0]
+                               "FROM cdrs WHERE call_id = %s AND account_number = %s",
+                               (event["call_id"], account)).fetchone()
+            moved = conn.execute("SELECT count(*) FROM ledger_entries WHERE call_id IN (%s, %s)",
+                                 (event["call_id"], f"{account}/{event['call_id']}")).fetchone()[0]
             if cdr and moved == 2:
                 break
             time.sleep(0.1)

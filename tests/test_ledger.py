@@ -40,7 +40,7 @@ def _settle_call(money: Admissions, call_id: str, customer: str, provider: str, 
     """What the KEMI script does at a call's end (kemi/tollgate_kemi.py _settle)."""
     event = _event(call_id, customer, provider, customer_cost, provider_cost)
     money.settle(customer, call_id, customer_cost, event)
-    money.settle(provider, call_id, -provider_cost, event)
+    money.credit_provider(provider, customer, call_id, provider_cost, event)
 
 
 def _balance(dsn: str, account: str) -> int:
@@ -77,6 +77,20 @@ def test_settled_calls_reach_postgresql_through_the_running_service(admin, contr
     while _balance(control_server.dsn, provider) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (_balance(control_server.dsn, customer), _balance(control_server.dsn, provider)) == (-186_000, 93_000)
+
+
+def test_two_customers_reusing_one_call_id_get_a_cdr_each(admin, control_server, redis_client, private):
+    """Call-IDs come from the callers' equipment: a reused one must not hide (or merge) anybody's CDR."""
+    first, second, provider = _account(admin), _account(admin), _account(admin, apb.PROVIDER)
+    money = Admissions(redis_client, private)
+    _settle_call(money, "same@callid", first, provider, 10_000, 4_000)
+    _settle_call(money, "same@callid", second, provider, 20_000, 8_000)
+    ledger = Ledger(control_server.dsn, control_server.redis_url, private)
+    ledger.run_once(now=NOW)
+    assert [row[4] for row in _cdrs(control_server.dsn, first)] == [10_000]
+    assert [row[4] for row in _cdrs(control_server.dsn, second)] == [20_000]
+    assert _balance(control_server.dsn, provider) == 12_000  # credited for both calls
+    ledger.stop()
 
 
 def test_nothing_is_lost_while_postgresql_is_down_and_nothing_counts_twice(admin, control_server, redis_client,
@@ -134,6 +148,7 @@ def test_an_orphaned_call_is_reaped_and_recorded(admin, control_server, redis_cl
     assert ledger.run_once(now=NOW + 361) == (1, 1)
     assert money.open_calls(customer) == 0 and money.available(customer, 0) == EUR  # the slot and money are free
     with psycopg.connect(control_server.dsn) as conn:
-        row = conn.execute("SELECT end_reason, customer_cost, billable_seconds FROM cdrs WHERE call_id = 'orphan'")
+        row = conn.execute("SELECT end_reason, customer_cost, billable_seconds FROM cdrs "
+                           "WHERE call_id = 'orphan' AND account_number = %s", (customer,))
         assert row.fetchone() == ("orphaned", 0, 0)
     ledger.stop()

@@ -1,9 +1,10 @@
 -- Money: CDRs and the balance moves of calls (SPEC §9), written by control/ledger.py from the switch's Redis
 -- event streams; payments and charges, posted through the API and pushed by the ledger into Redis.
 
--- One row per call that passed identification, answered or not.
+-- One row per call that passed identification, answered or not. Keyed by the calling account as well: a
+-- Call-ID is chosen by the caller's equipment, and one customer reusing another's must not hide either CDR.
 CREATE TABLE cdrs (
-    call_id              text        PRIMARY KEY,
+    call_id              text        NOT NULL,
     account_number       text        NOT NULL,
     direction            text        NOT NULL DEFAULT '',
     caller_id_received   text        NOT NULL DEFAULT '',
@@ -25,13 +26,15 @@ CREATE TABLE cdrs (
     provider_cost        bigint      NOT NULL DEFAULT 0,
     recorded             boolean     NOT NULL DEFAULT false,
     end_reason           text        NOT NULL DEFAULT '',  -- '' normally; 'orphaned' when reaped (see fastpath.admission)
-    recorded_at          timestamptz NOT NULL DEFAULT now()
+    recorded_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_number, call_id)
 );
 CREATE INDEX cdrs_account_setup ON cdrs (account_number, setup_time);
 CREATE INDEX cdrs_provider_setup ON cdrs (provider, setup_time) WHERE provider <> '';
 
 -- Each call moves an account's balance at most once (the customer debited, the provider credited): the key
--- makes a redelivered stream entry a no-op.
+-- makes a redelivered stream entry a no-op. call_id is the Call-ID for the customer's entry and
+-- "<customer>/<Call-ID>" for a provider's (fastpath.admission.provider_settlement_id).
 CREATE TABLE ledger_entries (
     account_number text        NOT NULL,
     call_id        text        NOT NULL,
