@@ -119,6 +119,9 @@ class Ledger:
         return pushed
 
     def reap(self, now: int) -> int:
+        freed = self._admissions.reap_trunks(now)
+        if freed:
+            log.warning("freed %d trunk channel(s) held by calls their node lost", freed)
         count = 0
         for account in list(self._admissions.accounts_with_open_calls()):
             for call_id in self._admissions.reap(account, now=now, grace_seconds=self._reap_grace):

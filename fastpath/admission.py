@@ -151,6 +151,40 @@ return 1
 """
 
 
+# KEYS: the trunk's seats (call -> hold-until epoch second), its cps(second). ARGV: seat id, channel limit, cps
+# limit, hold until. 1: seized (or already held by this call), -1: at its CPS limit, -2: every channel busy.
+_SEIZE_TRUNK = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
+local cps = tonumber(ARGV[3])
+if cps > 0 then
+  local n = redis.call('INCR', KEYS[2])
+  if n == 1 then redis.call('EXPIRE', KEYS[2], 2) end
+  if n > cps then return -1 end
+end
+local limit = tonumber(ARGV[2])
+if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return -2 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+return 1
+"""
+
+# KEYS: a trunk's seats. ARGV: now. Frees the seats held past their hold-until time; returns how many.
+_REAP_TRUNK = """
+local freed = 0
+local seats = redis.call('HGETALL', KEYS[1])
+for i = 1, #seats, 2 do
+  if tonumber(seats[i + 1]) < tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], seats[i])
+    freed = freed + 1
+  end
+end
+return freed
+"""
+TRUNK_SEIZED = "seized"
+TRUNK_AT_CPS = "cps"
+TRUNK_FULL = "full"
+_TRUNK_OUTCOMES = {1: TRUNK_SEIZED, -1: TRUNK_AT_CPS, -2: TRUNK_FULL}
+
+
 @dataclass(frozen=True)
 class Grant:
     outcome: str
@@ -180,6 +214,8 @@ class Admissions:
         self._settle = client.register_script(_SETTLE)
         self._reap = client.register_script(_REAP)
         self._apply_payment = client.register_script(_APPLY_PAYMENT)
+        self._seize_trunk = client.register_script(_SEIZE_TRUNK)
+        self._reap_trunk = client.register_script(_REAP_TRUNK)
 
     def _key(self, account: str, name: str) -> str:
         return f"{self._namespace}:{{a:{account}}}:{name}"
@@ -277,6 +313,31 @@ class Admissions:
         """Move the live balance by a payment posted in PostgreSQL, once per payment id; False for a repeat."""
         return bool(self._apply_payment(keys=[self._key(account, "money"), self._key(account, "payments")],
                                         args=[payment_id, amount]))
+
+    # ------------------------------------------------------------------ trunks (SPEC §3, §5: channels and CPS)
+    def seize_trunk(self, trunk: str, seat: str, *, now: int, max_calls: int, cps: int, hold_until: int) -> str:
+        """One of the trunk's channels for `seat` (provider_settlement_id of the call), counted against its CPS
+        this second, cluster-wide: TRUNK_SEIZED, TRUNK_AT_CPS or TRUNK_FULL. A trunk without limits needs no
+        seat (callers skip this). The seat is freed by release_trunk, or by reap_trunks after hold_until."""
+        code = self._seize_trunk(keys=[self._trunk_key(trunk, "calls"), self._trunk_key(trunk, f"cps:{now}")],
+                                 args=[seat, max_calls, cps, hold_until])
+        return _TRUNK_OUTCOMES[int(code)]
+
+    def release_trunk(self, trunk: str, seat: str) -> None:
+        self._redis.hdel(self._trunk_key(trunk, "calls"), seat)
+
+    def busy_channels(self, trunk: str) -> int:
+        return int(self._redis.hlen(self._trunk_key(trunk, "calls")))
+
+    def reap_trunks(self, now: int) -> int:
+        """Free every trunk seat held past its hold-until time (its call's node died); how many were freed."""
+        freed = 0
+        for key in self._redis.scan_iter(match=f"{self._namespace}:{{t:*}}:calls", count=1000, _type="hash"):
+            freed += int(self._reap_trunk(keys=[key], args=[now]))
+        return freed
+
+    def _trunk_key(self, trunk: str, name: str) -> str:
+        return f"{self._namespace}:{{t:{trunk}}}:{name}"
 
     def open_calls(self, account: str) -> int:
         return int(self._redis.hlen(self._key(account, "calls")))

@@ -93,6 +93,9 @@ DLG_CODE = "tollgate_code"  # the last final answer seen by the failure route
 AVP_CALL = "$avp(tollgate_call)"  # the same JSON, per transaction (failure and branch routes read it)
 AVP_AT = "$avp(tollgate_at)"
 AVP_TIMEOUT = "$avp(tollgate_timeout)"  # kamailio.cfg: dialog timeout_avp
+# A trunk channel is held at most this long past the call's granted seconds (ring time and margin) when the
+# call's end never comes (its node died); the ledger's reaper frees it then.
+TRUNK_HOLD_GRACE_SECONDS = 300
 PLENTY = 1 << 62  # the `available` the decision is made with: Admissions.admit_call grants against the real one
 NDB_REPLY = "tgadmit"  # the ndb_redis reply container of the admission script
 NDB_REPLY_TYPE = f"$redis({NDB_REPLY}=>type)"
@@ -456,6 +459,7 @@ class Tollgate:
             "trunk": route.trunk, "provider": route.provider, "gateways": [list(g) for g in route.gateways],
             "destination": route.destination, "caller_id": route.caller_id, "prefix": route.prefix,
             "rate": route.rate_per_min, "terms": list(route.terms),
+            "max_calls": route.max_concurrent_calls, "cps": route.cps,
         } for route in decision.routes]
         return {
             "call_id": call_id, "account": call.account, "direction": decision.direction,
@@ -468,8 +472,10 @@ class Tollgate:
 
     def ksr_route_relay(self, plan: dict, decision) -> tuple[int, str]:
         """Relay the admitted INVITE; (0, "") once relayed, else the answer to give."""
+        first = None
         if decision.direction == "outbound":
-            if not plan["routes"] or not plan["routes"][0]["gateways"]:
+            first = self._seize_from(plan, 0)
+            if first is None:  # no trunk with a gateway and a free channel under its CPS (SPEC §5)
                 return 503, "No route available"
         elif not self._lookup_registered(decision):
             return 480, "Temporarily Unavailable"
@@ -485,7 +491,7 @@ class Tollgate:
             KSR.setflag(RECORD_FLAG)
             KSR.hdr.append(f"{RECORD_HEADER}: yes\r\n")
         if decision.direction == "outbound":
-            self._to_gateway(plan, 0, 0)
+            self._to_gateway(plan, first, 0)
         else:
             KSR.hdr.remove("P-Asserted-Identity")
             self._present_caller_id_request(decision.caller_id)
@@ -511,9 +517,32 @@ class Tollgate:
         address, transport = route["gateways"][gateway_index]
         KSR.seturi(_gateway_uri(route["destination"], address, transport))
         at = f"{route_index},{gateway_index}"
+        plan["at"] = at  # (for a settlement in this same request, e.g. when the relay itself fails)
         KSR.pv.sets(AVP_AT, at)
         KSR.dialog.var_sets(DLG_AT, at)
         KSR.tm.t_on_branch("ksr_branch_route_present")
+
+    def _seize_from(self, plan: dict, start: int) -> int | None:
+        """The first route from `start` on that has a gateway and, when its trunk has limits, a channel free
+        under its CPS (seized in Redis for this call, cluster-wide); None when there is none."""
+        for index in range(start, len(plan["routes"])):
+            route = plan["routes"][index]
+            if not route["gateways"]:
+                continue
+            if not _limited(route):
+                return index
+            now = int(time.time())
+            outcome = self.admissions.seize_trunk(
+                route["trunk"], adm.provider_settlement_id(plan["account"], plan["call_id"]), now=now,
+                max_calls=route["max_calls"], cps=route["cps"],
+                hold_until=now + int(plan["granted"]) + TRUNK_HOLD_GRACE_SECONDS)
+            if outcome == adm.TRUNK_SEIZED:
+                return index
+        return None
+
+    def _release_trunk(self, plan: dict, route: dict) -> None:
+        if _limited(route):
+            self.admissions.release_trunk(route["trunk"], adm.provider_settlement_id(plan["account"], plan["call_id"]))
 
     @guarded_event
     def ksr_branch_route_present(self, msg):
@@ -542,6 +571,10 @@ class Tollgate:
         plan = json.loads(KSR.pv.get(AVP_CALL))
         route_index, gateway_index = map(int, at.split(","))
         following = _next_gateway(plan["routes"], route_index, gateway_index)
+        if following is not None and following[0] != route_index:  # on to another trunk: free this one's channel
+            self._release_trunk(plan, plan["routes"][route_index])
+            following = self._seize_from(plan, following[0])
+            following = None if following is None else (following, 0)
         if following is None:  # every gateway failed: the caller gets this last failure's answer
             return 1
         self._to_gateway(plan, *following)
@@ -609,6 +642,8 @@ class Tollgate:
             route = plan["routes"][route_index]
             gateway = route["gateways"][gateway_index][0]
         provider_cost = cost(billable, Terms(*route["terms"])) if route else 0
+        if route:
+            self._release_trunk(plan, route)
         event = {
             "call_id": plan["call_id"], "account": plan["account"], "direction": plan["direction"],
             "caller_id_received": plan["caller_id_received"],
@@ -667,6 +702,11 @@ def _next_gateway(routes: list, route_index: int, gateway_index: int) -> tuple[i
         if routes[following]["gateways"]:
             return following, 0
     return None
+
+
+def _limited(route: dict) -> bool:
+    """Whether the route's trunk has a channel or CPS limit (only those are counted in Redis)."""
+    return bool(route.get("max_calls") or route.get("cps"))
 
 
 def _gateway_uri(user: str, address: str, transport: str) -> str:

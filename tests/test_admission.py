@@ -274,3 +274,17 @@ def test_reap_releases_only_calls_that_cannot_still_be_running(admissions, redis
     assert (event["call_id"], event["end_reason"], event["customer_cost"]) == ("old", "orphaned", "0")
     assert admissions.settle("3001", "old", EUR, {"call_id": "old"}) is False  # its real end, late: a repeat
     assert admissions.available("3001", 0) == 9 * EUR
+
+
+def test_trunk_channels_and_cps_are_counted_once_per_call_and_reaped_when_lost(admissions):
+    seize = admissions.seize_trunk
+    assert seize("fra1", "a/c1", now=NOW, max_calls=2, cps=0, hold_until=NOW + 100) == adm.TRUNK_SEIZED
+    assert seize("fra1", "a/c1", now=NOW, max_calls=2, cps=0, hold_until=NOW + 100) == adm.TRUNK_SEIZED  # again
+    assert seize("fra1", "a/c2", now=NOW, max_calls=2, cps=0, hold_until=NOW + 200) == adm.TRUNK_SEIZED
+    assert seize("fra1", "a/c3", now=NOW, max_calls=2, cps=0, hold_until=NOW + 200) == adm.TRUNK_FULL
+    assert admissions.busy_channels("fra1") == 2
+    admissions.release_trunk("fra1", "a/c2")
+    assert admissions.reap_trunks(NOW + 101) == 1  # c1's node died: its channel is freed after hold_until
+    assert admissions.busy_channels("fra1") == 0
+    outcomes = [seize("ams1", f"a/x{i}", now=NOW, max_calls=0, cps=2, hold_until=NOW + 9) for i in range(3)]
+    assert outcomes == [adm.TRUNK_SEIZED, adm.TRUNK_SEIZED, adm.TRUNK_AT_CPS]

@@ -42,6 +42,7 @@ from tests.kamailio_harness import (
 )
 from tests.kamailio_harness import suffix as _suffix
 from tests.test_kamailio import money
+from tollgate.v1 import trunks_pb2
 
 __all__ = ["money"]  # a fixture, imported for its use here
 FR_TIMER_MS = 1000
@@ -334,6 +335,64 @@ def test_two_nodes_sharing_redis_never_exceed_the_concurrent_call_limit(admin, m
     assert money.open_calls(account) == 0
 
 
+
+def test_a_trunk_at_its_channel_limit_is_skipped_across_nodes(admin, money, relay, relay2, fast, gateways, tmp_path):
+    """SPEC §5: trunks at their channel limit are skipped. The first trunk has one channel, shared by two
+    Kamailio nodes through Redis: of four parallel calls it carries one, the next trunk the other three."""
+    small = gateways("uas_answer.xml", calls=1, BYE_TIMEOUT=10_000)
+    large = gateways("uas_answer.xml", calls=3, BYE_TIMEOUT=10_000)
+    rate_group, (small_trunk, _large_trunk), _provider = make_carrier(
+        admin, [([small.address], "prefix,rate_per_min\n44,0.01\n"),
+                ([large.address], "prefix,rate_per_min\n44,0.02\n")], "prefix,rate_per_min\n44,0.05\n")
+    admin.trunks.UpdateTrunk(trunks_pb2.UpdateTrunkRequest(
+        trunk=trunks_pb2.Trunk(name=f"trunks/{small_trunk}", max_concurrent_calls=1),
+        update_mask={"paths": ["max_concurrent_calls"]}), metadata=admin.metadata)
+    account, tech_prefix = customer_on(admin, money, fast, rate_group, trunks=2, balance=50 * EUR)
+    deadline = time.monotonic() + 5
+    while fast.decide(account, CALLER, DESTINATION, 10**12, int(time.time())).routes[0].max_concurrent_calls != 1:
+        assert time.monotonic() < deadline, "the trunk's limit never reached the projection"
+        time.sleep(0.1)
+    time.sleep(0.5)  # the Kamailio workers poll the feed every 0.25 s
+    results = []
+
+    def fire(node: Kamailio, tag: str):
+        results.append(run_sipp(node, "uac_call.xml", tmp_path / f"uac_{tag}", expect=200,
+                                rows=[(CALLER, tech_prefix + DESTINATION)] * 2, rate=100, limit=2, timeout=10,
+                                values={"HOLD": 2000}))
+
+    threads = [threading.Thread(target=fire, args=(node, tag)) for node, tag in ((relay, "a"), (relay2, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r.returncode == 0 for r in results), [r.explain() for r in results]
+    assert (len(small.received("INVITE")), len(large.received("INVITE"))) == (1, 3)
+    deadline = time.monotonic() + 5
+    while money.busy_channels(small_trunk) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert money.busy_channels(small_trunk) == 0  # freed when its call ended
+
+
+def test_no_trunk_with_a_free_channel_is_503_no_route(admin, money, relay, fast, gateways, tmp_path):
+    gateway = gateways("uas_answer.xml", calls=1, BYE_TIMEOUT=10_000)
+    rate_group, (trunk,), _provider = make_carrier(
+        admin, [([gateway.address], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
+    account, tech_prefix = customer_on(admin, money, fast, rate_group, balance=50 * EUR)
+    money.seize_trunk(trunk, "another-call", now=int(time.time()), max_calls=1, cps=0,
+                      hold_until=int(time.time()) + 60)  # its only channel is busy (another node's call)
+    admin.trunks.UpdateTrunk(trunks_pb2.UpdateTrunkRequest(
+        trunk=trunks_pb2.Trunk(name=f"trunks/{trunk}", max_concurrent_calls=1),
+        update_mask={"paths": ["max_concurrent_calls"]}), metadata=admin.metadata)
+    deadline = time.monotonic() + 5
+    while True:
+        result = place(relay, tmp_path, "uac_expect.xml", 503, tech_prefix + DESTINATION)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert result.returncode == 0, result.explain()
+    assert result.received(503)[-1].first_line == "SIP/2.0 503 No route available"
+    assert gateway.received("INVITE") == [] and money.open_calls(account) == 0
+    money.release_trunk(trunk, "another-call")
 
 
 # ---------------------------------------------------------------------------------------------- fast path
