@@ -43,7 +43,8 @@ _QUERIES = {
         FROM rate_groups ORDER BY id""",
     "trunks": """
         SELECT t.id, t.provider, (a.deleted_at IS NULL AND a.status = 'ACTIVE'), t.gateways,
-               t.max_concurrent_calls, t.cps, t.localization_id, t.priority, t.status
+               t.max_concurrent_calls, t.cps, t.localization_id, t.priority, t.status,
+               extract(epoch FROM a.expire_at)::bigint
         FROM trunks t JOIN accounts a ON a.account_number = t.provider ORDER BY t.id""",
     "localizations": """
         SELECT id, caller_id_inbound, caller_id_outbound, destination, termination_caller_id,

@@ -8,7 +8,7 @@ reference.
 """
 
 from cpython.unicode cimport PyUnicode_GET_LENGTH
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT64_MAX, int64_t
 from libc.stdlib cimport free, malloc
 
 
@@ -153,6 +153,7 @@ cdef class _Group:
 cdef class _Trunk:
     cdef str id, provider
     cdef bint usable
+    cdef int64_t provider_expires  # epoch second the provider's account expires (INT64_MAX: never)
     cdef tuple gateways
     cdef int max_concurrent_calls, cps, priority
     cdef _Rules rules
@@ -332,6 +333,7 @@ cdef class Engine:
         c.id = t.id
         c.provider = t.provider
         c.usable = t.status == model.ACTIVE and t.provider_usable and len(t.gateways) > 0 and deck is not None
+        c.provider_expires = INT64_MAX if t.provider_expire_epoch is None else t.provider_expire_epoch
         c.gateways = tuple(t.gateways)
         c.max_concurrent_calls = t.max_concurrent_calls
         c.cps = t.cps
@@ -353,7 +355,7 @@ cdef class Engine:
         caller_id = _localize(caller_id, account.rules.caller_id_outbound)
         if account.allow_local_calls and destination in self.devices_active:
             return self._local(account, caller_id, destination, available, now)
-        return self._outbound(account, caller_id, destination, available, entropy)
+        return self._outbound(account, caller_id, destination, available, entropy, now)
 
     cdef Decision _inbound(self, str did, str caller_id, _Account account, int64_t now):
         owner_number = self.did_owner[did]
@@ -403,7 +405,7 @@ cdef class Engine:
         return both
 
     cdef Decision _outbound(self, _Account account, str caller_id, str destination, int64_t available,
-                            int64_t entropy):
+                            int64_t entropy, int64_t now):
         cdef int option = account.cli_pool
         cdef str group_id = account.rate_group
         cdef tuple pool
@@ -449,7 +451,7 @@ cdef class Engine:
             return d
         d.granted_seconds = granted
         forced = tuple(strings.value) if hit.has_strings else group.trunks
-        d.routes = self._routes(account, group, forced, destination, caller_id, rate, granted)
+        d.routes = self._routes(account, group, forced, destination, caller_id, rate, granted, now)
         if not d.routes:
             d.code, d.reason, d.stage = 503, "No route available", "route"
             return d
@@ -459,7 +461,7 @@ cdef class Engine:
         return d
 
     cdef tuple _routes(self, _Account account, _Group group, tuple trunk_ids, str destination, str caller_id,
-                       int64_t origination_rate, int64_t granted):
+                       int64_t origination_rate, int64_t granted, int64_t now):
         cdef Py_ssize_t count = len(trunk_ids), kept = 0, index
         cdef Candidate[16] small
         cdef Candidate* items = small
@@ -469,8 +471,8 @@ cdef class Engine:
             if items == NULL:
                 raise MemoryError()
         try:
-            self._collect(account, group, trunk_ids, destination, caller_id, origination_rate, granted, items,
-                          &kept, routes)
+            self._collect(account, group, trunk_ids, destination, caller_id, origination_rate, granted, now,
+                          items, &kept, routes)
             _sort(items, kept)
             return tuple([routes[items[index].route] for index in range(kept)])
         finally:
@@ -478,8 +480,8 @@ cdef class Engine:
                 free(items)
 
     cdef int _collect(self, _Account account, _Group group, tuple trunk_ids, str destination, str caller_id,
-                      int64_t origination_rate, int64_t granted, Candidate* items, Py_ssize_t* kept_out,
-                      list routes) except -1:
+                      int64_t origination_rate, int64_t granted, int64_t now, Candidate* items,
+                      Py_ssize_t* kept_out, list routes) except -1:
         """One Route per usable trunk with a termination rate (loss-less filtered), and its sort key."""
         cdef Py_ssize_t count = len(trunk_ids), kept = 0, index
         cdef _Trunk trunk
@@ -489,7 +491,7 @@ cdef class Engine:
         cdef str number
         for index in range(count):
             trunk = self.trunks.get(trunk_ids[index])
-            if trunk is None or not trunk.usable:
+            if trunk is None or not trunk.usable or trunk.provider_expires <= now:
                 continue
             number = _localize(destination, trunk.rules.termination_destination) \
                 if trunk.rules.termination_destination else destination

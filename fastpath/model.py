@@ -84,6 +84,7 @@ class Trunk:
     localization: str | None
     priority: int
     status: str
+    provider_expire_epoch: int | None = None  # the provider account's expiry: its trunks stop routing then
 
 
 @dataclass(frozen=True)

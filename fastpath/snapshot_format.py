@@ -31,7 +31,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "rategroups": ("id", "markup_percent", "routing_strategy", "default_initial_increment",
                    "default_increment", "trunks", "status"),
     "trunks": ("id", "provider", "provider_usable", "gateways", "max_concurrent_calls", "cps",
-               "localization", "priority", "status"),
+               "localization", "priority", "status", "provider_expire_epoch"),
     "localizations": ("id", "caller_id_inbound", "caller_id_outbound", "destination",
                       "termination_caller_id", "termination_destination"),
     "odeck": ("prefix", "connect_fee", "included_seconds", "rate_per_min", "initial_increment", "increment",

@@ -52,6 +52,13 @@ def test_longest_origination_prefix_and_lcr_order():
     assert d.granted_seconds == 3000 and d.reserve == 100 * EUR  # 100 EUR at 2 EUR/min
 
 
+@pytest.mark.parametrize(("expire_epoch", "trunks"), [(None, ["b", "a"]), (NOW + 1, ["b", "a"]), (NOW, ["a"])])
+def test_an_expired_providers_trunks_stop_routing_at_the_expiry(expire_epoch, trunks):
+    """Expiry is a time, not a change: the projection is not rebuilt when it passes, the decision checks it."""
+    d = both(routed(trunks=[trunk("a"), trunk("b", provider="9000000009", provider_expire_epoch=expire_epoch)]))
+    assert [r.trunk for r in d.routes] == trunks
+
+
 def test_cost_strategy_orders_by_cost_first():
     d = both(routed(groups=[group(trunks=("a", "b"), routing_strategy="COST")]))
     assert [r.trunk for r in d.routes] == ["a", "b"]

@@ -77,6 +77,7 @@ def worlds(draw, routing_heavy: bool = False) -> World:
               for g in ("g1", "g2")]
     trunks = [trunk(t, status=draw(st.sampled_from(["ACTIVE", "ACTIVE", "ACTIVE", "INACTIVE"])),
                     provider_usable=draw(st.sampled_from([True, True, True, False])),
+                    provider_expire_epoch=draw(st.sampled_from([None, None, NOW, NOW + 1])),
                     priority=draw(st.integers(0, 2)),
                     localization=draw(st.sampled_from([None, "p2"])),
                     max_concurrent_calls=draw(st.integers(0, 5)), cps=draw(st.integers(0, 5)))

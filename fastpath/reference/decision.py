@@ -116,7 +116,7 @@ def _outbound(world: World, call: Call, account: Account, common: dict) -> Decis
         return refusal(402, "Insufficient balance", "balance", **rated)
     forced = record[5]
     routes = _routes(world, account, group, forced or group.trunks, common["destination"], caller_id,
-                     terms.rate_per_min, granted)
+                     terms.rate_per_min, granted, call.now)
     if not routes:
         return refusal(503, "No route available", "route", granted_seconds=granted, **rated)
     return Decision(code=200, reason="OK", stage="done", granted_seconds=granted, reserve=cost(granted, terms),
@@ -124,13 +124,16 @@ def _outbound(world: World, call: Call, account: Account, common: dict) -> Decis
 
 
 def _routes(world: World, account: Account, group: RateGroup, trunk_ids, destination: str, caller_id: str,
-            origination_rate: int, granted: int) -> tuple[Route, ...]:
-    """Usable trunks with a termination rate, loss-less filtered, in the group's strategy order."""
+            origination_rate: int, granted: int, now: int) -> tuple[Route, ...]:
+    """Usable trunks (an expired provider's are not) with a termination rate, loss-less filtered, in the
+    group's strategy order."""
     candidates = []
     for index, trunk_id in enumerate(trunk_ids):
         trunk = world.trunks.get(trunk_id)
         deck = world.termination_decks.get(trunk_id)
         if trunk is None or trunk.status != ACTIVE or not trunk.provider_usable or not trunk.gateways or deck is None:
+            continue
+        if trunk.provider_expire_epoch is not None and trunk.provider_expire_epoch <= now:
             continue
         rules = world.rules(trunk.localization)
         number = localize(destination, rules.termination_destination)
