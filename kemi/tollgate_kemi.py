@@ -721,9 +721,11 @@ def _set_destination_set(uris: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- app_python3s
-# Kamailio >= 5.7 also offers app_python3s, which calls module-level functions without a msg argument
-# instead of the methods of mod_init()'s object. These delegate to one handler per process, so the same
-# script runs under both modules (Debian 12's Kamailio 5.6 has app_python3 only: this part is untested here).
+# Kamailio >= 5.7 also offers app_python3s, which calls module-level functions (by the route names the script
+# and kamailio.cfg give: request route, failure and branch routes, event callbacks) without a msg argument,
+# instead of the methods of mod_init()'s object. Every ksr_* method therefore also exists as a module-level
+# function delegating to one handler per process, so the same script runs under both modules. (Debian 12's
+# Kamailio 5.6 has app_python3 only: tests/test_kamailio.py checks the wrappers exist and delegate.)
 _handler = None
 
 
@@ -734,5 +736,14 @@ def _the_handler():
     return _handler
 
 
-def ksr_request_route(msg=None):
-    return _the_handler().ksr_request_route(msg)
+def _module_level(name: str):
+    def route(*args):
+        method = getattr(_the_handler(), name)
+        return method(*args) if args else method(None)  # routes take a msg; app_python3s passes none
+
+    route.__name__ = name
+    return route
+
+
+for _name in [name for name in vars(Tollgate) if name.startswith("ksr_")]:
+    globals()[_name] = _module_level(_name)

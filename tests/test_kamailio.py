@@ -340,3 +340,34 @@ def test_a_python_fault_answers_500_and_logs_one_line(monkeypatch, tmp_path):
     assert ksr.replies == [(500, "Server Internal Error")]
     assert len(ksr.errors) == 1 and ksr.errors[0].count("\n") == 1
     assert "KeyError" in ksr.errors[0] and "c1@test" in ksr.errors[0]
+
+
+def test_every_route_kamailio_may_call_exists_for_app_python3s_too(monkeypatch, tmp_path):
+    """app_python3s (Kamailio >= 5.7) calls module-level functions by name, without a msg: each route the
+    script or kamailio.cfg names must exist there and reach the same handler as under app_python3."""
+    ksr = _FakeKSR({"TOLLGATE_PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                    "TOLLGATE_REDIS_URL": "redis://127.0.0.1:1/0", "TOLLGATE_NAMESPACE": "x",
+                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "redirect", "TOLLGATE_REALM": "tollgate"})
+    monkeypatch.setitem(sys.modules, "KSR", ksr)
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("tollgate_kemi_s", root / "kemi" / "tollgate_kemi.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    source = (root / "kemi" / "tollgate_kemi.py").read_text()
+    named = set(re.findall(r't_on_(?:failure|branch)\("(\w+)"\)', source))
+    named |= set(re.findall(r'"event_callback", "(\w+)"', (root / "kemi" / "kamailio.cfg").read_text()))
+    named |= {"ksr_request_route", "ksr_reply_route"}
+    assert len(named) >= 6, named
+    for name in named:
+        assert callable(getattr(script, name, None)), f"{name}: no module-level function for app_python3s"
+        assert hasattr(script.Tollgate, name), f"{name}: no method for app_python3"
+
+    calls = []
+
+    class Recorder:
+        def __getattr__(self, name):
+            return lambda *args: calls.append((name, args)) or 1
+
+    script._handler = Recorder()
+    assert script.ksr_request_route() == 1 and script.ksr_dialog_event("dialog:end") == 1
+    assert calls == [("ksr_request_route", (None,)), ("ksr_dialog_event", ("dialog:end",))]
