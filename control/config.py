@@ -24,8 +24,10 @@ class Config:
     projection_interval_seconds: float = 2.0
     # How often CDRs are moved from Redis into PostgreSQL and orphaned calls are looked for (control/ledger.py).
     ledger_interval_seconds: float = 1.0
-    # An open call is orphaned (its node died) this long after its granted seconds ran out.
+    # An open call is orphaned (its node died) this long after it must have ended: answered, its granted
+    # seconds after the answer; unanswered, max_ring_seconds (>= Kamailio's fr_inv_timer) after its admission.
     reap_grace_seconds: int = 300
+    max_ring_seconds: int = 120
 
 
 def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> Config:

@@ -37,9 +37,10 @@ log = logging.getLogger("tollgate.ledger")
 GROUP = "ledger"
 READ_COUNT = 500  # entries per stream per read
 STREAMS_PER_READ = 200  # streams per XREADGROUP (its key list)
-# Reap a call this long after its granted seconds would have run out: more than Kamailio's longest ring time
-# (kemi/render.py fr_inv_timer, 120 s) plus the dialog's end being reported.
+# Reap a call this long after it must have ended: its granted seconds counted from its answer, or the longest
+# ring time (Kamailio's fr_inv_timer, kemi/render.py: 120 s) from its admission when it was never answered.
 REAP_GRACE_SECONDS = 300
+MAX_RING_SECONDS = 120
 RETENTION_SECONDS = 7 * 86_400
 
 _TEXT = ("direction", "caller_id_received", "caller_id_presented", "destination_dialled", "destination_sent",
@@ -55,13 +56,14 @@ _INSERT_CDR = (
 
 class Ledger:
     def __init__(self, dsn: str, redis_url: str, namespace: str, interval_seconds: float = 1.0,
-                 reap_grace_seconds: int = REAP_GRACE_SECONDS):
+                 reap_grace_seconds: int = REAP_GRACE_SECONDS, max_ring_seconds: int = MAX_RING_SECONDS):
         self._dsn = dsn
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
         self._admissions = Admissions(self._redis, namespace)
         self._namespace = namespace
         self._interval = interval_seconds
         self._reap_grace = reap_grace_seconds
+        self._max_ring = max_ring_seconds
         # Stable across restarts, so that a restarted service finds its own pending entries (read "0").
         self._consumer = socket.gethostname()
         self._grouped: set[str] = set()  # streams known to have the consumer group
@@ -124,7 +126,8 @@ class Ledger:
             log.warning("freed %d trunk channel(s) held by calls their node lost", freed)
         count = 0
         for account in list(self._admissions.accounts_with_open_calls()):
-            for call_id in self._admissions.reap(account, now=now, grace_seconds=self._reap_grace):
+            for call_id in self._admissions.reap(account, now=now, grace_seconds=self._reap_grace,
+                                                 ring_seconds=self._max_ring):
                 log.warning("reaped orphaned call %s of account %s (its node lost it)", call_id, account)
                 count += 1
         return count

@@ -114,7 +114,7 @@ def create_server(config: Config) -> RunningServer:
     publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace)
     publisher.start()
     ledger = Ledger(config.dsn, config.redis_url, config.redis_namespace, config.ledger_interval_seconds,
-                    config.reap_grace_seconds)
+                    config.reap_grace_seconds, config.max_ring_seconds)
     ledger.start()
     server.start()
     stop = threading.Event()

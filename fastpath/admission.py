@@ -118,8 +118,9 @@ _FORMAT_SAFE = re.compile(r"[^\s%]+")
 _OUTCOMES = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}
 
 
-# KEYS: calls, money, settled, events stream. ARGV: now, grace seconds, settled TTL, account.
-# Every open call admitted more than granted + grace seconds ago: released and settled at no cost, its event
+# KEYS: calls, money, settled, events stream. ARGV: now, grace seconds, settled TTL, account, ring seconds.
+# Every open call that cannot still be running - answered more than granted + grace seconds ago, or never
+# answered and admitted more than ring + grace seconds ago - released and settled at no cost, its event
 # saying so (end_reason "orphaned"). Returns the call ids.
 _REAP = """
 local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -127,8 +128,11 @@ local reaped = {}
 local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
   local call_id = entries[i]
-  local r, g, t = string.match(entries[i + 1], '^(-?%d+):(%d+):(%d+)$')
-  if t and tonumber(t) + tonumber(g) + grace < now and redis.call('SISMEMBER', KEYS[3], call_id) == 0 then
+  local r, g, t, a = string.match(entries[i + 1], '^(-?%d+):(%d+):(%d+):?(%d*)$')
+  local deadline = nil
+  if a and a ~= '' then deadline = tonumber(a) + tonumber(g) + grace
+  elseif t then deadline = tonumber(t) + tonumber(ARGV[5]) + grace end
+  if deadline and deadline < now and redis.call('SISMEMBER', KEYS[3], call_id) == 0 then
     redis.call('HDEL', KEYS[1], call_id)
     redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(r))
     redis.call('SADD', KEYS[3], call_id)
@@ -185,6 +189,16 @@ TRUNK_FULL = "full"
 _TRUNK_OUTCOMES = {1: TRUNK_SEIZED, -1: TRUNK_AT_CPS, -2: TRUNK_FULL}
 
 
+# KEYS: calls. ARGV: call id, answered at (epoch second). Appends it to the open call's "reserve:granted:
+# admitted_at" once, so that the reaper counts the granted seconds from the answer.
+_MARK_ANSWERED = """
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry or not string.match(entry, '^-?%d+:%d+:%d+$') then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], entry .. ':' .. ARGV[2])
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Grant:
     outcome: str
@@ -213,6 +227,7 @@ class Admissions:
         self._admit_call = client.register_script(_ADMIT_CALL)
         self._settle = client.register_script(_SETTLE)
         self._reap = client.register_script(_REAP)
+        self._mark_answered = client.register_script(_MARK_ANSWERED)
         self._apply_payment = client.register_script(_APPLY_PAYMENT)
         self._seize_trunk = client.register_script(_SEIZE_TRUNK)
         self._reap_trunk = client.register_script(_REAP_TRUNK)
@@ -285,12 +300,18 @@ class Admissions:
         chosen by the caller's equipment, so two customers' calls may share one. False for a repeat."""
         return self.settle(provider, provider_settlement_id(customer, call_id), -amount, event)
 
-    def reap(self, account: str, *, now: int, grace_seconds: int) -> list[str]:
-        """Release the calls of `account` that cannot still be running: admitted more than their granted
-        seconds plus `grace_seconds` (the longest ring time, and margin) ago. Their node died or lost their
-        end; nobody knows how long they lasted, so they are settled at no cost (once: a late real end is then
-        a repeat) and their events say end_reason "orphaned" for the operator to look into."""
-        reaped = self._reap(keys=self._money_keys(account), args=[now, grace_seconds, SETTLED_TTL_SECONDS, account])
+    def mark_answered(self, account: str, call_id: str, answered_at: int) -> bool:
+        """Note that the open call was answered (the reaper then counts its granted seconds from here)."""
+        return bool(self._mark_answered(keys=[self._key(account, "calls")], args=[call_id, answered_at]))
+
+    def reap(self, account: str, *, now: int, grace_seconds: int, ring_seconds: int = 120) -> list[str]:
+        """Release the calls of `account` that cannot still be running: answered more than their granted
+        seconds plus `grace_seconds` ago, or never answered and admitted more than `ring_seconds` (the
+        switch's longest ring time) plus `grace_seconds` ago. Their node died or lost their end; nobody knows
+        how long they lasted, so they are settled at no cost (once: a late real end is then a repeat) and
+        their events say end_reason "orphaned" for the operator to look into."""
+        reaped = self._reap(keys=self._money_keys(account),
+                            args=[now, grace_seconds, SETTLED_TTL_SECONDS, account, ring_seconds])
         return [call_id.decode() if isinstance(call_id, bytes) else call_id for call_id in reaped]
 
     def accounts_with_open_calls(self) -> Iterator[str]:

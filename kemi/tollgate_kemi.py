@@ -594,7 +594,9 @@ class Tollgate:
         """dialog:start (answered), dialog:end (BYE or expiry), dialog:failed (never answered)."""
         event = next((a for a in args if isinstance(a, str)), "")
         if event == "dialog:start":
-            KSR.dialog.var_sets(DLG_ANSWER, f"{time.time():.3f}")
+            answered = time.time()
+            KSR.dialog.var_sets(DLG_ANSWER, f"{answered:.3f}")
+            self._mark_answered(answered)
             return 1
         if event in ("dialog:end", "dialog:failed"):
             self._settle_dialog(ended=event == "dialog:end")
@@ -611,6 +613,16 @@ class Tollgate:
         if event == "tm:local-request" and KSR.is_BYE():
             self._settle_dialog(ended=True)
         return 1
+
+    def _mark_answered(self, answered: float) -> None:
+        """Tell Redis the call was answered, so that a reaper never frees it before its granted seconds."""
+        encoded = KSR.dialog.var_get(DLG_CALL)
+        if not encoded:
+            return
+        if self.pid != os.getpid():
+            self._open()
+        plan = json.loads(encoded)
+        self.admissions.mark_answered(plan["account"], plan["call_id"], int(answered))
 
     def _settle_dialog(self, ended: bool) -> None:
         """Settle the current dialog's call (nothing when the dialog is not one of ours)."""

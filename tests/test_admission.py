@@ -258,21 +258,28 @@ def test_admit_call_command_refuses_what_a_format_cannot_carry(admissions, accou
 
 
 def test_reap_releases_only_calls_that_cannot_still_be_running(admissions, redis_client):
-    """A node that died mid-call leaves its reservations; once admitted_at + granted + grace has passed they
-    are released at no cost (once: the call's real end, arriving late, is a repeat), the others stay."""
+    """A node that died mid-call leaves its reservations. An answered call is released once its granted seconds
+    from the answer plus the grace have passed, an unanswered one once the longest ring time plus the grace
+    have; at no cost, once (the call's real end, arriving late, is a repeat). The others stay."""
     admissions.credit("3001", 10 * EUR)
-    old = admit(admissions, "old", account="3001", max_call_seconds=60)
-    young = admit(admissions, "young", account="3001", max_call_seconds=60, now=NOW + 100)
-    assert (old.outcome, young.outcome) == (adm.ADMITTED, adm.ADMITTED)
-    assert admissions.reap("3001", now=NOW + 60 + 180, grace_seconds=180) == []  # not yet past: kept
-    assert admissions.reap("3001", now=NOW + 60 + 181, grace_seconds=180) == ["old"]
+    for call in ("talking", "ringing", "young"):
+        grant = admit(admissions, call, account="3001", max_call_seconds=60, now=NOW + (100 if call == "young" else 0))
+        assert grant.outcome == adm.ADMITTED
+    assert admissions.mark_answered("3001", "talking", NOW + 50) is True
+    assert admissions.mark_answered("3001", "talking", NOW + 51) is False  # once
+    reap = admissions.reap
+    assert reap("3001", now=NOW + 50 + 60 + 180, grace_seconds=180, ring_seconds=120) == []  # nothing past yet
+    assert reap("3001", now=NOW + 50 + 60 + 181, grace_seconds=180, ring_seconds=120) == ["talking"]
+    assert reap("3001", now=NOW + 120 + 180, grace_seconds=180, ring_seconds=120) == []
+    assert reap("3001", now=NOW + 120 + 181, grace_seconds=180, ring_seconds=120) == ["ringing"]
     assert admissions.open_calls("3001") == 1
     assert admissions.available("3001", 0) == 10 * EUR - EUR  # only the young call's reservation is left
     assert list(admissions.accounts_with_open_calls()) == ["3001"]
-    (entry,) = redis_client.xrange(admissions.events_key("3001"))
-    event = {k.decode(): v.decode() for k, v in entry[1].items()}
-    assert (event["call_id"], event["end_reason"], event["customer_cost"]) == ("old", "orphaned", "0")
-    assert admissions.settle("3001", "old", EUR, {"call_id": "old"}) is False  # its real end, late: a repeat
+    events = [{k.decode(): v.decode() for k, v in entry[1].items()}
+              for entry in redis_client.xrange(admissions.events_key("3001"))]
+    assert [(e["call_id"], e["end_reason"], e["customer_cost"]) for e in events] == [
+        ("talking", "orphaned", "0"), ("ringing", "orphaned", "0")]
+    assert admissions.settle("3001", "talking", EUR, {"call_id": "talking"}) is False  # its real end, late
     assert admissions.available("3001", 0) == 9 * EUR
 
 
