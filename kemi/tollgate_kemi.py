@@ -98,9 +98,7 @@ AVP_TIMEOUT = "$avp(tollgate_timeout)"  # kamailio.cfg: dialog timeout_avp
 TRUNK_HOLD_GRACE_SECONDS = 300
 PLENTY = 1 << 62  # the `available` the decision is made with: Admissions.admit_call grants against the real one
 NDB_REPLY = "tgadmit"  # the ndb_redis reply container of the admission script
-NDB_REPLY_TYPE = f"$redis({NDB_REPLY}=>type)"
 NDB_REPLY_VALUES = tuple(f"$redis({NDB_REPLY}=>value[{i}])" for i in range(4))
-REDIS_REPLY_ARRAY = 2  # hiredis's reply type of the script's {code, granted, reserve, available}
 EARLIER_THAN_BALANCE = ("account", "direction", "cli", "rate")  # decision stages before the money check
 
 
@@ -192,6 +190,7 @@ class Tollgate:
         self.pid = 0
         self.loaded = False
         self.next_load = 0.0
+        self.method = ""  # the current request's method
 
     # ---------------------------------------------------------------------------------------- process
     def child_init(self, rank: int) -> int:
@@ -259,6 +258,7 @@ class Tollgate:
     # ---------------------------------------------------------------------------------------- routes
     @guarded
     def ksr_request_route(self, msg):
+        self.method = KSR.kx.get_method()  # read once: the steps below compare it instead of asking Kamailio
         if self.ksr_route_reqinit(msg) == STOP:
             return 1
         if self.ksr_route_withindlg(msg) == STOP:
@@ -274,7 +274,7 @@ class Tollgate:
         if KSR.maxfwd.process_maxfwd(MAX_FORWARDS) < 0:
             KSR.sl.send_reply(483, "Too Many Hops")
             return STOP
-        if KSR.is_OPTIONS() and KSR.is_myself_ruri() and not KSR.kx.gete_ruser():
+        if self.method == "OPTIONS" and KSR.is_myself_ruri() and not KSR.kx.gete_ruser():
             # A keepalive says whether this node can route: 503 until the projection has been loaded.
             if self._fast() is None:
                 KSR.sl.send_reply(503, "Routing data not loaded")
@@ -282,17 +282,17 @@ class Tollgate:
                 KSR.sl.send_reply(200, "Keepalive")
             return STOP
         if not self.relay:
-            if KSR.is_ACK():  # an ACK to one of our own answers is absorbed by sl; anything else: nothing to do
+            if self.method == "ACK":  # an ACK to one of our own answers is absorbed by sl; anything else: nothing to do
                 return STOP
-            if KSR.is_CANCEL():  # every INVITE is answered at once: nothing left to cancel
+            if self.method == "CANCEL":  # every INVITE is answered at once: nothing left to cancel
                 KSR.sl.send_reply(481, "Call/Transaction Does Not Exist")
                 return STOP
             return GO_ON
-        if KSR.is_CANCEL():  # relayed to the branches of its INVITE's transaction, if there is one
+        if self.method == "CANCEL":  # relayed to the branches of its INVITE's transaction, if there is one
             if KSR.tm.t_check_trans() > 0:
                 KSR.tm.t_relay()
             return STOP
-        if not KSR.is_ACK():
+        if self.method != "ACK":
             if KSR.tmx.t_precheck_trans() > 0:  # a retransmission being handled by another worker
                 KSR.tm.t_check_trans()
                 return STOP
@@ -302,7 +302,7 @@ class Tollgate:
 
     def ksr_route_withindlg(self, msg):
         if KSR.siputils.has_totag() < 0:
-            if KSR.is_ACK():
+            if self.method == "ACK":
                 return STOP
             return GO_ON
         if not self.relay:  # a redirect server is never in a dialog's path: an in-dialog request is not ours
@@ -312,7 +312,7 @@ class Tollgate:
             if KSR.tm.t_relay() < 0:
                 KSR.sl.sl_reply_error()
             return STOP
-        if KSR.is_ACK():
+        if self.method == "ACK":
             if KSR.tm.t_check_trans() > 0:  # the ACK of a failure we relayed
                 KSR.tm.t_relay()
             return STOP
@@ -320,7 +320,7 @@ class Tollgate:
         return STOP
 
     def ksr_route_registrar(self, msg):
-        if not KSR.is_REGISTER():
+        if self.method != "REGISTER":
             return GO_ON
         fast = self._ready()
         if fast is None:
@@ -337,7 +337,7 @@ class Tollgate:
         return STOP
 
     def ksr_route_invite(self, msg):
-        if not KSR.is_INVITE():
+        if self.method != "INVITE":
             return GO_ON
         if not KSR.kx.gete_ruser():
             KSR.sl.send_reply(484, "Address Incomplete")
@@ -355,15 +355,16 @@ class Tollgate:
         entropy = zlib.crc32(call_id.encode())  # picks the "random" DID / caller id of CLI pool options 1 and 2
         # Money is Redis's business (admit_call computes the grant against the live balance, atomically with
         # the reservation): decide as if it were plentiful, so that the decision is never refused for money.
-        decision = fast.decide(call.account, call.caller_id, call.destination, PLENTY, now, entropy)
+        # (fast.engine, not fast.decide: _ready() has just followed the projection)
+        decision = fast.engine.decide(call.account, call.caller_id, call.destination, PLENTY, now, entropy)
         if decision.stage == "account":  # unknown, inactive, deleted or expired: before any counting
             KSR.sl.send_reply(decision.code, decision.reason)
             return STOP
         if decision.stage not in EARLIER_THAN_BALANCE and decision.code != 200:
             # Refused after the balance stage (no route): the real balance decides between 402 and this
             # refusal, as SPEC §8 orders (rare; an extra read, nothing reserved).
-            decision = fast.decide(call.account, call.caller_id, call.destination,
-                                   self.admissions.available(call.account, credit_limit), now, entropy)
+            decision = fast.engine.decide(call.account, call.caller_id, call.destination,
+                                          self.admissions.available(call.account, credit_limit), now, entropy)
         decided = decision.code == 200
         plan = self._plan(call, call_id, decision) if decided and self.relay else None  # before any reservation
         # A redirect server never sees the end: it checks the money but reserves nothing, counts no calls.
@@ -408,9 +409,10 @@ class Tollgate:
         protocol code); through redis-py when the command cannot be formatted or ndb_redis fails (Redis
         restarted without the script: redis-py loads it again; Redis down: redis-py raises, the guard answers 500)."""
         command = self.admissions.admit_call_command(account, call_id, **admission)
-        if (command is not None and KSR.ndb_redis.redis_cmd_p1(NDB_SERVER, command, call_id, NDB_REPLY) >= 0
-                and KSR.pv.get(NDB_REPLY_TYPE) == REDIS_REPLY_ARRAY):  # (it returns 0 on success, -1 on failure)
-            return adm.grant_from_reply([KSR.pv.get(pv) for pv in NDB_REPLY_VALUES])
+        if command is not None and KSR.ndb_redis.redis_cmd_p1(NDB_SERVER, command, call_id, NDB_REPLY) >= 0:
+            reply = [KSR.pv.get(pv) for pv in NDB_REPLY_VALUES]  # (it returns 0 on success, -1 on failure)
+            if None not in reply:  # an error reply (NOSCRIPT) has no elements
+                return adm.grant_from_reply(reply)
         return self.admissions.admit_call(account, call_id, **admission)
 
     def ksr_route_identify(self, msg, fast: FastPath, call: Call):
