@@ -75,6 +75,8 @@ from tollgate.v1 import (
 
 BENCH = Path(__file__).resolve().parent
 NATIVE_CFG = BENCH / "native_redirect.cfg"
+KEMI_FLOOR_CFG = BENCH / "kemi_floor.cfg"  # the same routing server in Python: the floor of any KEMI script
+KEMI_FLOOR_SCRIPT = BENCH / "kemi_floor.py"
 UAC_REDIRECT = BENCH / "sipp" / "uac_redirect.xml"
 UAS_ANSWER = BENCH / "sipp" / "uas_answer.xml"
 UAC_CALL = SCENARIOS / "uac_call.xml"  # INVITE, 200, ACK, hold, BYE through the Record-Route
@@ -128,9 +130,10 @@ def redis_pid(client: redis.Redis) -> int | None:
     return pid if comm.startswith("redis") else None
 
 
-def start_native(workdir: Path, processes: Processes, *, account: str, namespace: str, gateway: str,
-                 timeout: float = 10.0) -> Kamailio:
-    """bench/native_redirect.cfg on a free loopback port, answering OPTIONS."""
+def start_baseline(template: Path, workdir: Path, processes: Processes, *, account: str, namespace: str,
+                   gateway: str, timeout: float = 10.0) -> Kamailio:
+    """A baseline cfg (bench/native_redirect.cfg, bench/kemi_floor.cfg) on a free loopback port, answering
+    OPTIONS."""
     workdir.mkdir(parents=True, exist_ok=True)
     rundir = workdir / "run"
     rundir.mkdir(exist_ok=True)
@@ -140,20 +143,20 @@ def start_native(workdir: Path, processes: Processes, *, account: str, namespace
     values = {"LISTEN": f"udp:{LOOPBACK}:{port}", "CHILDREN": str(CHILDREN), "RUNDIR": str(rundir),
               "REDIS_HOST": url.hostname or "127.0.0.1", "REDIS_PORT": str(url.port or 6379),
               "REDIS_DB": (url.path or "/0").strip("/") or "0", "NAMESPACE": namespace, "ACCOUNT": account,
-              "DESTINATION": DESTINATION, "GATEWAY": gateway}
-    cfg.write_text(re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: values[m.group(1)], NATIVE_CFG.read_text()))
+              "DESTINATION": DESTINATION, "GATEWAY": gateway, "KEMI_FLOOR": str(KEMI_FLOOR_SCRIPT)}
+    cfg.write_text(re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: values[m.group(1)], template.read_text()))
     with log_path.open("ab") as log:
         started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
                                   "-m", "256", "-M", "16"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  timeout=timeout)
     if started.returncode != 0 or not pidfile.exists():
-        raise RuntimeError(f"native kamailio did not start (exit {started.returncode}):\n{log_path.read_text()}")
+        raise RuntimeError(f"{template.name} did not start (exit {started.returncode}):\n{log_path.read_text()}")
     kamailio = Kamailio(LOOPBACK, port, workdir, int(pidfile.read_text()), log_path)
     processes.kamailios.append(kamailio)
     deadline = time.monotonic() + timeout
     while options_probe(LOOPBACK, port) != 200:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"native kamailio on {kamailio.address} does not answer OPTIONS 200")
+            raise RuntimeError(f"{template.name} on {kamailio.address} does not answer OPTIONS 200")
     return kamailio
 
 
@@ -344,29 +347,37 @@ def at(steps: list[Step], target: str, rate: int) -> Step:
 
 
 def summary(steps: list[Step], relay_steps: list[Step]) -> list[str]:
-    """Max clean CPS of each; CPU per call compared at the highest rate both handled cleanly (where the idle
-    burn weighs least); "net" subtracts each instance's idle burn."""
+    """Max clean CPS of each; CPU per call compared at the highest rate all handled cleanly (where the idle
+    burn weighs least); "net" subtracts each instance's idle burn. kemi-floor is the same routing server as
+    native written in Python: tollgate/kemi-floor is what tollgate's own logic costs, kemi-floor/native what
+    running Python in Kamailio at all costs."""
     lines = []
-    tollgate, native = best(steps, "tollgate"), best(steps, "native")
+    targets = [t for t in ("tollgate", "native", "kemi-floor") if any(s.target == t for s in steps)]
     top = max((s.rate for s in steps), default=0)
-    for name, step in (("tollgate", tollgate), ("native", native)):
+    for name in targets:
+        step = best(steps, name)
         if step is None:
             lines.append(f"{name:<10} no clean step")
         else:
             capped = " (the highest rate offered: its limit is higher)" if step.rate == top else ""
             lines.append(f"{name:<10} max clean {step.cps:,.0f} calls/s at {step.rate:,} offered{capped}")
-    both = [r for r in sorted({s.rate for s in steps})
-            if at(steps, "tollgate", r).clean and at(steps, "native", r).clean]
+    tollgate, native = best(steps, "tollgate"), best(steps, "native")
     if tollgate and native:
         cps_ratio = tollgate.cps / native.cps
         lines.append(f"ratio tollgate/native, max clean CPS: {cps_ratio:.2f}x (goal >= {GOAL}x)")
-    if both:
-        t, n = at(steps, "tollgate", both[-1]), at(steps, "native", both[-1])
-        lines.append(f"CPU per call at {both[-1]:,} calls/s: Kamailio tollgate {t.cpu_us:.0f} µs "
-                     f"(net {t.net_cpu_us:.0f}), native {n.cpu_us:.0f} µs (net {n.net_cpu_us:.0f}); "
-                     f"Redis {t.redis_us:.0f} vs {n.redis_us:.0f} µs")
+    common = [r for r in sorted({s.rate for s in steps}) if all(at(steps, t, r).clean for t in targets)]
+    if common:
+        rate = common[-1]
+        cpu = {t: at(steps, t, rate) for t in targets}
+        lines.append(f"CPU per call at {rate:,} calls/s: " + ", ".join(
+            f"{t} {c.cpu_us:.0f} µs (net {c.net_cpu_us:.0f}, Redis {c.redis_us:.0f})" for t, c in cpu.items()))
+        t, n = cpu["tollgate"], cpu["native"]
         lines.append(f"ratio tollgate/native, calls per Kamailio CPU second: {n.cpu_us / t.cpu_us:.2f}x "
                      f"(net {n.net_cpu_us / t.net_cpu_us:.2f}x; goal >= {GOAL}x)")
+        if "kemi-floor" in cpu:
+            f = cpu["kemi-floor"]
+            lines.append(f"kemi-floor/native {n.cpu_us / f.cpu_us:.2f}x (Python in Kamailio at all); "
+                         f"tollgate/kemi-floor {f.cpu_us / t.cpu_us:.2f}x (tollgate's own logic)")
     relay = best(relay_steps, "relay")
     if relay is None:
         lines.append("relay      no clean step")
@@ -420,20 +431,24 @@ def main() -> int:
             tollgate = start_kamailio(work / "tollgate", redis_url=REDIS_URL, namespace=ns, children=CHILDREN,
                                       mode="redirect")
             processes.kamailios.append(tollgate)
-            native = start_native(work / "native", processes, account=account, namespace=ns, gateway=gateway)
-            idle = {"tollgate": idle_cpu(tollgate), "native": idle_cpu(native)}
+            native = start_baseline(NATIVE_CFG, work / "native", processes, account=account, namespace=ns,
+                                    gateway=gateway)
+            floor = start_baseline(KEMI_FLOOR_CFG, work / "floor", processes, account=account, namespace=ns,
+                                   gateway=gateway)
+            targets = (("tollgate", tollgate), ("native", native), ("kemi-floor", floor))
+            idle = {name: idle_cpu(instance) for name, instance in targets}
             print(f"tollgate (redirect) on {tollgate.address}, native on {native.address}, {CHILDREN} workers each; "
                   f"Redis CPU {'measured' if rpid else 'not measurable'}; idle CPU: tollgate "
                   f"{idle['tollgate']:.1%}, native {idle['native']:.1%} of a core", flush=True)
             print(f"\nrouting server: INVITE -> 302 -> ACK, {args.seconds} s per step\n{HEADER}", flush=True)
             for rate in rates:
-                for name, instance in (("tollgate", tollgate), ("native", native)):
+                for name, instance in targets:
                     step = run_load(name, instance, UAC_REDIRECT, work, rate, args.seconds, processes, rpid,
                                     idle[name], values={"DIALLED": dialled})
                     steps.append(step)
                     print(step_line(step), flush=True)
                     time.sleep(1)
-            for name, instance in (("tollgate", tollgate), ("native", native)):
+            for name, instance in targets:
                 instance.stop()
                 faults[name] = instance.faults()
 
