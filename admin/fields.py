@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from admin.calls import optional_name
 from admin.money import parse_money
 from admin.output import is_repeated
 
@@ -75,6 +76,12 @@ def to_timestamp(text: str) -> Timestamp | None:
 
 def text(name: str, path: str, help: str, metavar: str = "TEXT") -> Flag:
     return Flag((name,), path, help, {"metavar": metavar})
+
+
+def reference(name: str, path: str, help: str, collection: str) -> Flag:
+    """A reference to another resource: a bare id ("demo-retail") or its name ("rateGroups/demo-retail");
+    '' clears it."""
+    return Flag((name,), path, help, {"metavar": "ID"}, lambda ident: optional_name(collection, ident))
 
 
 def integer(name: str, path: str, help: str, **options: Any) -> Flag:

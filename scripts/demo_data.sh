@@ -85,7 +85,7 @@ ensure 9000000003 customer \
     --email ops@prepaid.example.com --company "Demo Prepaid Shop" \
     --first-name Pat --last-name Prepaid --country GB --timezone Europe/London \
     --prepaid --sip-device --max-calls 4 --cps 1
-"$ADMIN" accounts update 9000000003 --rate-group rateGroups/demo-retail >/dev/null
+"$ADMIN" accounts update 9000000003 --rate-group demo-retail >/dev/null
 # The request id makes this payment once-only, however often the demo data is loaded.
 "$ADMIN" accounts pay 9000000003 20.00 --note "demo opening balance" --request-id demo-9000000003-opening \
     >/dev/null

@@ -460,3 +460,15 @@ def test_pay_and_charge_move_the_balance_and_a_retry_pays_once(cli: Run) -> None
     assert "25.00" in ok(cli("accounts", "get", number))
     refused = cli("accounts", "pay", number, "0")
     assert refused.returncode != 0 and "must not be 0" in refused.stderr
+
+
+def test_account_references_take_a_bare_id_or_a_resource_name(cli: Run) -> None:
+    group = f"g{unique()}"
+    ok(cli("rate-groups", "create", group))
+    number = ok_json(cli("accounts", "create", "--json", "--email", f"ref-{unique()}@example.com"))["account_number"]
+    bare = ok_json(cli("accounts", "update", number, "--rate-group", group, "--json"))
+    assert bare["billing"]["rate_group"] == f"rateGroups/{group}"
+    named = ok_json(cli("accounts", "update", number, "--non-cli-rate-group", f"rateGroups/{group}", "--json"))
+    assert named["billing"]["non_cli_rate_group"] == f"rateGroups/{group}"
+    cleared = ok_json(cli("accounts", "update", number, "--rate-group", "", "--json"))
+    assert cleared["billing"]["rate_group"] == ""
