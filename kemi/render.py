@@ -48,8 +48,13 @@ def ndb_redis_server(redis_url: str, name: str = NDB_SERVER_NAME) -> str:
 
 def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_dir: str, mode: str = "relay",
            realm: str = "tollgate", children: int = 2, debug: int = 2, script: str | None = None,
-           pythonpath: str | None = None, fr_timer_ms: int = 3000, fr_inv_timer_ms: int = 120000) -> str:
-    """The configuration text; `listen` is a Kamailio listen value such as "udp:127.0.0.1:5060"."""
+           pythonpath: str | None = None, fr_timer_ms: int = 3000, fr_inv_timer_ms: int = 120000,
+           shed_free_percent: int = 15) -> str:
+    """The configuration text; `listen` is a Kamailio listen value such as "udp:127.0.0.1:5060".
+    `shed_free_percent`: in relay mode, new calls are answered 503 while less than this share of Kamailio's
+    shared memory is free (0 never sheds)."""
+    if not 0 <= shed_free_percent <= 100:
+        raise ValueError(f"shed_free_percent {shed_free_percent}: expected 0..100")
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {MODES}")
     values = {
@@ -57,7 +62,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "IMAGE_DIR": image_dir, "MODE": mode, "REALM": realm, "CHILDREN": str(children), "DEBUG": str(debug),
         "KEMI_SCRIPT": script or str(SCRIPT), "PYTHONPATH": pythonpath or python_path(),
         "FR_TIMER": str(int(fr_timer_ms)), "FR_INV_TIMER": str(int(fr_inv_timer_ms)),
-        "NDB_REDIS_SERVER": ndb_redis_server(redis_url),
+        "NDB_REDIS_SERVER": ndb_redis_server(redis_url), "SHED_FREE_PERCENT": str(int(shed_free_percent)),
     }
     for name, value in values.items():
         if not value or any(c in value for c in '"\n\r'):

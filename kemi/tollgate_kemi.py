@@ -96,6 +96,7 @@ AVP_TIMEOUT = "$avp(tollgate_timeout)"  # kamailio.cfg: dialog timeout_avp
 # A trunk channel is held at most this long past the call's granted seconds (ring time and margin) when the
 # call's end never comes (its node died); the ledger's reaper frees it then.
 TRUNK_HOLD_GRACE_SECONDS = 300
+OVERLOAD_RETRY_AFTER_SECONDS = 5
 PLENTY = 1 << 62  # the `available` the decision is made with: Admissions.admit_call grants against the real one
 NDB_REPLY = "tgadmit"  # the ndb_redis reply container of the admission script
 NDB_REPLY_VALUES = tuple(f"$redis({NDB_REPLY}=>value[{i}])" for i in range(4))
@@ -109,6 +110,8 @@ class Settings:
         self.image_dir = _define("TOLLGATE_IMAGE_DIR")
         self.mode = _define("TOLLGATE_MODE")
         self.realm = _define("TOLLGATE_REALM")
+        # Relay mode: new calls get 503 while less than this share of shared memory is free.
+        self.shed_free_fraction = int(_define("TOLLGATE_SHED_FREE_PERCENT")) / 100
 
 
 class KamailioLogHandler(logging.Handler):
@@ -191,6 +194,7 @@ class Tollgate:
         self.loaded = False
         self.next_load = 0.0
         self.method = ""  # the current request's method
+        self.shm_total = 0  # Kamailio's shared memory size, read once
 
     # ---------------------------------------------------------------------------------------- process
     def child_init(self, rank: int) -> int:
@@ -247,6 +251,18 @@ class Tollgate:
         self._load()
         return self.fast if self.loaded else None
 
+    def _overloaded(self) -> bool:
+        """Relay mode keeps every call's transaction and dialog in shared memory: below the configured share of
+        it free, new calls are refused with a stateless 503 rather than let the node run out and drop calls
+        in progress (Kamailio then fails to create transactions and callers retransmit into the overload)."""
+        if not self.relay:
+            return False
+        if not self.shm_total:
+            self.shm_total = int(KSR.pv.get("$stat(total_size)") or 0)
+        free = KSR.pv.get("$stat(free_size)")
+        floor = self.shm_total * self.settings.shed_free_fraction
+        return bool(self.shm_total) and free is not None and int(free) < floor
+
     def _ready(self) -> FastPath | None:
         """The fast path, or None after answering 503: without the projection nobody can be identified or
         routed, and 503 sends the caller to another node rather than refusing the call for good."""
@@ -275,9 +291,12 @@ class Tollgate:
             KSR.sl.send_reply(483, "Too Many Hops")
             return STOP
         if self.method == "OPTIONS" and KSR.is_myself_ruri() and not KSR.kx.gete_ruser():
-            # A keepalive says whether this node can route: 503 until the projection has been loaded.
+            # A keepalive says whether this node can route: 503 until the projection has been loaded, and
+            # while it sheds load (so that SBCs and balancers send new calls elsewhere).
             if self._fast() is None:
                 KSR.sl.send_reply(503, "Routing data not loaded")
+            elif self._overloaded():
+                KSR.sl.send_reply(503, "Overloaded")
             else:
                 KSR.sl.send_reply(200, "Keepalive")
             return STOP
@@ -339,6 +358,10 @@ class Tollgate:
     def ksr_route_invite(self, msg):
         if self.method != "INVITE":
             return GO_ON
+        if self._overloaded():  # shed new calls before they take what the calls in progress need
+            KSR.hdr.append_to_reply(f"Retry-After: {OVERLOAD_RETRY_AFTER_SECONDS}\r\n")
+            KSR.sl.send_reply(503, "Overloaded")
+            return STOP
         if not KSR.kx.gete_ruser():
             KSR.sl.send_reply(484, "Address Incomplete")
             return STOP

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start tollgate's Kamailio (relay mode, UDP 127.0.0.1:5060) on the projection the control service writes.
 # Run by start-stack.sh after the control service; safe to run again (stops the previous one first).
-# Environment: TOLLGATE_SIP_LISTEN (default udp:127.0.0.1:5060), TOLLGATE_SIP_MODE (relay | redirect).
+# Environment: TOLLGATE_SIP_LISTEN (default udp:127.0.0.1:5060), TOLLGATE_SIP_MODE (relay | redirect),
+# TOLLGATE_SIP_SHM_MB (Kamailio's shared memory, default 1024: every relayed call's transaction and dialog
+# live there), TOLLGATE_SIP_SHED_PERCENT (relay: new calls get 503 Overloaded below this share free, default 15).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +12,8 @@ RUNDIR="$ROOT/run/kamailio"
 LOG="$ROOT/run/kamailio.log"
 LISTEN="${TOLLGATE_SIP_LISTEN:-udp:127.0.0.1:5060}"
 MODE="${TOLLGATE_SIP_MODE:-relay}"
+SHM_MB="${TOLLGATE_SIP_SHM_MB:-1024}"
+SHED_PERCENT="${TOLLGATE_SIP_SHED_PERCENT:-15}"
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -25,12 +29,14 @@ with psycopg.connect(config.dsn) as conn:
 print(config.redis_url, config.redis_namespace, realm)
 PYEOF
 )
-.venv/bin/python - "$LISTEN" "$RUNDIR" "$REDIS_URL" "$NAMESPACE" "$MODE" "$REALM" >"$RUNDIR/kamailio.cfg" <<'PYEOF'
+.venv/bin/python - "$LISTEN" "$RUNDIR" "$REDIS_URL" "$NAMESPACE" "$MODE" "$REALM" "$SHED_PERCENT" \
+    >"$RUNDIR/kamailio.cfg" <<'PYEOF'
 import os, sys
 from kemi.render import render
-listen, rundir, redis_url, namespace, mode, realm = sys.argv[1:]
+listen, rundir, redis_url, namespace, mode, realm, shed = sys.argv[1:]
 sys.stdout.write(render(listen=listen, rundir=os.path.abspath(rundir), redis_url=redis_url, namespace=namespace,
-                        image_dir=os.path.abspath(os.path.join(rundir, "images")), mode=mode, realm=realm))
+                        image_dir=os.path.abspath(os.path.join(rundir, "images")), mode=mode, realm=realm,
+                        shed_free_percent=int(shed)))
 PYEOF
 kamailio -f "$RUNDIR/kamailio.cfg" -c >"$RUNDIR/check.log" 2>&1 || {
     tail -n 20 "$RUNDIR/check.log" >&2
@@ -39,8 +45,8 @@ kamailio -f "$RUNDIR/kamailio.cfg" -c >"$RUNDIR/check.log" 2>&1 || {
 }
 say "starting Kamailio on $LISTEN ($MODE mode, log $LOG)"
 printf '\n=== %s start-kamailio.sh\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" >>"$LOG"
-# -E with a log file: Kamailio logs to stderr; -m 256: relay load exhausts smaller shared memory.
-kamailio -f "$RUNDIR/kamailio.cfg" -P "$RUNDIR/kamailio.pid" -Y "$RUNDIR" -E -m 256 -M 16 </dev/null >>"$LOG" 2>&1
+# -E with a log file: Kamailio logs to stderr.
+kamailio -f "$RUNDIR/kamailio.cfg" -P "$RUNDIR/kamailio.pid" -Y "$RUNDIR" -E -m "$SHM_MB" -M 16 </dev/null >>"$LOG" 2>&1
 for _ in $(seq 1 40); do
     [[ -s "$RUNDIR/kamailio.pid" ]] && break
     sleep 0.25

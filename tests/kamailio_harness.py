@@ -125,7 +125,7 @@ class Kamailio:
 
 def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: int = 2, realm: str = "tollgate",
                    host: str = LOOPBACK, timeout: float = 10.0, attempts: int = 3, mode: str = "relay",
-                   fr_timer_ms: int = 3000) -> Kamailio:
+                   fr_timer_ms: int = 3000, shed_free_percent: int = 15) -> Kamailio:
     """Kamailio running tollgate's cfg on a free UDP port, answering; raises with the log's end otherwise."""
     workdir.mkdir(parents=True, exist_ok=True)
     rundir = workdir / "run"
@@ -137,7 +137,8 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
         port = free_udp_port(host)
         cfg.write_text(render(listen=f"udp:{host}:{port}", rundir=str(rundir), redis_url=redis_url,
                               namespace=namespace, image_dir=str(workdir / "images"), realm=realm,
-                              children=children, mode=mode, fr_timer_ms=fr_timer_ms))
+                              children=children, mode=mode, fr_timer_ms=fr_timer_ms,
+                              shed_free_percent=shed_free_percent))
         pidfile.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",

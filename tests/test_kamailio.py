@@ -313,7 +313,8 @@ def test_a_python_fault_answers_500_and_logs_one_line(monkeypatch, tmp_path):
 
     ksr = _FakeKSR({"TOLLGATE_PYTHONPATH": str(Path(__file__).resolve().parents[1]),
                     "TOLLGATE_REDIS_URL": "redis://127.0.0.1:1/0", "TOLLGATE_NAMESPACE": "x",
-                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "redirect", "TOLLGATE_REALM": "tollgate"})
+                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "redirect", "TOLLGATE_REALM": "tollgate",
+                    "TOLLGATE_SHED_FREE_PERCENT": "15"})
     monkeypatch.setitem(sys.modules, "KSR", ksr)
     spec = importlib.util.spec_from_file_location("tollgate_kemi_under_test",
                                                   Path(__file__).resolve().parents[1] / "kemi" / "tollgate_kemi.py")
@@ -351,7 +352,8 @@ def test_every_route_kamailio_may_call_exists_for_app_python3s_too(monkeypatch, 
     script or kamailio.cfg names must exist there and reach the same handler as under app_python3."""
     ksr = _FakeKSR({"TOLLGATE_PYTHONPATH": str(Path(__file__).resolve().parents[1]),
                     "TOLLGATE_REDIS_URL": "redis://127.0.0.1:1/0", "TOLLGATE_NAMESPACE": "x",
-                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "redirect", "TOLLGATE_REALM": "tollgate"})
+                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "redirect", "TOLLGATE_REALM": "tollgate",
+                    "TOLLGATE_SHED_FREE_PERCENT": "15"})
     monkeypatch.setitem(sys.modules, "KSR", ksr)
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("tollgate_kemi_s", root / "kemi" / "tollgate_kemi.py")

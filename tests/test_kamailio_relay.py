@@ -34,6 +34,7 @@ from tests.kamailio_harness import (
     make_customer,
     map_ip,
     number,
+    options_probe,
     run_sipp,
     settled,
     start_kamailio,
@@ -394,6 +395,27 @@ def test_no_trunk_with_a_free_channel_is_503_no_route(admin, money, relay, fast,
     assert gateway.received("INVITE") == [] and money.open_calls(account) == 0
     money.release_trunk(trunk, "another-call")
 
+def test_a_node_short_of_shared_memory_sheds_new_calls_with_503(admin, money, control_server, fast, gateways,
+                                                                tmp_path):
+    """Relay mode: below the configured share of free shared memory (here 100 %: always) new calls get a
+    stateless 503 Overloaded with Retry-After, and the keepalive says 503 too, so balancers route away."""
+    node = start_kamailio(tmp_path / "shedding", redis_url=control_server.redis_url,
+                          namespace=control_server.keys.namespace, mode="relay", shed_free_percent=100)
+    try:
+        gateway = gateways("uas_answer.xml", BYE_TIMEOUT=10_000)
+        rate_group, _trunks, _provider = make_carrier(
+            admin, [([gateway.address], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
+        account, tech_prefix = customer_on(admin, money, fast, rate_group)
+        result = place(node, tmp_path, "uac_expect.xml", 503, tech_prefix + DESTINATION)
+        assert result.returncode == 0, result.explain()
+        answer = result.received(503)[-1]
+        assert answer.first_line == "SIP/2.0 503 Overloaded" and answer.headers("Retry-After") == ["5"]
+        assert options_probe(node.host, node.port) == 503
+        assert gateway.received("INVITE") == [] and money.open_calls(account) == 0
+    finally:
+        node.stop()
+    assert not node.faults(), node.faults()
+
 
 # ---------------------------------------------------------------------------------------------- fast path
 
@@ -420,7 +442,8 @@ def test_kamailio_reporting_the_end_twice_settles_once(monkeypatch, tmp_path, mo
 
     ksr = _FakeKSR({"TOLLGATE_PYTHONPATH": str(Path(__file__).resolve().parents[1]),
                     "TOLLGATE_REDIS_URL": control_server.redis_url, "TOLLGATE_NAMESPACE": control_server.keys.namespace,
-                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "relay", "TOLLGATE_REALM": "tollgate"})
+                    "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": "relay", "TOLLGATE_REALM": "tollgate",
+                    "TOLLGATE_SHED_FREE_PERCENT": "15"})
     account, provider, call_id = f"c{_suffix()}", f"p{_suffix()}", f"twice-{_suffix()}"
     now = time.time()
     plan = {"call_id": call_id, "account": account, "direction": "outbound", "caller_id_received": CALLER,
