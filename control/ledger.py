@@ -30,7 +30,7 @@ import psycopg
 import redis
 
 from control.payments import PAYMENTS_CHANNEL
-from fastpath.admission import Admissions, provider_settlement_id
+from fastpath.admission import Admissions, decode_event, provider_settlement_id
 
 log = logging.getLogger("tollgate.ledger")
 
@@ -158,7 +158,7 @@ class Ledger:
             for stream, (_entry_id, fields) in entries:
                 if not fields:  # pending, but deleted from the stream meanwhile: nothing left to record
                     continue
-                _record_entry(conn, self._account_of(stream), {k.decode(): v.decode() for k, v in fields.items()})
+                _record_entry(conn, self._account_of(stream), decode_event(fields))
         by_stream: dict[bytes, list[bytes]] = {}
         for stream, (entry_id, _fields) in entries:
             by_stream.setdefault(stream, []).append(entry_id)

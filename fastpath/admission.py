@@ -12,6 +12,7 @@ credit_limit is 0 for prepaid accounts (SPEC §1).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ end
 return {1, granted, reserve, available}
 """
 
-# KEYS: calls, money, settled, events stream. ARGV: call id, cost, event field/value pairs...
+# KEYS: calls, money, settled, events stream. ARGV: call id, cost, settled TTL, the event (JSON, encode_event).
 _SETTLE = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
 local reserved = redis.call('HGET', KEYS[1], ARGV[1])
@@ -108,7 +109,7 @@ end
 redis.call('HINCRBY', KEYS[2], 'balance', 0 - tonumber(ARGV[2]))  -- never '-0', which HINCRBY refuses
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))
+redis.call('XADD', KEYS[4], '*', 'event', ARGV[4])
 return 1
 """
 
@@ -137,9 +138,9 @@ for i = 1, #entries, 2 do
     redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(r))
     redis.call('SADD', KEYS[3], call_id)
     redis.call('EXPIRE', KEYS[3], ARGV[3])
-    redis.call('XADD', KEYS[4], '*', 'call_id', call_id, 'account', ARGV[4], 'setup_time', t,
-               'end_time', tostring(now), 'billable_seconds', '0', 'sip_code', '0', 'customer_cost', '0',
-               'provider_cost', '0', 'end_reason', 'orphaned')
+    redis.call('XADD', KEYS[4], '*', 'event', cjson.encode({call_id = call_id, account = ARGV[4], setup_time = t,
+               end_time = tostring(now), billable_seconds = '0', sip_code = '0', customer_cost = '0',
+               provider_cost = '0', end_reason = 'orphaned'}))
     reaped[#reaped + 1] = call_id
   end
 end
@@ -207,6 +208,19 @@ class Grant:
     available: int = 0  # what the account could spend before this call (admitted, insufficient)
 
 
+def encode_event(event: dict[str, str | int]) -> str:
+    """A call's event as its stream entry carries it (one field, `event`): JSON, every value a string."""
+    return json.dumps({name: str(value) for name, value in event.items()}, separators=(",", ":"))
+
+
+def decode_event(fields: dict[bytes, bytes] | dict[str, str]) -> dict[str, str]:
+    """The event of a stream entry (encode_event, or the reaper's)."""
+    raw = fields.get(b"event", fields.get("event")) if fields else None
+    if raw is None:
+        raise ValueError(f"stream entry without an event field: {sorted(fields or {})}")
+    return json.loads(raw)
+
+
 def provider_settlement_id(customer: str, call_id: str) -> str:
     """What a provider's settlement and ledger entry are keyed by (Admissions.credit_provider)."""
     return f"{customer}/{call_id}"
@@ -272,7 +286,7 @@ class Admissions:
 
     def load_scripts(self) -> None:
         """Load the scripts into Redis (redis-py loads them on first use; other clients cannot)."""
-        for script in (self._admit_call, self._settle):
+        for script in (self._admit_call, self._settle, self._mark_answered):
             self._redis.script_load(script.script)
 
     def _admit_call_keys_args(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int,
@@ -287,12 +301,26 @@ class Admissions:
 
     def settle(self, account: str, call_id: str, cost: int, event: dict[str, str | int]) -> bool:
         """Release the call's reservation and debit its cost, once per call id; False for a repeat."""
-        pairs = [str(v) for item in event.items() for v in item]
-        done = self._settle(
-            keys=self._money_keys(account),
-            args=[call_id, cost, SETTLED_TTL_SECONDS, *pairs],
-        )
+        done = self._settle(keys=self._money_keys(account),
+                            args=[call_id, cost, SETTLED_TTL_SECONDS, encode_event(event)])
         return bool(done)
+
+    def settle_command(self, account: str, cost: int) -> str | None:
+        """settle() as a hiredis command format with two `%s`: the settlement id (call id), then the event
+        (encode_event). None when the account or namespace cannot be carried literally (see
+        admit_call_command)."""
+        base = self._key(account, "")
+        if not _FORMAT_SAFE.fullmatch(base):
+            return None
+        return (f"EVALSHA {self._settle.sha} 4 {base}calls {base}money {base}settled {base}events %s {int(cost)} "
+                f"{SETTLED_TTL_SECONDS} %s")
+
+    def mark_answered_command(self, account: str, answered_at: int) -> str | None:
+        """mark_answered() as a hiredis command format with one `%s`: the call id."""
+        base = self._key(account, "")
+        if not _FORMAT_SAFE.fullmatch(base):
+            return None
+        return f"EVALSHA {self._mark_answered.sha} 1 {base}calls %s {int(answered_at)}"
 
     def credit_provider(self, provider: str, customer: str, call_id: str, amount: int,
                         event: dict[str, str | int]) -> bool:

@@ -98,7 +98,8 @@ AVP_TIMEOUT = "$avp(tollgate_timeout)"  # kamailio.cfg: dialog timeout_avp
 TRUNK_HOLD_GRACE_SECONDS = 300
 OVERLOAD_RETRY_AFTER_SECONDS = 5
 PLENTY = 1 << 62  # the `available` the decision is made with: Admissions.admit_call grants against the real one
-NDB_REPLY = "tgadmit"  # the ndb_redis reply container of the admission script
+NDB_REPLY = "tollgate"  # the ndb_redis reply container of the scripts run through it
+NDB_REPLY_VALUE = f"$redis({NDB_REPLY}=>value)"
 NDB_REPLY_VALUES = tuple(f"$redis({NDB_REPLY}=>value[{i}])" for i in range(4))
 EARLIER_THAN_BALANCE = ("account", "direction", "cli", "rate")  # decision stages before the money check
 
@@ -647,7 +648,9 @@ class Tollgate:
         if self.pid != os.getpid():
             self._open()
         plan = json.loads(encoded)
-        self.admissions.mark_answered(plan["account"], plan["call_id"], int(answered))
+        account, call_id = plan["account"], plan["call_id"]
+        if _ndb_int(self.admissions.mark_answered_command(account, int(answered)), call_id) is None:
+            self.admissions.mark_answered(account, call_id, int(answered))
 
     def _settle_dialog(self, ended: bool) -> None:
         """Settle the current dialog's call (nothing when the dialog is not one of ours)."""
@@ -694,9 +697,14 @@ class Tollgate:
             "billable_seconds": billable, "sip_code": code, "customer_cost": customer_cost,
             "provider_cost": provider_cost, "record": "yes" if plan.get("record") else "no",
         }
-        first = self.admissions.settle(plan["account"], plan["call_id"], customer_cost, event)
+        account, call_id, encoded = plan["account"], plan["call_id"], adm.encode_event(event)
+        first = _ndb_int(self.admissions.settle_command(account, customer_cost), call_id, encoded)
+        if first is None:  # (see _admit: the same fallback)
+            first = self.admissions.settle(account, call_id, customer_cost, event)
         if route and billable > 0:
-            self.admissions.credit_provider(route["provider"], plan["account"], plan["call_id"], provider_cost, event)
+            provider, seat = route["provider"], adm.provider_settlement_id(account, call_id)
+            if _ndb_int(self.admissions.settle_command(provider, -provider_cost), seat, encoded) is None:
+                self.admissions.credit_provider(provider, account, call_id, provider_cost, event)
         if not first:
             KSR.info(f"tollgate: call {plan['call_id']} already settled\n")
 
@@ -729,6 +737,19 @@ class Tollgate:
 
     def _present_caller_id(self, caller_id: str) -> None:
         KSR.hdr.append_to_reply(f"P-Asserted-Identity: <sip:{caller_id}@{self.settings.realm}>\r\n")
+
+
+def _ndb_int(command: str | None, *params: str) -> int | None:
+    """An integer-returning Redis script through ndb_redis (command: a format with one `%s` per param), or
+    None when it could not run there (no command, Redis unreachable, an error reply such as NOSCRIPT): the
+    caller then goes through redis-py."""
+    if command is None:
+        return None
+    send = KSR.ndb_redis.redis_cmd_p1 if len(params) == 1 else KSR.ndb_redis.redis_cmd_p2
+    if send(NDB_SERVER, command, *params, NDB_REPLY) < 0:
+        return None
+    value = KSR.pv.get(NDB_REPLY_VALUE)
+    return value if isinstance(value, int) else None
 
 
 def _next_gateway(routes: list, route_index: int, gateway_index: int) -> tuple[int, int] | None:

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastpath.admission import Admissions
+from fastpath.admission import Admissions, decode_event
 from fastpath.runtime import FastPath
 from kemi.render import render
 from tests.helpers import unique_email
@@ -430,7 +430,7 @@ def balance(money: Admissions, account: str) -> int:
 
 def events(redis_client, control_server, account: str) -> list[dict[str, str]]:
     key = f"{control_server.keys.namespace}:{{a:{account}}}:events"
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _id, fields in redis_client.xrange(key)]
+    return [decode_event(fields) for _id, fields in redis_client.xrange(key)]
 
 
 def settled(redis_client, control_server, account: str, count: int = 1, timeout: float = 5.0) -> list[dict]:

@@ -91,8 +91,8 @@ def test_settlement_debits_exactly_once_and_queues_one_event(admissions, redis_c
     assert admissions.settle("1001", "c1", 1_234_567, {"call_id": "c1", "billable": 61}) is True
     assert admissions.settle("1001", "c1", 1_234_567, {"call_id": "c1", "billable": 61}) is False
     assert admissions.available("1001", 0) == 10 * EUR - 1_234_567
-    events = redis_client.xrange(admissions._key("1001", "events"))
-    assert [e[1][b"call_id"] for e in events] == [b"c1"]
+    events = [adm.decode_event(fields) for _id, fields in redis_client.xrange(admissions.events_key("1001"))]
+    assert events == [{"call_id": "c1", "billable": "61"}]
 
 
 def test_provider_is_credited_once_with_the_termination_cost(admissions):
@@ -275,8 +275,7 @@ def test_reap_releases_only_calls_that_cannot_still_be_running(admissions, redis
     assert admissions.open_calls("3001") == 1
     assert admissions.available("3001", 0) == 10 * EUR - EUR  # only the young call's reservation is left
     assert list(admissions.accounts_with_open_calls()) == ["3001"]
-    events = [{k.decode(): v.decode() for k, v in entry[1].items()}
-              for entry in redis_client.xrange(admissions.events_key("3001"))]
+    events = [adm.decode_event(fields) for _id, fields in redis_client.xrange(admissions.events_key("3001"))]
     assert [(e["call_id"], e["end_reason"], e["customer_cost"]) for e in events] == [
         ("talking", "orphaned", "0"), ("ringing", "orphaned", "0")]
     assert admissions.settle("3001", "talking", EUR, {"call_id": "talking"}) is False  # its real end, late
@@ -295,3 +294,23 @@ def test_trunk_channels_and_cps_are_counted_once_per_call_and_reaped_when_lost(a
     assert admissions.busy_channels("fra1") == 0
     outcomes = [seize("ams1", f"a/x{i}", now=NOW, max_calls=0, cps=2, hold_until=NOW + 9) for i in range(3)]
     assert outcomes == [adm.TRUNK_SEIZED, adm.TRUNK_SEIZED, adm.TRUNK_AT_CPS]
+
+
+def test_settle_and_mark_answered_commands_do_what_their_redis_py_twins_do(admissions, redis_client):
+    admissions.load_scripts()
+    admissions.credit("4001", 10 * EUR)
+    admit(admissions, "c 1%", account="4001", reserve=4 * EUR)
+    mark = admissions.mark_answered_command("4001", NOW + 5)
+    assert redis_client.execute_command(*_as_hiredis_sends(mark, "c 1%")) == 1
+    assert redis_client.hget(admissions._key("4001", "calls"), "c 1%") == f"{4 * EUR}:60:{NOW}:{NOW + 5}".encode()
+    event = adm.encode_event({"call_id": "c 1%", "customer_cost": 1_500_000})
+    settle = admissions.settle_command("4001", 1_500_000)
+    sends = settle.split(" ")
+    sends[sends.index("%s")] = "c 1%"
+    sends[sends.index("%s")] = event
+    assert redis_client.execute_command(*sends) == 1
+    assert redis_client.execute_command(*sends) == 0  # once
+    assert admissions.available("4001", 0) == 10 * EUR - 1_500_000 and admissions.open_calls("4001") == 0
+    (entry,) = redis_client.xrange(admissions.events_key("4001"))
+    assert adm.decode_event(entry[1]) == {"call_id": "c 1%", "customer_cost": "1500000"}
+    assert admissions.settle_command("40 01", 0) is None and admissions.mark_answered_command("4%01", 0) is None

@@ -299,6 +299,8 @@ class _FakeKSR:
                              get_srcip=lambda: "127.0.0.1", gete_au=lambda: "", get_method=lambda: "INVITE")
         self.sl = _Namespace(send_reply=lambda code, reason: fake.replies.append((code, reason)))
         self.maxfwd = _Namespace(process_maxfwd=lambda limit: 1)
+        # Kamailio's own Redis client, unreachable here: the script falls back to redis-py.
+        self.ndb_redis = _Namespace(redis_cmd_p1=lambda *args: -1, redis_cmd_p2=lambda *args: -1)
         self.siputils = _Namespace(has_totag=lambda: -1, is_request=lambda: 1)
         self.auth = _Namespace(has_credentials=lambda realm: -1)
         self.err = fake.errors.append
