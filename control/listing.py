@@ -1,12 +1,15 @@
-"""The account filter shared by ListAccounts and ExportAccountsCsv, and opaque page tokens.
+"""The filter language shared by the list and export RPCs (accounts here, CDRs in control/cdrs.py), and the
+account filter of ListAccounts and ExportAccountsCsv.
 
 Filter language (AIP-160 subset): terms joined by AND, each `field OP value`, OP one of
 = != < <= > >= and ':' (contains, case-insensitive). Values are bare words or "double quoted".
+Each caller describes its fields with a table of Column and passes it to parse_filter.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,26 +22,39 @@ from control.errors import invalid
 _TERM = re.compile(r'\s*([a-z_]+)\s*(<=|>=|!=|=|<|>|:)\s*("(?:[^"\\]|\\.)*"|[^\s"]+)\s*')
 _AND = re.compile(r"AND\b", re.IGNORECASE)
 _COMPARE = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+# An account number, spelled in any case, as the stored spelling: account numbers are unique case-insensitively
+# (accounts_number_key), so this is at most one row, and the caller's column keeps a plain, indexable equality.
+# A number no account has is compared as given.
+_STORED_NUMBER = (
+    "(SELECT coalesce(n.account_number, p.v) FROM (SELECT %s::text AS v) p"
+    " LEFT JOIN accounts n ON lower(n.account_number) = lower(p.v))"
+)
+
+Term = tuple[sql.Composable, object]  # a WHERE condition and its one parameter
 
 
 @dataclass(frozen=True)
-class _Column:
-    expression: str  # SQL over the accounts table, aliased a
-    kind: str  # text | enum | int | time
+class Column:
+    """A filterable field: its SQL expression and how its values compare."""
+
+    expression: str  # SQL over the listed table's alias
+    kind: str  # text | enum | int | time | number (an account number: = != compare it in any case, and :)
     choices: tuple[str, ...] = ()
+    prefix: str = ""  # the resource-name prefix a value may carry ("rateGroups/"), dropped
+    unit: str = ""  # named when an int value does not parse ("micros")
 
 
 _FIELDS = {
-    "account_number": _Column("a.account_number", "text"),
-    "name": _Column("(a.first_name || ' ' || a.last_name)", "text"),
-    "company": _Column("a.company", "text"),
-    "email": _Column("a.email", "text"),
-    "type": _Column("a.type", "enum", ("CUSTOMER", "PROVIDER")),
-    "account_type": _Column("a.account_type", "enum", ("PREPAID", "POSTPAID")),
-    "status": _Column("a.status", "enum", ("ACTIVE", "INACTIVE")),
-    "rate_group": _Column("a.rate_group_id", "text"),
-    "balance": _Column("a.balance", "int"),
-    "create_time": _Column("a.created_at", "time"),
+    "account_number": Column("a.account_number", "text"),
+    "name": Column("(a.first_name || ' ' || a.last_name)", "text"),
+    "company": Column("a.company", "text"),
+    "email": Column("a.email", "text"),
+    "type": Column("a.type", "enum", ("CUSTOMER", "PROVIDER")),
+    "account_type": Column("a.account_type", "enum", ("PREPAID", "POSTPAID")),
+    "status": Column("a.status", "enum", ("ACTIVE", "INACTIVE")),
+    "rate_group": Column("a.rate_group_id", "text", prefix="rateGroups/"),
+    "balance": Column("a.balance", "int", unit="micros"),
+    "create_time": Column("a.created_at", "time"),
 }
 
 
@@ -48,10 +64,8 @@ def _unquote(raw: str) -> str:
     return raw
 
 
-def _value(name: str, column: _Column, raw: str):
-    value = _unquote(raw)
-    if name == "rate_group":
-        return value.removeprefix("rateGroups/")
+def _value(name: str, column: Column, raw: str):
+    value = _unquote(raw).removeprefix(column.prefix)
     if column.kind == "enum":
         if value.upper() not in column.choices:
             raise invalid("filter", f"{name} must be one of {', '.join(column.choices)}")
@@ -60,7 +74,8 @@ def _value(name: str, column: _Column, raw: str):
         try:
             return int(value)
         except ValueError:
-            raise invalid("filter", f"{name} takes an integer (micros), not {value!r}") from None
+            unit = f" ({column.unit})" if column.unit else ""
+            raise invalid("filter", f"{name} takes an integer{unit}, not {value!r}") from None
     if column.kind == "time":
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -69,32 +84,36 @@ def _value(name: str, column: _Column, raw: str):
     return value
 
 
-def _term(name: str, op: str, raw: str) -> tuple[sql.Composable, object]:
-    column = _FIELDS.get(name)
+def _term(fields: Mapping[str, Column], name: str, op: str, raw: str) -> Term:
+    column = fields.get(name)
     if column is None:
-        raise invalid("filter", f"unknown field {name!r}; known: {', '.join(_FIELDS)}")
+        raise invalid("filter", f"unknown field {name!r}; known: {', '.join(fields)}")
     value = _value(name, column, raw)
     expression = sql.SQL(column.expression)
     if op == ":":
-        if column.kind != "text":
+        if column.kind not in ("text", "number"):
             raise invalid("filter", f"':' (contains) works on text fields, not {name}")
         escaped = re.sub(r"([\\%_])", r"\\\1", value)
         return sql.SQL("{} ILIKE %s").format(expression), f"%{escaped}%"
-    if column.kind in ("text", "enum") and op not in ("=", "!="):
+    if column.kind in ("text", "enum", "number") and op not in ("=", "!="):
         raise invalid("filter", f"{name} supports =, != and :")
+    if column.kind == "number":
+        return sql.SQL("{} {} {}").format(expression, sql.SQL(_COMPARE[op]), sql.SQL(_STORED_NUMBER)), value
     if column.kind == "text":
         expression = sql.SQL("lower({})").format(expression)
         value = value.lower()
     return sql.SQL("{} {} %s").format(expression, sql.SQL(_COMPARE[op])), value
 
 
-def parse_filter(text: str) -> list[tuple[sql.Composable, object]]:
+def parse_filter(text: str, fields: Mapping[str, Column] = _FIELDS) -> list[Term]:
+    """The terms of `text` over `fields` (the accounts' by default); a bad filter is INVALID_ARGUMENT on
+    `filter`."""
     terms, pos, text = [], 0, text.strip()
     while pos < len(text):
         match = _TERM.match(text, pos)
         if not match:
             raise invalid("filter", f"expected `field OP value` at character {pos + 1}")
-        terms.append(_term(*match.groups()))
+        terms.append(_term(fields, *match.groups()))
         pos = match.end()
         if pos < len(text):
             joiner = _AND.match(text, pos)

@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from control import db
 from control.auth import ApiInterceptor, TokenAuthority
+from control.cdrs import CdrService
 from control.config import Config, load_config
 from control.config_servicers import DirectoryService, RateGroupService, TrunkService
 from control.ledger import Ledger
@@ -31,6 +32,8 @@ from tollgate.v1 import (
     account_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
+    cdr_pb2,
+    cdr_pb2_grpc,
     company_pb2,
     company_pb2_grpc,
     directory_pb2,
@@ -50,6 +53,7 @@ SERVICE_NAMES = (
     rating_pb2.DESCRIPTOR.services_by_name["RateGroupService"].full_name,
     trunks_pb2.DESCRIPTOR.services_by_name["TrunkService"].full_name,
     directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
+    cdr_pb2.DESCRIPTOR.services_by_name["CdrService"].full_name,
 )
 _HEALTH_INTERVAL_SECONDS = 5.0
 
@@ -101,6 +105,7 @@ def create_server(config: Config) -> RunningServer:
     rating_pb2_grpc.add_RateGroupServiceServicer_to_server(RateGroupService(pool), server)
     trunks_pb2_grpc.add_TrunkServiceServicer_to_server(TrunkService(pool), server)
     directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryService(pool), server)
+    cdr_pb2_grpc.add_CdrServiceServicer_to_server(CdrService(pool), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

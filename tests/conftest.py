@@ -23,6 +23,7 @@ from fastpath import snapshot_format as fmt
 from tollgate.v1 import (
     account_pb2_grpc,
     auth_pb2_grpc,
+    cdr_pb2_grpc,
     company_pb2_grpc,
     directory_pb2_grpc,
     rating_pb2_grpc,
@@ -99,6 +100,7 @@ class Stubs:
     trunks: trunks_pb2_grpc.TrunkServiceStub
     directory: directory_pb2_grpc.DirectoryServiceStub
     metadata: tuple
+    cdrs: cdr_pb2_grpc.CdrServiceStub
 
 
 @pytest.fixture(scope="session")
@@ -112,4 +114,5 @@ def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
         trunks_pb2_grpc.TrunkServiceStub(channel),
         directory_pb2_grpc.DirectoryServiceStub(channel),
         (("authorization", f"Bearer {control_server.admin_token}"),),
+        cdr_pb2_grpc.CdrServiceStub(channel),
     )
