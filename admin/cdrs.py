@@ -10,7 +10,7 @@ from admin import calls, fields, output
 from admin.accounts import write_chunks
 from admin.errors import EXIT_OK
 from admin.money import format_money
-from tollgate.v1 import cdr_pb2, cdr_pb2_grpc
+from tollgate.v1 import account_pb2, cdr_pb2, cdr_pb2_grpc
 
 Stub = cdr_pb2_grpc.CdrServiceStub
 
@@ -79,13 +79,18 @@ def list_(stub: Stub, args: argparse.Namespace) -> int:
 
 def export(stub: Stub, args: argparse.Namespace) -> int:
     chunks = stub.ExportCdrsCsv(cdr_pb2.ExportCdrsCsvRequest(filter=filter_text(args)), **calls.options(args))
-    if not args.output or args.output == "-":
+    return write_export(chunks, args.output)
+
+
+def write_export(chunks: Iterator[account_pb2.CsvChunk], output_path: str | None) -> int:
+    """A streamed CSV to stdout, or to a file that appears only once complete."""
+    if not output_path or output_path == "-":
         # No progress here: on a terminal it would land in the middle of the CSV being printed.
         write_chunks(chunks, sys.stdout.buffer, progress=False)
         sys.stdout.flush()
         return EXIT_OK
     # Write beside the target and rename at the end: a broken stream never leaves a file that looks complete.
-    target = Path(args.output)
+    target = Path(output_path)
     partial = target.with_name(target.name + ".part")
     try:
         with partial.open("wb") as sink:

@@ -10,7 +10,7 @@ import sys
 
 import grpc
 
-from admin import accounts, apply, cdrs, company, config, directory, login, rating, trunks
+from admin import accounts, apply, cdrs, company, config, directory, invoices, login, rating, trunks
 from admin.errors import EXIT_OTHER, EXIT_USAGE, UsageError, report_rpc_error
 
 PROG = "tollgate-admin"
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     directory.add_parsers(commands, common)
     apply.add_parsers(commands, common)
     cdrs.add_parsers(commands, common)
+    invoices.add_parsers(commands, common)
     return parser
 
 

@@ -21,6 +21,7 @@ COMPANY_FLAGS: tuple[Flag, ...] = (
     fields.integer("--max-call-seconds", "max_call_seconds", "longest call ever granted"),
     fields.text("--timezone", "timezone", "IANA zone, default for new accounts", "ZONE"),
     fields.text("--sip-realm", "sip_realm", "digest realm of SIP devices", "REALM"),
+    fields.text("--tax-percent", "tax_percent", "tax on invoices, a percent 0-100, e.g. 19 or 7.25", "PERCENT"),
 )
 
 

@@ -70,6 +70,7 @@ from tollgate.v1 import (
     cdr_pb2_grpc,
     company_pb2_grpc,
     directory_pb2_grpc,
+    invoice_pb2_grpc,
     rating_pb2_grpc,
     trunks_pb2_grpc,
 )
@@ -313,7 +314,8 @@ def control_service():
                 account_pb2_grpc.AccountServiceStub(channel), company_pb2_grpc.CompanyServiceStub(channel),
                 auth_pb2_grpc.AuthServiceStub(channel), rating_pb2_grpc.RateGroupServiceStub(channel),
                 trunks_pb2_grpc.TrunkServiceStub(channel), directory_pb2_grpc.DirectoryServiceStub(channel),
-                (("authorization", f"Bearer {token}"),), cdr_pb2_grpc.CdrServiceStub(channel)), namespace, client
+                (("authorization", f"Bearer {token}"),), cdr_pb2_grpc.CdrServiceStub(channel),
+                invoice_pb2_grpc.InvoiceServiceStub(channel)), namespace, client
     finally:
         if running is not None:
             running.stop(grace=0)

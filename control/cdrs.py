@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import psycopg
@@ -122,6 +122,10 @@ class CdrQuery:
         where = sql.SQL(" AND ").join(t[0] for t in terms) if terms else sql.SQL("true")
         return cls(source, where, [t[1] for t in terms], paging.fingerprint("cdrs", filter_text, str(principal)))
 
+    def also(self, condition: sql.Composable, params: list) -> CdrQuery:
+        """This query narrowed by one more condition over c (e.g. the CDRs of one invoice)."""
+        return replace(self, where=sql.SQL("{} AND {}").format(self.where, condition), params=self.params + params)
+
     def select(self, after: list | None = None, limit: int | None = None) -> tuple[sql.Composable, list]:
         """The matching rows in order, those after `after` (a page token's position) and at most `limit`."""
         where, params = self.where, list(self.params)
@@ -204,6 +208,17 @@ def csv_rows(rows: Iterable[dict], decimals: int) -> str:
     return _lines([_cell(c, row[c], decimals) for c in _COLUMNS] for row in rows)
 
 
+def csv_chunks(conn: psycopg.Connection, query: CdrQuery) -> Iterator[account_pb2.CsvChunk]:
+    """The header, then the query's rows in chunks, with the company's decimals; inside the caller's transaction."""
+    decimals = company.load(conn)["decimals"]
+    yield account_pb2.CsvChunk(data=csv_header().encode())
+    # A server-side cursor: millions of CDRs stream without being held in memory.
+    with conn.cursor(name="cdr_export") as cursor:
+        cursor.execute(*query.select())
+        while batch := cursor.fetchmany(_EXPORT_ROWS_PER_CHUNK):
+            yield account_pb2.CsvChunk(data=csv_rows(batch, decimals).encode())
+
+
 def _lines(records: Iterable[list[str]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerows(records)
@@ -233,10 +248,4 @@ class CdrService(cdr_pb2_grpc.CdrServiceServicer):
     def ExportCdrsCsv(self, request: cdr_pb2.ExportCdrsCsvRequest, context) -> Iterator[account_pb2.CsvChunk]:
         with self._pool.connection() as conn, conn.transaction():
             query = CdrQuery.build(conn, current_principal(), request.filter)
-            decimals = company.load(conn)["decimals"]
-            yield account_pb2.CsvChunk(data=csv_header().encode())
-            # A server-side cursor: millions of CDRs stream without being held in memory.
-            with conn.cursor(name="cdr_export") as cursor:
-                cursor.execute(*query.select())
-                while batch := cursor.fetchmany(_EXPORT_ROWS_PER_CHUNK):
-                    yield account_pb2.CsvChunk(data=csv_rows(batch, decimals).encode())
+            yield from csv_chunks(conn, query)

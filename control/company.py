@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+
 import psycopg
 from psycopg import sql
 
@@ -11,7 +13,7 @@ from tollgate.v1 import account_pb2, company_pb2
 
 _INVOICE_PREFIX = "INVOICE_WITH_CDR_"
 _SCALARS = ("name", "currency", "decimals", "pin_length", "max_call_seconds", "timezone", "sip_realm")
-MUTABLE_PATHS = frozenset((*_SCALARS, "invoice_with_cdr"))
+MUTABLE_PATHS = frozenset((*_SCALARS, "invoice_with_cdr", "tax_percent"))
 
 
 def load(conn: psycopg.Connection) -> dict:
@@ -21,7 +23,13 @@ def load(conn: psycopg.Connection) -> dict:
 def to_message(row: dict) -> company_pb2.Company:
     company = company_pb2.Company(**{key: row[key] for key in _SCALARS})
     company.invoice_with_cdr = account_pb2.InvoiceWithCdr.Value(_INVOICE_PREFIX + row["invoice_with_cdr"])
+    company.tax_percent = percent_text(row["tax_percent"])
     return company
+
+
+def percent_text(value: Decimal) -> str:
+    """19.5000 -> "19.5": the stored numeric without its padding (and never in exponent notation)."""
+    return format(value.normalize(), "f")
 
 
 def _checked(path: str, value):
@@ -35,6 +43,7 @@ def _checked(path: str, value):
         "timezone": lambda v: validation.timezone(field, v),
         "sip_realm": _realm,
         "invoice_with_cdr": _invoice_with_cdr,
+        "tax_percent": _tax_percent,
     }
     return checks[path](value)
 
@@ -49,6 +58,19 @@ def _invoice_with_cdr(value: int) -> str:
     if value == 0 or value not in account_pb2.InvoiceWithCdr.values():
         raise invalid("company.invoice_with_cdr", "must be NONE, PDF or CSV")
     return account_pb2.InvoiceWithCdr.Name(value).removeprefix(_INVOICE_PREFIX)
+
+
+def _tax_percent(value: str) -> Decimal:
+    """A decimal text, exact: more than 4 decimals is refused rather than rounded (the column's scale)."""
+    try:
+        percent = Decimal(value.strip() or "0")
+    except InvalidOperation:
+        raise invalid("company.tax_percent", f"not a decimal percent: {value!r}") from None
+    if not percent.is_finite() or not 0 <= percent <= 100:
+        raise invalid("company.tax_percent", "must be a percent from 0 to 100")
+    if percent != percent.quantize(Decimal("0.0001"), rounding=ROUND_DOWN):
+        raise invalid("company.tax_percent", "at most 4 decimal places")
+    return percent
 
 
 def update(conn: psycopg.Connection, company: company_pb2.Company, paths: list[str]) -> company_pb2.Company:

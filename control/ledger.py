@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
+from control import invoices
 from control.payments import PAYMENTS_CHANNEL
 from fastpath.admission import Admissions, decode_event, provider_settlement_id
 
@@ -42,6 +43,7 @@ STREAMS_PER_READ = 200  # streams per XREADGROUP (its key list)
 REAP_GRACE_SECONDS = 300
 MAX_RING_SECONDS = 120
 RETENTION_SECONDS = 7 * 86_400
+INVOICE_INTERVAL_SECONDS = 3600  # billing days pass at local midnights: hourly is soon enough for every zone
 
 _TEXT = ("direction", "caller_id_received", "caller_id_presented", "destination_dialled", "destination_sent",
          "rate_group", "prefix", "trunk", "provider", "gateway", "end_reason")
@@ -105,7 +107,28 @@ class Ledger:
         """Push payments, reap, then record every waiting entry; (calls reaped, entries recorded)."""
         self.push_payments()
         reaped = self.reap(int(time.time()) if now is None else now)
-        return reaped, self.record()
+        recorded = self.record()
+        self.invoice_if_due()
+        return reaped, recorded
+
+    _next_invoicing = 0.0  # time.monotonic() of the next invoicing run; 0 = at the first run
+
+    def invoice_if_due(self) -> int:
+        """At most once an hour, after the CDRs are recorded: the postpaid invoices due now (control/invoices.py;
+        several control services may do this at once, the account row lock makes one invoice). A failure is
+        logged and tried again an hour later: invoicing must never stop CDRs from being recorded."""
+        if time.monotonic() < self._next_invoicing:
+            return 0
+        self._next_invoicing = time.monotonic() + INVOICE_INTERVAL_SECONDS
+        try:
+            with psycopg.connect(self._dsn) as conn:
+                made = invoices.generate_due(conn, datetime.now(UTC))
+        except Exception:
+            log.exception("invoicing failed; trying again in %d s", INVOICE_INTERVAL_SECONDS)
+            return 0
+        if made:
+            log.info("made %d invoice(s): %s", len(made), ", ".join(r["number"] for r in made))
+        return len(made)
 
     def push_payments(self) -> int:
         """Every payment PostgreSQL has and Redis may not: applied there once (Redis remembers the ids), then

@@ -24,6 +24,7 @@ from control.auth import ApiInterceptor, TokenAuthority
 from control.cdrs import CdrService
 from control.config import Config, load_config
 from control.config_servicers import DirectoryService, RateGroupService, TrunkService
+from control.invoices import InvoiceService
 from control.ledger import Ledger
 from control.projection import Publisher
 from control.servicers import AccountService, AuthService, CompanyService
@@ -38,6 +39,8 @@ from tollgate.v1 import (
     company_pb2_grpc,
     directory_pb2,
     directory_pb2_grpc,
+    invoice_pb2,
+    invoice_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
     trunks_pb2,
@@ -54,6 +57,7 @@ SERVICE_NAMES = (
     trunks_pb2.DESCRIPTOR.services_by_name["TrunkService"].full_name,
     directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
     cdr_pb2.DESCRIPTOR.services_by_name["CdrService"].full_name,
+    invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_name,
 )
 _HEALTH_INTERVAL_SECONDS = 5.0
 
@@ -106,6 +110,7 @@ def create_server(config: Config) -> RunningServer:
     trunks_pb2_grpc.add_TrunkServiceServicer_to_server(TrunkService(pool), server)
     directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryService(pool), server)
     cdr_pb2_grpc.add_CdrServiceServicer_to_server(CdrService(pool), server)
+    invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(InvoiceService(pool), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

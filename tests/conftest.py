@@ -26,6 +26,7 @@ from tollgate.v1 import (
     cdr_pb2_grpc,
     company_pb2_grpc,
     directory_pb2_grpc,
+    invoice_pb2_grpc,
     rating_pb2_grpc,
     trunks_pb2_grpc,
 )
@@ -101,6 +102,7 @@ class Stubs:
     directory: directory_pb2_grpc.DirectoryServiceStub
     metadata: tuple
     cdrs: cdr_pb2_grpc.CdrServiceStub
+    invoices: invoice_pb2_grpc.InvoiceServiceStub
 
 
 @pytest.fixture(scope="session")
@@ -115,4 +117,5 @@ def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
         directory_pb2_grpc.DirectoryServiceStub(channel),
         (("authorization", f"Bearer {control_server.admin_token}"),),
         cdr_pb2_grpc.CdrServiceStub(channel),
+        invoice_pb2_grpc.InvoiceServiceStub(channel),
     )

@@ -1,0 +1,126 @@
+"""`invoices …` commands: postpaid invoices (SPEC §10), generated, listed, shown, and their CDRs as CSV."""
+
+import argparse
+from collections.abc import Iterator
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.type import date_pb2
+
+from admin import calls, cdrs, output
+from admin.errors import EXIT_OK, UsageError
+from admin.money import format_money
+from tollgate.v1 import account_pb2, invoice_pb2, invoice_pb2_grpc
+
+Stub = invoice_pb2_grpc.InvoiceServiceStub
+
+SUMMARY_HEADERS = ["number", "account", "period start", "period end", "issue date", "due date", "total"]
+DIRECTIONS = ("outbound", "local", "inbound")
+_CDR_PREFIX = "INVOICE_WITH_CDR_"
+
+
+def invoice_name(number: str) -> str:
+    return calls.resource_name("invoices", number)
+
+
+def _date(value: date_pb2.Date) -> str:
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+
+
+def summary_row(invoice: invoice_pb2.Invoice) -> list[str]:
+    return [invoice.number, calls.last_segment(invoice.account), invoice.period_start.ToJsonString(),
+            invoice.period_end.ToJsonString(), _date(invoice.issue_date), _date(invoice.due_date),
+            format_money(invoice.total)]
+
+
+def detail_rows(invoice: invoice_pb2.Invoice) -> list[tuple[str, str]]:
+    """The invoice as people read it: money as decimals, usage one line per call type."""
+    rows = [("number", invoice.number), ("account", calls.last_segment(invoice.account)),
+            ("period", f"{invoice.period_start.ToJsonString()} .. {invoice.period_end.ToJsonString()}"),
+            ("issue date", _date(invoice.issue_date)), ("due date", _date(invoice.due_date)),
+            ("timezone", invoice.timezone)]
+    for direction in DIRECTIONS:
+        usage = getattr(invoice, direction)
+        rows.append((f"{direction} usage",
+                     f"{usage.calls} calls, {usage.billable_seconds} s, {format_money(usage.amount)}"))
+    rows += [("charges", format_money(invoice.charges)), ("payments", format_money(invoice.payments)),
+             ("tax", f"{format_money(invoice.tax_amount)} ({invoice.tax_percent}%)"),
+             ("total", format_money(invoice.total)), ("tax number", invoice.tax_number),
+             ("invoice note", invoice.invoice_note),
+             ("CDR detail", account_pb2.InvoiceWithCdr.Name(invoice.invoice_with_cdr).removeprefix(_CDR_PREFIX))]
+    return rows
+
+
+def show_many(invoices: list[invoice_pb2.Invoice], args: argparse.Namespace) -> None:
+    if args.json:
+        output.print_json([output.to_dict(i) for i in invoices])
+    else:
+        output.print_table((summary_row(i) for i in invoices), SUMMARY_HEADERS)
+
+
+def _as_of(text: str) -> Timestamp:
+    stamp = Timestamp()
+    try:
+        stamp.FromJsonString(text)
+    except ValueError:
+        raise UsageError(f"--as-of takes an RFC 3339 time like 2031-02-01T00:00:00Z, not {text!r}") from None
+    return stamp
+
+
+def generate(stub: Stub, args: argparse.Namespace) -> int:
+    request = invoice_pb2.GenerateInvoicesRequest()
+    if args.as_of:
+        request.as_of.CopyFrom(_as_of(args.as_of))
+    show_many(list(stub.GenerateInvoices(request, **calls.options(args, min_timeout=60)).invoices), args)
+    return EXIT_OK
+
+
+def iter_invoices(stub: Stub, args: argparse.Namespace) -> Iterator[invoice_pb2.Invoice]:
+    request = invoice_pb2.ListInvoicesRequest(page_size=1000, filter=cdrs.filter_text(args))
+    while True:
+        response = stub.ListInvoices(request, **calls.options(args))
+        yield from response.invoices
+        if not response.next_page_token:
+            return
+        request.page_token = response.next_page_token
+
+
+def list_(stub: Stub, args: argparse.Namespace) -> int:
+    show_many(list(iter_invoices(stub, args)), args)
+    return EXIT_OK
+
+
+def get(stub: Stub, args: argparse.Namespace) -> int:
+    invoice = stub.GetInvoice(invoice_pb2.GetInvoiceRequest(name=invoice_name(args.number)), **calls.options(args))
+    if args.json:
+        output.print_json(output.to_dict(invoice))
+    else:
+        for key, value in detail_rows(invoice):
+            print(f"{key:<14} {value}")
+    return EXIT_OK
+
+
+def export_cdrs(stub: Stub, args: argparse.Namespace) -> int:
+    request = invoice_pb2.ExportInvoiceCdrsCsvRequest(name=invoice_name(args.number))
+    return cdrs.write_export(stub.ExportInvoiceCdrsCsv(request, **calls.options(args)), args.output)
+
+
+def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register `invoices <verb>`; `common` carries the global options so they work after the verb too."""
+    group = commands.add_parser("invoices", help="postpaid invoices", parents=[common])
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler: calls.Handler, help: str) -> argparse.ArgumentParser:
+        parser = verbs.add_parser(name, help=help, description=help, parents=[common])
+        parser.set_defaults(handler=handler, stub=Stub)
+        return parser
+
+    p = verb("generate", generate, "make every invoice due now (or at --as-of); prints the new ones")
+    p.add_argument("--as-of", metavar="RFC3339", help="as if it were this time, e.g. 2031-02-01T00:00:00Z")
+    p = verb("list", list_, "list invoices by number, following all pages")
+    p.add_argument("--filter", metavar="F", help="e.g. 'issue_date >= 2031-01-01 AND total > 0'")
+    p.add_argument("--account", metavar="N", help="only this account's invoices: ANDs `account = N` in")
+    p = verb("get", get, "show one invoice, money as decimals")
+    p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
+    p = verb("cdrs", export_cdrs, "write the invoice's CDRs as CSV")
+    p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

@@ -1,0 +1,356 @@
+"""Postpaid invoices (SPEC §10): InvoiceService and `tollgate-admin invoices`, against the real services.
+
+Accounts are created through the API, then their created_at is moved to 2031 (the first period starts there),
+so that the control service's own hourly run (which uses the real clock) never invoices them. CDRs are inserted
+straight into `cdrs`, as the ledger writes them. GenerateInvoices invoices every account of the shared database
+that is due, so each test looks at its own accounts' invoices only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from control import invoices
+from control.ledger import Ledger
+from tests.helpers import failure, unique_email, unique_number
+from tests.test_admin_cli import clean_env, ok, ok_json, run_cli
+from tests.test_cdrs import cdr, insert
+from tollgate.v1 import account_pb2, auth_pb2, company_pb2, invoice_pb2
+
+PASSWORD = "invoice-reader-pass"
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def postpaid(admin, dsn: str, created: str = "2031-01-10T00:00:00", *, timezone: str = "UTC",
+             billing_day: int = 1, prepaid: bool = False, **billing) -> account_pb2.Account:
+    mode = account_pb2.PREPAID if prepaid else account_pb2.POSTPAID
+    account = account_pb2.Account(
+        account_number=unique_number(), email=unique_email("inv"), password=PASSWORD,
+        profile=account_pb2.Profile(timezone=timezone),
+        billing=account_pb2.Billing(account_type=mode, billing_day=billing_day, **billing))
+    made = admin.accounts.CreateAccount(account_pb2.CreateAccountRequest(account=account), metadata=admin.metadata)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("UPDATE accounts SET created_at = %s WHERE account_number = %s",
+                     (utc(created), made.account_number))
+    return made
+
+
+def generate(admin, as_of: str, metadata: tuple | None = None) -> list[invoice_pb2.Invoice]:
+    stamp = Timestamp()
+    stamp.FromDatetime(utc(as_of))
+    return list(admin.invoices.GenerateInvoices(invoice_pb2.GenerateInvoicesRequest(as_of=stamp),
+                                                metadata=metadata or admin.metadata).invoices)
+
+
+def of(made: list[invoice_pb2.Invoice], account: account_pb2.Account) -> list[invoice_pb2.Invoice]:
+    return [i for i in made if i.account == account.name]
+
+
+def call(account: account_pb2.Account, call_id: str, setup: str, **overrides) -> dict:
+    when = utc(setup)
+    return cdr(account.account_number, call_id, 0, setup_time=when, answer_time=when,
+               end_time=when + timedelta(seconds=60), **overrides)
+
+
+def export_ids(admin, invoice: invoice_pb2.Invoice, metadata: tuple | None = None) -> list[dict]:
+    chunks = admin.invoices.ExportInvoiceCdrsCsv(invoice_pb2.ExportInvoiceCdrsCsvRequest(name=invoice.name),
+                                                 metadata=metadata or admin.metadata)
+    return list(csv.DictReader(io.StringIO(b"".join(c.data for c in chunks).decode(), newline="")))
+
+
+def number_of(invoice: invoice_pb2.Invoice) -> int:
+    assert invoice.number.startswith("INV_") and len(invoice.number) == 10
+    return int(invoice.number[4:])
+
+
+# --------------------------------------------------------------------------------------------- periods
+
+
+@pytest.mark.parametrize(("now", "zone", "day", "expected"), [
+    ("2031-02-01T09:00:00", "America/Los_Angeles", 1, "2031-02-01T08:00:00"),  # PST, UTC-8
+    ("2031-02-01T07:59:59", "America/Los_Angeles", 1, "2031-01-01T08:00:00"),  # not yet midnight there
+    ("2031-02-01T09:00:00", "Pacific/Auckland", 1, "2031-01-31T11:00:00"),  # NZDT, UTC+13
+    ("2031-07-15T00:00:00", "Pacific/Auckland", 15, "2031-07-14T12:00:00"),  # NZST, UTC+12
+    ("2031-01-04T23:00:00", "UTC", 5, "2030-12-05T00:00:00"),  # across the year
+])
+def test_period_end_is_the_billing_day_midnight_in_the_accounts_zone(now, zone, day, expected):
+    assert invoices.period_end(utc(now), zone, day) == utc(expected)
+
+
+@pytest.mark.parametrize(("taxable", "percent", "tax"), [
+    (7_291_000, "7.25", 528_598),  # 528,597.5 rounds half up
+    (1, "50", 1), (1, "49.9999", 0), (10**12, "100", 10**12), (123, "0", 0),
+])
+def test_tax_is_rounded_once_half_up_to_the_micro(taxable, percent, tax):
+    assert invoices.tax_of(taxable, Decimal(percent)) == tax
+
+
+def test_timezones_decide_the_period_and_generating_twice_makes_nothing(admin, control_server):
+    dsn = control_server.dsn
+    auckland = postpaid(admin, dsn, "2031-01-15T00:00:00", timezone="Pacific/Auckland")
+    los_angeles = postpaid(admin, dsn, "2031-01-15T00:00:00", timezone="America/Los_Angeles")
+    for account in (auckland, los_angeles):
+        insert(dsn, [call(account, "before", "2031-01-31T10:30:00"), call(account, "after", "2031-01-31T11:30:00")])
+
+    assert of(generate(admin, "2031-01-31T10:59:00"), auckland) == []  # midnight in Auckland is 11:00Z
+    made = generate(admin, "2031-02-01T09:00:00")
+    (nz,), (la,) = of(made, auckland), of(made, los_angeles)
+    assert nz.period_end.ToDatetime(tzinfo=UTC) == utc("2031-01-31T11:00:00")
+    assert la.period_end.ToDatetime(tzinfo=UTC) == utc("2031-02-01T08:00:00")
+    assert nz.period_start.ToDatetime(tzinfo=UTC) == utc("2031-01-15T00:00:00")  # the account's creation
+    assert (nz.outbound.calls, la.outbound.calls) == (1, 2)
+    assert [r["call_id"] for r in export_ids(admin, nz)] == ["before"]
+    for invoice in (nz, la):
+        assert (invoice.issue_date.year, invoice.issue_date.month, invoice.issue_date.day) == (2031, 2, 1)
+        assert (invoice.due_date.month, invoice.due_date.day) == (2, 16)
+        assert invoice.timezone in ("Pacific/Auckland", "America/Los_Angeles")
+    assert generate(admin, "2031-02-01T09:00:00") == []  # idempotent: nothing new for anyone
+    (nz_next,) = of(generate(admin, "2031-03-01T00:00:00"), auckland)  # 11:00Z on Feb 28 in Auckland
+    assert [r["call_id"] for r in export_ids(admin, nz_next)] == ["after"]
+    assert nz_next.period_start == nz.period_end
+
+
+# --------------------------------------------------------------------------------------------- numbering
+
+
+def test_numbers_are_sequential_without_gaps_and_a_rollback_gives_them_back(admin, control_server):
+    dsn = control_server.dsn
+    accounts = [postpaid(admin, dsn, "2032-01-03T00:00:00", generate_zero_invoice=True) for _ in range(3)]
+    with psycopg.connect(dsn) as conn:
+        before = conn.execute("SELECT last_number FROM invoice_counter").fetchone()[0]
+        with conn.transaction(force_rollback=True):  # as if the generating transaction failed at its end
+            rolled_back = invoices.generate_due(conn, utc("2032-02-01T00:00:00"))
+    assert len(rolled_back) >= 3
+    made = generate(admin, "2032-02-01T00:00:00")
+    numbers = [number_of(i) for i in made]
+    assert numbers == list(range(before + 1, before + 1 + len(made)))  # across accounts, none skipped
+    assert [r["number"] for r in rolled_back] == [i.number for i in made]  # the rolled-back ones were reused
+    assert sorted(a.name for a in accounts) == sorted(i.account for i in made if i.account in
+                                                      {a.name for a in accounts})
+
+
+# --------------------------------------------------------------------------------------------- CDRs
+
+
+def test_every_cdr_lands_on_exactly_one_invoice_and_a_late_one_on_the_next(admin, control_server):
+    dsn = control_server.dsn
+    account = postpaid(admin, dsn, "2033-01-10T00:00:00", billing_day=5)
+    insert(dsn, [call(account, "c1", "2033-01-20T00:00:00"),
+                 call(account, "c2", "2033-02-04T23:59:59", direction="local"),
+                 call(account, "c3", "2033-02-05T00:00:00")])  # the boundary: next period
+    (first,) = of(generate(admin, "2033-02-05T00:00:00"), account)
+    insert(dsn, [call(account, "late", "2033-02-01T00:00:00")])  # the ledger was behind
+    assert of(generate(admin, "2033-02-06T00:00:00"), account) == []
+    (second,) = of(generate(admin, "2033-03-05T01:00:00"), account)
+
+    assert [r["call_id"] for r in export_ids(admin, first)] == ["c1", "c2"]
+    assert [r["call_id"] for r in export_ids(admin, second)] == ["late", "c3"]
+    assert (first.outbound.calls, first.local.calls, second.outbound.calls) == (1, 1, 2)
+    with psycopg.connect(dsn) as conn:
+        owners = conn.execute("SELECT i.number, count(*) FROM cdrs c JOIN invoices i ON i.id = c.invoice_id "
+                              "WHERE c.account_number = %s GROUP BY 1 ORDER BY 1", (account.account_number,))
+        assert owners.fetchall() == [(first.number, 2), (second.number, 2)]
+        assert conn.execute("SELECT count(*) FROM cdrs WHERE account_number = %s AND invoice_id IS NULL",
+                            (account.account_number,)).fetchone()[0] == 0
+
+
+# --------------------------------------------------------------------------------------------- money
+
+
+@pytest.fixture
+def tax_percent(admin):
+    """The company charges 7.25% tax for the test, and none afterwards."""
+
+    def set_percent(value: str) -> None:
+        mask = field_mask_pb2.FieldMask(paths=["tax_percent"])
+        admin.company.UpdateCompany(company_pb2.UpdateCompanyRequest(
+            company=company_pb2.Company(tax_percent=value), update_mask=mask), metadata=admin.metadata)
+
+    set_percent("7.25")
+    yield
+    set_percent("0")
+
+
+def test_totals_per_call_type_charges_payments_and_tax_add_up(admin, control_server, tax_percent):
+    dsn = control_server.dsn
+    account = postpaid(admin, dsn, "2034-01-01T00:00:00", tax_number="DE123", invoice_note="net 15, thanks")
+    insert(dsn, [
+        call(account, "o1", "2034-01-02T00:00:00", billable_seconds=60, customer_cost=12_000),
+        call(account, "o2", "2034-01-03T00:00:00", billable_seconds=120, customer_cost=24_000),
+        call(account, "l1", "2034-01-04T00:00:00", direction="local", billable_seconds=30, customer_cost=5_000),
+        call(account, "i1", "2034-01-05T00:00:00", direction="inbound", billable_seconds=0, customer_cost=0,
+             sip_code=486),
+    ])
+    for amount in (50_000_000, -7_250_000):
+        admin.accounts.PostPayment(account_pb2.PostPaymentRequest(account=account.name, amount=amount),
+                                   metadata=admin.metadata)
+    (invoice,) = of(generate(admin, "2034-02-01T00:00:00"), account)
+    usage = [(u.calls, u.billable_seconds, u.amount) for u in (invoice.outbound, invoice.local, invoice.inbound)]
+    assert usage == [(2, 180, 36_000), (1, 30, 5_000), (1, 0, 0)]
+    assert (invoice.charges, invoice.payments, invoice.tax_percent) == (7_250_000, 50_000_000, "7.25")
+    assert invoice.tax_amount == 528_598  # (41,000 + 7,250,000) x 7.25% = 528,597.5, half up
+    assert invoice.total == 41_000 + 7_250_000 + 528_598
+    assert (invoice.tax_number, invoice.invoice_note) == ("DE123", "net 15, thanks")
+    assert admin.invoices.GetInvoice(invoice_pb2.GetInvoiceRequest(name=invoice.name),
+                                     metadata=admin.metadata) == invoice
+
+
+def test_tax_percent_is_validated(admin):
+    for bad in ("101", "-1", "abc", "1.00001"):
+        result = failure(lambda b=bad: admin.company.UpdateCompany(company_pb2.UpdateCompanyRequest(
+            company=company_pb2.Company(tax_percent=b), update_mask=field_mask_pb2.FieldMask(paths=["tax_percent"])),
+            metadata=admin.metadata))
+        assert (result.code, result.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["company.tax_percent"]), bad
+
+
+def test_a_zero_invoice_only_with_generate_zero_invoice_and_none_for_prepaid(admin, control_server):
+    dsn = control_server.dsn
+    quiet = postpaid(admin, dsn, "2035-01-01T00:00:00")
+    zero = postpaid(admin, dsn, "2035-01-01T00:00:00", generate_zero_invoice=True)
+    paid_only = postpaid(admin, dsn, "2035-01-01T00:00:00")
+    prepaid = postpaid(admin, dsn, "2035-01-01T00:00:00", prepaid=True)
+    admin.accounts.PostPayment(account_pb2.PostPaymentRequest(account=paid_only.name, amount=1_000_000),
+                               metadata=admin.metadata)
+    insert(dsn, [call(prepaid, "p1", "2035-01-05T00:00:00"), call(quiet, "free", "2035-01-05T00:00:00",
+                                                                   customer_cost=0, billable_seconds=0)])
+    made = generate(admin, "2035-02-01T00:00:00")
+    assert of(made, quiet) == [] and of(made, paid_only) == [] and of(made, prepaid) == []
+    (empty,) = of(made, zero)
+    assert (empty.total, empty.outbound.calls) == (0, 0)
+    # The free call waits for the first invoice that is made: it stays on exactly one.
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT invoice_id FROM cdrs WHERE account_number = %s",
+                            (quiet.account_number,)).fetchone()[0] is None
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def login(admin, email: str) -> tuple:
+    token = admin.auth.Login(auth_pb2.LoginRequest(login=email, password=PASSWORD)).token
+    return (("authorization", f"Bearer {token}"),)
+
+
+def list_all(admin, filter_text: str = "", metadata: tuple | None = None, page_size: int = 0) -> list:
+    found, token = [], ""
+    for _ in range(1_000):
+        page = admin.invoices.ListInvoices(invoice_pb2.ListInvoicesRequest(
+            filter=filter_text, page_token=token, page_size=page_size), metadata=metadata or admin.metadata)
+        found += page.invoices
+        token = page.next_page_token
+        if not token:
+            return found
+    raise AssertionError("paging never ended")
+
+
+@pytest.fixture(scope="module")
+def two_customers(admin, control_server) -> dict:
+    dsn = control_server.dsn
+    mine = postpaid(admin, dsn, "2036-01-01T00:00:00", invoice_with_cdr=account_pb2.INVOICE_WITH_CDR_CSV)
+    theirs = postpaid(admin, dsn, "2036-01-01T00:00:00", invoice_with_cdr=account_pb2.INVOICE_WITH_CDR_PDF)
+    for account in (mine, theirs):
+        insert(dsn, [call(account, f"m{month}", f"2036-{month:02d}-02T00:00:00", provider="P0carrier",
+                          provider_cost=4_200) for month in (1, 2, 3)])
+    for as_of in ("2036-02-01T00:00:00", "2036-03-01T00:00:00", "2036-04-01T00:00:00"):
+        generate(admin, as_of)
+    return {"mine": mine, "theirs": theirs, "token": login(admin, mine.email)}
+
+
+def test_listing_filters_and_pages_in_number_order(admin, two_customers):
+    mine = two_customers["mine"]
+    listed = list_all(admin, f"account = {mine.account_number}", page_size=1)
+    assert len(listed) == 3 and [number_of(i) for i in listed] == sorted(number_of(i) for i in listed)
+    assert list_all(admin, f"number = {listed[1].number}") == [listed[1]]
+    assert [i.number for i in list_all(admin, f"account = {mine.account_number} AND issue_date >= 2036-03-01")] \
+        == [listed[1].number, listed[2].number]
+    bad = failure(lambda: admin.invoices.ListInvoices(invoice_pb2.ListInvoicesRequest(filter="colour = red"),
+                                                      metadata=admin.metadata))
+    assert (bad.code, bad.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["filter"])
+
+
+def test_an_account_token_sees_only_its_own_invoices_and_side(admin, two_customers):
+    mine, theirs, token = two_customers["mine"], two_customers["theirs"], two_customers["token"]
+    own = list_all(admin, metadata=token)
+    assert len(own) == 3 and {i.account for i in own} == {mine.name}
+    assert list_all(admin, f"account = {theirs.account_number}", metadata=token) == []
+    other = list_all(admin, f"account = {theirs.account_number}")[0]
+    for rpc in (lambda: admin.invoices.GetInvoice(invoice_pb2.GetInvoiceRequest(name=other.name), metadata=token),
+                lambda: export_ids(admin, other, metadata=token),
+                lambda: generate(admin, "2036-05-01T00:00:00", metadata=token)):
+        assert failure(rpc).code == grpc.StatusCode.PERMISSION_DENIED
+    rows = export_ids(admin, own[0], metadata=token)
+    assert [(r["call_id"], r["provider"], Decimal(r["provider_cost"])) for r in rows] == [("m1", "", 0)]
+    assert [(r["provider"], r["provider_cost"]) for r in export_ids(admin, own[0])] == [("P0carrier", "0.0042")]
+
+
+def test_pdf_detail_is_refused_not_faked_and_unknown_names_are_errors(admin, two_customers):
+    pdf = list_all(admin, f"account = {two_customers['theirs'].account_number}")[0]
+    assert pdf.invoice_with_cdr == account_pb2.INVOICE_WITH_CDR_PDF
+    refused = failure(lambda: export_ids(admin, pdf))
+    assert refused.code == grpc.StatusCode.FAILED_PRECONDITION and "PDF" in refused.message
+    missing = failure(lambda: admin.invoices.GetInvoice(invoice_pb2.GetInvoiceRequest(name="invoices/INV_999999999"),
+                                                        metadata=admin.metadata))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+    bad = failure(lambda: admin.invoices.GetInvoice(invoice_pb2.GetInvoiceRequest(name="INV_000001"),
+                                                    metadata=admin.metadata))
+    assert (bad.code, bad.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["name"])
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli(control_server, tmp_path: Path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(home) | {"TOLLGATE_ADDRESS": control_server.address, "TOLLGATE_TOKEN": control_server.admin_token}
+    return lambda *args: run_cli(list(args), env)
+
+
+def test_cli_generates_lists_shows_and_exports(cli, admin, control_server, tmp_path: Path):
+    account = postpaid(admin, control_server.dsn, "2037-01-01T00:00:00", tax_number="VAT-9")
+    insert(control_server.dsn, [call(account, "x1", "2037-01-02T00:00:00", customer_cost=1_230_000)])
+    made = ok_json(cli("invoices", "generate", "--as-of", "2037-02-01T00:00:00Z", "--json"))
+    (invoice,) = [i for i in made if i["account"] == account.name]
+    assert invoice["total"] == "1230000" and invoice["issue_date"] == {"year": 2037, "month": 2, "day": 1}
+
+    table = ok(cli("invoices", "list", "--account", account.account_number)).splitlines()
+    assert "number" in table[0] and table[2].split()[0] == invoice["number"] and table[2].split()[-1] == "1.23"
+    shown = ok(cli("invoices", "get", invoice["number"]))
+    assert "1 calls, 60 s, 1.23" in shown and "VAT-9" in shown and "2037-02-16" in shown
+    target = tmp_path / "detail.csv"
+    assert ok(cli("invoices", "cdrs", invoice["number"], "-o", str(target))) == ""
+    assert [r["call_id"] for r in csv.DictReader(io.StringIO(target.read_text(), newline=""))] == ["x1"]
+
+    bad = cli("invoices", "generate", "--as-of", "yesterday")
+    assert bad.returncode != 0 and "--as-of" in bad.stderr
+
+
+# --------------------------------------------------------------------------------------------- automatic run
+
+
+def test_the_ledger_invoices_by_itself_at_most_once_an_hour(admin, control_server):
+    dsn = control_server.dsn
+    overdue = postpaid(admin, dsn, "2020-01-01T00:00:00", generate_zero_invoice=True)  # due by the real clock
+    ledger = Ledger(dsn, control_server.redis_url, control_server.keys.namespace)
+    try:
+        assert ledger.invoice_if_due() >= 1
+        assert len(list_all(admin, f"account = {overdue.account_number}")) == 1
+        later = postpaid(admin, dsn, "2020-01-01T00:00:00", generate_zero_invoice=True)
+        assert ledger.invoice_if_due() == 0  # within the hour: not run again
+        assert list_all(admin, f"account = {later.account_number}") == []
+    finally:
+        ledger.stop()
