@@ -640,26 +640,30 @@ class Tollgate:
             self._settle_dialog(ended=True)
         return 1
 
-    def _mark_answered(self, answered: float) -> None:
-        """Tell Redis the call was answered, so that a reaper never frees it before its granted seconds."""
+    def _dialog_plan(self) -> dict | None:
+        """The current dialog's call as decided at setup (None when the dialog is not one of ours), with
+        this process's Redis clients ready (event routes may run in processes child_init did not prepare)."""
         encoded = KSR.dialog.var_get(DLG_CALL)
         if not encoded:
-            return
+            return None
         if self.pid != os.getpid():
             self._open()
-        plan = json.loads(encoded)
+        return json.loads(encoded)
+
+    def _mark_answered(self, answered: float) -> None:
+        """Tell Redis the call was answered, so that a reaper never frees it before its granted seconds."""
+        plan = self._dialog_plan()
+        if plan is None:
+            return
         account, call_id = plan["account"], plan["call_id"]
         if _ndb_int(self.admissions.mark_answered_command(account, int(answered)), call_id) is None:
             self.admissions.mark_answered(account, call_id, int(answered))
 
     def _settle_dialog(self, ended: bool) -> None:
         """Settle the current dialog's call (nothing when the dialog is not one of ours)."""
-        encoded = KSR.dialog.var_get(DLG_CALL)
-        if not encoded:
+        plan = self._dialog_plan()
+        if plan is None:
             return
-        if self.pid != os.getpid():
-            self._open()
-        plan = json.loads(encoded)
         at = KSR.dialog.var_get(DLG_AT) or ""
         if at:
             plan["at"] = at

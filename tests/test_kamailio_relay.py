@@ -306,6 +306,30 @@ def test_cps_then_concurrency_answer_503_before_later_refusals(admin, money, rel
     assert after.returncode == 0, after.explain()  # the call ended: its slot is free again
 
 
+def _calls_on_both_nodes(relay: Kamailio, relay2: Kamailio, tmp_path: Path, tech_prefix: str, *, calls: int,
+                         expect: int) -> list:
+    """`calls` parallel 2-second calls through each node at once; the sipp results of both."""
+    results = []
+
+    def fire(node: Kamailio, tag: str):
+        results.append(run_sipp(node, "uac_call.xml", tmp_path / f"uac_{tag}", expect=expect,
+                                rows=[(CALLER, tech_prefix + DESTINATION)] * calls, rate=100, limit=calls,
+                                timeout=10, values={"HOLD": 2000}))
+
+    threads = [threading.Thread(target=fire, args=(node, tag)) for node, tag in ((relay, "a"), (relay2, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _limit_channels(admin, trunk: str, channels: int) -> None:
+    admin.trunks.UpdateTrunk(trunks_pb2.UpdateTrunkRequest(
+        trunk=trunks_pb2.Trunk(name=f"trunks/{trunk}", max_concurrent_calls=channels),
+        update_mask={"paths": ["max_concurrent_calls"]}), metadata=admin.metadata)
+
+
 def test_two_nodes_sharing_redis_never_exceed_the_concurrent_call_limit(admin, money, relay, relay2, fast, gateways,
                                                                        tmp_path):
     gateway = gateways("uas_answer.xml", calls=8, BYE_TIMEOUT=10_000)
@@ -313,18 +337,7 @@ def test_two_nodes_sharing_redis_never_exceed_the_concurrent_call_limit(admin, m
         admin, [([gateway.address], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
     # Enough money for three calls of max_call_seconds (9.00 each): money is not what limits them here.
     account, tech_prefix = customer_on(admin, money, fast, rate_group, max_concurrent_calls=2, balance=30 * EUR)
-    results = []
-
-    def fire(node: Kamailio, tag: str):
-        results.append(run_sipp(node, "uac_call.xml", tmp_path / f"uac_{tag}", expect=503,
-                                rows=[(CALLER, tech_prefix + DESTINATION)] * 3, rate=100, limit=3, timeout=10,
-                                values={"HOLD": 2000}))
-
-    threads = [threading.Thread(target=fire, args=(node, tag)) for node, tag in ((relay, "a"), (relay2, "b"))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = _calls_on_both_nodes(relay, relay2, tmp_path, tech_prefix, calls=3, expect=503)
     answered = len([m for r in results for m in r.received(200) if "INVITE" in "".join(m.headers("CSeq"))])
     refused = [m.first_line for r in results for m in r.received(503)]
     assert answered == 2, [r.explain() for r in results]
@@ -345,27 +358,14 @@ def test_a_trunk_at_its_channel_limit_is_skipped_across_nodes(admin, money, rela
     rate_group, (small_trunk, _large_trunk), _provider = make_carrier(
         admin, [([small.address], "prefix,rate_per_min\n44,0.01\n"),
                 ([large.address], "prefix,rate_per_min\n44,0.02\n")], "prefix,rate_per_min\n44,0.05\n")
-    admin.trunks.UpdateTrunk(trunks_pb2.UpdateTrunkRequest(
-        trunk=trunks_pb2.Trunk(name=f"trunks/{small_trunk}", max_concurrent_calls=1),
-        update_mask={"paths": ["max_concurrent_calls"]}), metadata=admin.metadata)
+    _limit_channels(admin, small_trunk, 1)
     account, tech_prefix = customer_on(admin, money, fast, rate_group, trunks=2, balance=50 * EUR)
     deadline = time.monotonic() + 5
     while fast.decide(account, CALLER, DESTINATION, 10**12, int(time.time())).routes[0].max_concurrent_calls != 1:
         assert time.monotonic() < deadline, "the trunk's limit never reached the projection"
         time.sleep(0.1)
     time.sleep(0.5)  # the Kamailio workers poll the feed every 0.25 s
-    results = []
-
-    def fire(node: Kamailio, tag: str):
-        results.append(run_sipp(node, "uac_call.xml", tmp_path / f"uac_{tag}", expect=200,
-                                rows=[(CALLER, tech_prefix + DESTINATION)] * 2, rate=100, limit=2, timeout=10,
-                                values={"HOLD": 2000}))
-
-    threads = [threading.Thread(target=fire, args=(node, tag)) for node, tag in ((relay, "a"), (relay2, "b"))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = _calls_on_both_nodes(relay, relay2, tmp_path, tech_prefix, calls=2, expect=200)
     assert all(r.returncode == 0 for r in results), [r.explain() for r in results]
     assert (len(small.received("INVITE")), len(large.received("INVITE"))) == (1, 3)
     deadline = time.monotonic() + 5
@@ -381,9 +381,7 @@ def test_no_trunk_with_a_free_channel_is_503_no_route(admin, money, relay, fast,
     account, tech_prefix = customer_on(admin, money, fast, rate_group, balance=50 * EUR)
     money.seize_trunk(trunk, "another-call", now=int(time.time()), max_calls=1, cps=0,
                       hold_until=int(time.time()) + 60)  # its only channel is busy (another node's call)
-    admin.trunks.UpdateTrunk(trunks_pb2.UpdateTrunkRequest(
-        trunk=trunks_pb2.Trunk(name=f"trunks/{trunk}", max_concurrent_calls=1),
-        update_mask={"paths": ["max_concurrent_calls"]}), metadata=admin.metadata)
+    _limit_channels(admin, trunk, 1)
     deadline = time.monotonic() + 5
     while True:
         result = place(relay, tmp_path, "uac_expect.xml", 503, tech_prefix + DESTINATION)
