@@ -76,12 +76,17 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+SESSION_TOKEN_PREFIX = "tgs_"
+
+
 def _token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
 def issue_token(conn: psycopg.Connection, account_id: int, ttl_seconds: int) -> tuple[str, datetime]:
-    token = secrets.token_urlsafe(32)
+    # A fixed prefix: a token never starts with "-" (which a command line would take for an option), and
+    # a leaked one is recognisable in logs and secret scanners.
+    token = SESSION_TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
     conn.execute(
         "INSERT INTO api_tokens (token_sha256, account_id, expires_at) VALUES (%s, %s, %s)",

@@ -33,7 +33,7 @@ if [[ ! -f "$TOLLGATE_CONFIG" ]]; then
         "$PY" - "$TOLLGATE_CONFIG" <<'EOF'
 import json, secrets, sys, time
 path = sys.argv[1]
-token = secrets.token_urlsafe(32)
+token = "tga_" + secrets.token_urlsafe(32)  # never starts with "-", which a command line takes for an option
 with open(path, "x") as f:
     f.write(f"""# tollgate control service: written by scripts/start-stack.sh on {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.
 # Every key, its default and its TOLLGATE_* environment override: config/control.example.toml.
