@@ -85,6 +85,9 @@ ACCOUNT_FLAGS: tuple[Flag, ...] = (
     ),
     fields.money("--lc-charge-per-min", "settings.lc_charge_per_min", "local-call charge per minute"),
     fields.yes_no("--recording", "settings.allow_recording", "record calls"),
+    fields.text("--default-caller-id", "settings.default_caller_id",
+                "digits presented when a call's caller id is not plain digits (company caller-id fallback)",
+                "DIGITS"),
     # state
     fields.const("--active", "status", "account may call (default)", account_pb2.ACTIVE, "status"),
     fields.const("--inactive", "status", "account may not call", account_pb2.INACTIVE, "status"),

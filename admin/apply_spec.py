@@ -202,6 +202,7 @@ def unique(values: list[tuple[str, str]], what: str) -> None:
 STATUS = {"active": common_pb2.STATUS_ACTIVE, "inactive": common_pb2.STATUS_INACTIVE}
 ACCOUNT_STATUS = {"active": account_pb2.ACTIVE, "inactive": account_pb2.INACTIVE}
 TRANSPORTS = {"udp": trunks_pb2.TRANSPORT_UDP, "tcp": trunks_pb2.TRANSPORT_TCP, "tls": trunks_pb2.TRANSPORT_TLS}
+TOPOLOGY_HIDING = {"on": trunks_pb2.TOPOLOGY_HIDING_ON, "off": trunks_pb2.TOPOLOGY_HIDING_OFF}
 
 PROFILE: Schema = {
     **{key: string for key in ("first_name", "last_name", "company", "phone", "address1", "address2", "city",
@@ -219,6 +220,7 @@ SETTINGS: Schema = {
     "allow_loss_less_routing": boolean,
     "lc_charge_per_min": money,
     "allow_recording": boolean,
+    "default_caller_id": digits,
 }
 BILLING: Schema = {
     "account_type": enum({"prepaid": account_pb2.PREPAID, "postpaid": account_pb2.POSTPAID}),
@@ -281,6 +283,11 @@ TRUNK: Schema = {
     "priority": integer(0),
     "status": enum(STATUS),
     "rates": string,
+    "pdd_timeout_seconds": integer(0),
+    "pass_diversion": boolean,
+    "pass_privacy": boolean,
+    "pass_history_info": boolean,
+    "topology_hiding": enum(TOPOLOGY_HIDING),
 }
 DID: Schema = {"number": digits, "account": owner, "status": enum(STATUS)}
 # Sections are checked one by one in parse(); here only their names matter.
@@ -345,6 +352,11 @@ def parse_trunk(value: Any, path: str, provider: str, base: Path) -> TrunkSpec:
         localization=values.get("localization", ""),
         priority=values.get("priority", 0),
         status=values.get("status", common_pb2.STATUS_ACTIVE),
+        pdd_timeout_seconds=values.get("pdd_timeout_seconds", 0),
+        pass_diversion=values.get("pass_diversion", False),
+        pass_privacy=values.get("pass_privacy", False),
+        pass_history_info=values.get("pass_history_info", False),
+        topology_hiding=values.get("topology_hiding", trunks_pb2.TOPOLOGY_HIDING_ON),
     )
     deck = None
     if "rates" in values:

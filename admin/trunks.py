@@ -60,6 +60,15 @@ TRUNK_FLAGS: tuple[Flag, ...] = (
     ),
     fields.integer("--priority", "priority", "lower first among equal costs"),
     *resources.STATUS_FLAGS,
+    fields.integer("--pdd-timeout", "pdd_timeout_seconds",
+                   "seconds a gateway may take to ring or answer before the next is tried; 0 = 8 s"),
+    fields.yes_no("--pass-diversion", "pass_diversion", "let the customer's Diversion header reach this trunk"),
+    fields.yes_no("--pass-privacy", "pass_privacy", "let the customer's Privacy header reach this trunk"),
+    fields.yes_no("--pass-history-info", "pass_history_info",
+                  "let the customer's History-Info header reach this trunk"),
+    fields.choice("--topology-hiding", "topology_hiding",
+                  "mask the caller's addresses and Call-ID toward this trunk (default on)",
+                  {"on": trunks_pb2.TOPOLOGY_HIDING_ON, "off": trunks_pb2.TOPOLOGY_HIDING_OFF}),
 )
 
 TRUNKS = Kind(

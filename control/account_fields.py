@@ -23,6 +23,7 @@ FIELDS: tuple[Field, ...] = (
     Field("settings.allow_loss_less_routing", "allow_loss_less_routing", "bool"),
     Field("settings.lc_charge_per_min", "lc_charge_per_min", "int", max_value=MAX_MONEY),
     Field("settings.allow_recording", "allow_recording", "bool"),
+    Field("settings.default_caller_id", "default_caller_id", "str", max_len=18),
     Field("profile.first_name", "first_name", "str"),
     Field("profile.last_name", "last_name", "str"),
     Field("profile.company", "company", "str"),

@@ -113,6 +113,8 @@ def _check(state: dict, changed: set[str], settings: dict) -> None:
         validation.non_negative(path, state[BY_PATH[path].column])
     validation.in_range("billing.billing_day", state["billing_day"], 1, 28)
     validation.in_range("billing.cli_pool", state["cli_pool"], 0, 8)
+    if state["default_caller_id"] and not validation.is_ascii_digits(state["default_caller_id"]):
+        raise invalid("settings.default_caller_id", "must be digits (0-9), at most 18")
     if state["account_type"] == "PREPAID" and state["credit_limit"] != 0:
         raise invalid("billing.credit_limit", "only postpaid accounts have a credit limit (use 0 for prepaid)")
     if state["cli_pool"] in _NEEDS_NON_CLI_GROUP and not state["non_cli_rate_group_id"]:

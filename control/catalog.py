@@ -23,6 +23,7 @@ from tollgate.v1 import common_pb2, directory_pb2, rating_pb2, trunks_pb2
 _STATUS = enum("status", "status", common_pb2.Status, "STATUS_")
 _TIMES = (("create_time", "created_at"), ("update_time", "updated_at"))
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
+MAX_PDD_SECONDS = 120  # a post-dial delay longer than the ring time would never fire
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
@@ -138,6 +139,7 @@ def _is_ip(text: str) -> bool:
 def _check_trunk(conn: psycopg.Connection, row: dict) -> None:
     _live_account(conn, row["provider"], "provider", provider=True)
     _check_gateways(row["gateways"])
+    validation.in_range("pdd_timeout_seconds", row["pdd_timeout_seconds"], 0, MAX_PDD_SECONDS)
 
 
 def _trunk_in_use(conn: psycopg.Connection, row: dict) -> None:
@@ -161,6 +163,11 @@ TRUNK = Resource(
         Field("localization", "localization_id", "ref", collection="localizations"),
         Field("priority", "priority", "int"),
         _STATUS,
+        Field("pdd_timeout_seconds", "pdd_timeout_seconds", "int"),
+        Field("pass_diversion", "pass_diversion", "bool"),
+        Field("pass_privacy", "pass_privacy", "bool"),
+        Field("pass_history_info", "pass_history_info", "bool"),
+        enum("topology_hiding", "topology_hiding", trunks_pb2.TopologyHiding, "TOPOLOGY_HIDING_"),
     ),
     immutable=frozenset({"provider"}), required=frozenset({"provider"}),
     outputs=(("rate_count", "rate_count"), ("deck_sha256", "deck_sha256"), *_TIMES),

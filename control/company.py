@@ -12,8 +12,11 @@ from control.errors import invalid
 from tollgate.v1 import account_pb2, company_pb2
 
 _INVOICE_PREFIX = "INVOICE_WITH_CDR_"
-_SCALARS = ("name", "currency", "decimals", "pin_length", "max_call_seconds", "timezone", "sip_realm")
-MUTABLE_PATHS = frozenset((*_SCALARS, "invoice_with_cdr", "tax_percent"))
+_FALLBACK_PREFIX = "CALLER_ID_FALLBACK_"
+_SCALARS = ("name", "currency", "decimals", "pin_length", "max_call_seconds", "timezone", "sip_realm",
+            "max_destination_digits")
+MUTABLE_PATHS = frozenset((*_SCALARS, "invoice_with_cdr", "tax_percent", "caller_id_fallback"))
+MAX_DESTINATION_DIGITS = 18  # the deck's longest prefix; the fast path keys numbers as uint64
 
 
 def load(conn: psycopg.Connection) -> dict:
@@ -24,6 +27,7 @@ def to_message(row: dict) -> company_pb2.Company:
     company = company_pb2.Company(**{key: row[key] for key in _SCALARS})
     company.invoice_with_cdr = account_pb2.InvoiceWithCdr.Value(_INVOICE_PREFIX + row["invoice_with_cdr"])
     company.tax_percent = percent_text(row["tax_percent"])
+    company.caller_id_fallback = company_pb2.CallerIdFallback.Value(_FALLBACK_PREFIX + row["caller_id_fallback"])
     return company
 
 
@@ -44,6 +48,8 @@ def _checked(path: str, value):
         "sip_realm": _realm,
         "invoice_with_cdr": _invoice_with_cdr,
         "tax_percent": _tax_percent,
+        "max_destination_digits": lambda v: validation.in_range(field, v, 1, MAX_DESTINATION_DIGITS),
+        "caller_id_fallback": _caller_id_fallback,
     }
     return checks[path](value)
 
@@ -58,6 +64,12 @@ def _invoice_with_cdr(value: int) -> str:
     if value == 0 or value not in account_pb2.InvoiceWithCdr.values():
         raise invalid("company.invoice_with_cdr", "must be NONE, PDF or CSV")
     return account_pb2.InvoiceWithCdr.Name(value).removeprefix(_INVOICE_PREFIX)
+
+
+def _caller_id_fallback(value: int) -> str:
+    if value == 0 or value not in company_pb2.CallerIdFallback.values():
+        raise invalid("company.caller_id_fallback", "must be DEFAULT_CALLER_ID or ANONYMOUS")
+    return company_pb2.CallerIdFallback.Name(value).removeprefix(_FALLBACK_PREFIX)
 
 
 def _tax_percent(value: str) -> Decimal:

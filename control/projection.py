@@ -27,12 +27,14 @@ _PIPELINE_CHUNKS = 20  # chunks per round trip: big decks never hold Redis for l
 
 # family kind -> (query, parameter from the family name?)
 _QUERIES = {
-    "company": "SELECT max_call_seconds, decimals, currency, sip_realm FROM company",
+    "company": """
+        SELECT max_call_seconds, decimals, currency, sip_realm, max_destination_digits, caller_id_fallback
+        FROM company""",
     "accounts": """
         SELECT account_number, type, status, deleted_at IS NOT NULL, extract(epoch FROM expire_at)::bigint,
                account_type, credit_limit, max_concurrent_calls, cps, localization_id, allow_local_calls,
                allow_loss_less_routing, lc_charge_per_min, allow_recording, rate_group_id,
-               non_cli_rate_group_id, cli_pool
+               non_cli_rate_group_id, cli_pool, default_caller_id
         FROM accounts ORDER BY id""",
     "devices": "SELECT username, account, realm, ha1, ha1_sha256, status FROM sip_devices ORDER BY username",
     "ipmaps": "SELECT id, account, cidr::text, tech_prefix, status FROM ip_maps ORDER BY id",
@@ -44,7 +46,8 @@ _QUERIES = {
     "trunks": """
         SELECT t.id, t.provider, (a.deleted_at IS NULL AND a.status = 'ACTIVE'), t.gateways,
                t.max_concurrent_calls, t.cps, t.localization_id, t.priority, t.status,
-               extract(epoch FROM a.expire_at)::bigint
+               extract(epoch FROM a.expire_at)::bigint, t.pdd_timeout_seconds, t.pass_diversion, t.pass_privacy,
+               t.pass_history_info, t.topology_hiding
         FROM trunks t JOIN accounts a ON a.account_number = t.provider ORDER BY t.id""",
     "localizations": """
         SELECT id, caller_id_inbound, caller_id_outbound, destination, termination_caller_id,

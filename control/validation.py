@@ -85,3 +85,8 @@ def max_length(field: str, value: str, limit: int) -> str:
     if len(value) > limit:
         raise invalid(field, f"must be at most {limit} characters")
     return value
+
+
+def is_ascii_digits(value: str) -> bool:
+    """Only 0-9 (str.isdigit() also accepts other scripts' digits, which no switch can dial)."""
+    return value.isascii() and value.isdigit()

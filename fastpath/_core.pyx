@@ -19,8 +19,22 @@ cdef extern from "Python.h":
 from fastpath.deck_image cimport DeckImage, RateRec
 
 from fastpath import model
+from fastpath.decision import ANONYMOUS, MAX_CALLER_ID_DIGITS
 
 DEF LOCAL_CALL_INCREMENT = 60
+
+
+cdef inline bint _is_number(str text, Py_ssize_t longest):
+    """1..longest ASCII digits (fastpath.decision.is_number)."""
+    cdef Py_ssize_t length = PyUnicode_GET_LENGTH(text), i
+    cdef const char* data
+    if length == 0 or length > longest or not PyUnicode_IS_ASCII(text):
+        return False
+    data = <const char*>PyUnicode_DATA(text)
+    for i in range(length):
+        if data[i] < 48 or data[i] > 57:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- rating
@@ -128,7 +142,7 @@ cdef Decision _decision(int code, str reason, str stage, str direction, str call
 
 
 cdef class _Account:
-    cdef str number, rate_group, non_cli_rate_group
+    cdef str number, rate_group, non_cli_rate_group, default_caller_id
     cdef bint active, deleted, has_expiry, allow_local_calls, allow_loss_less_routing, allow_recording
     cdef int64_t expire_epoch, lc_charge_per_min
     cdef int cli_pool
@@ -281,9 +295,13 @@ cdef class Engine:
     cdef dict accounts, groups, trunks, origination_decks, devices_active, did_owner, dids_by_account
     cdef dict caller_ids, devices_by_account, pools_both
     cdef int64_t max_call_seconds
+    cdef Py_ssize_t max_destination_digits
+    cdef bint fallback_to_default
 
     def __init__(self, world):
         self.max_call_seconds = world.max_call_seconds
+        self.max_destination_digits = world.max_destination_digits
+        self.fallback_to_default = world.caller_id_fallback == "DEFAULT_CALLER_ID"
         rules = {key: _rules(value) for key, value in world.localizations.items()}
         no_rules = _rules(model.Rules())
         self.accounts = {n: self._account(a, rules.get(a.localization or "", no_rules))
@@ -314,6 +332,7 @@ cdef class Engine:
         c.allow_recording = a.allow_recording
         c.lc_charge_per_min = a.lc_charge_per_min
         c.cli_pool = a.cli_pool
+        c.default_caller_id = a.default_caller_id
         c.rules = rules
         return c
 
@@ -349,13 +368,25 @@ cdef class Engine:
         if account is None or not account.usable(now):
             return _decision(403, "Account disabled", "account", "", "", "", False)
         destination = _localize(destination, account.rules.destination)
-        if destination in self.did_owner:
-            caller_id = _localize(caller_id, account.rules.caller_id_inbound)
+        cdef bint inbound = destination in self.did_owner
+        cdef bint local = account.allow_local_calls and destination in self.devices_active
+        if not (inbound or local or _is_number(destination, self.max_destination_digits)):
+            return _decision(484, "Address Incomplete", "number", "", "", "", False)
+        if inbound:
+            caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_inbound), account)
             return self._inbound(destination, caller_id, account, now)
-        caller_id = _localize(caller_id, account.rules.caller_id_outbound)
-        if account.allow_local_calls and destination in self.devices_active:
+        caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_outbound), account)
+        if local:
             return self._local(account, caller_id, destination, available, now)
         return self._outbound(account, caller_id, destination, available, entropy, now)
+
+    cdef str _presentable(self, str caller_id, _Account account):
+        """A caller id that is not plain digits becomes the account's default caller id, or anonymous."""
+        if _is_number(caller_id, MAX_CALLER_ID_DIGITS):
+            return caller_id
+        if self.fallback_to_default and account.default_caller_id:
+            return account.default_caller_id
+        return ANONYMOUS
 
     cdef Decision _inbound(self, str did, str caller_id, _Account account, int64_t now):
         owner_number = self.did_owner[did]
@@ -506,7 +537,7 @@ cdef class Engine:
             route.destination = number if hit.strip == 0 and not hit.has_strings else \
                 (strings.value if hit.has_strings else "") + number[hit.strip:]
             route.caller_id = _localize(caller_id, trunk.rules.termination_caller_id) \
-                if trunk.rules.termination_caller_id else caller_id
+                if trunk.rules.termination_caller_id and caller_id != ANONYMOUS else caller_id
             route.prefix = number[:hit.prefix_len]
             route.rate_per_min = hit.rate
             route.cost = c_cost(granted, hit.connect_fee, hit.included, hit.rate, hit.initial or 1, hit.increment or 1)

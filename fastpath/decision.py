@@ -5,8 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The stage a decision stopped at, in SPEC §5 order. Kamailio's Redis checks (CPS, concurrent calls)
-# sit between "account" and "localization": a refusal from a later stage yields to theirs.
-STAGES = ("account", "direction", "cli", "rate", "balance", "route", "done")
+# sit between "account" and "number" (the dialled number after localization): a refusal from a later stage
+# yields to theirs.
+STAGES = ("account", "number", "direction", "cli", "rate", "balance", "route", "done")
+# The stages before the money check: a refusal there needs no balance to be decided.
+BEFORE_BALANCE = STAGES[1:STAGES.index("balance")]
+
+# What a call presents when its caller id is not plain digits and no default caller id applies: the
+# KEMI script sends From "Anonymous" <sip:anonymous@anonymous.invalid> and no P-Asserted-Identity.
+ANONYMOUS = "anonymous"
+MAX_CALLER_ID_DIGITS = 32  # the longest caller id or DID the control plane stores
+
+
+def is_number(text: str, longest: int) -> bool:
+    """1..longest ASCII digits: what a switch can dial and a carrier can be sent (str.isdigit() alone would
+    accept other scripts' digits)."""
+    return 0 < len(text) <= longest and text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True)

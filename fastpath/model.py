@@ -19,6 +19,8 @@ from fastpath.feed import Snapshot
 from fastpath.reference.lpm import DictDeck
 
 ACTIVE = "ACTIVE"
+DEFAULT_PDD_SECONDS = 8  # a trunk's post-dial delay when it sets none
+DEFAULT_MAX_DESTINATION_DIGITS = 15
 
 
 class Deck(Protocol):
@@ -46,6 +48,7 @@ class Account:
     rate_group: str | None
     non_cli_rate_group: str | None
     cli_pool: int
+    default_caller_id: str = ""  # presented when a call's caller id is junk (World.caller_id_fallback)
 
     def usable(self, now: int) -> bool:
         expired = self.expire_epoch is not None and self.expire_epoch <= now
@@ -85,6 +88,16 @@ class Trunk:
     priority: int
     status: str
     provider_expire_epoch: int | None = None  # the provider account's expiry: its trunks stop routing then
+    # The SIP edge (read by the KEMI script when it relays, not by the decision):
+    pdd_timeout_seconds: int = 0  # 0: DEFAULT_PDD_SECONDS
+    pass_diversion: bool = False
+    pass_privacy: bool = False
+    pass_history_info: bool = False
+    topology_hiding: str = "ON"
+
+    @property
+    def pdd_seconds(self) -> int:
+        return self.pdd_timeout_seconds or DEFAULT_PDD_SECONDS
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,8 @@ class World:
     localizations: dict[str, Rules] = field(default_factory=dict)
     ip_maps: IpIndex = field(default_factory=lambda: IpIndex([]))
     sip_realm: str = "tollgate"  # the company's digest realm
+    max_destination_digits: int = DEFAULT_MAX_DESTINATION_DIGITS  # longer dialled numbers are answered 484
+    caller_id_fallback: str = "DEFAULT_CALLER_ID"  # or "ANONYMOUS": what a junk caller id becomes
     origination_decks: dict[str, Deck] = field(default_factory=dict)  # rate group id -> deck
     termination_decks: dict[str, Deck] = field(default_factory=dict)  # trunk id -> deck
 
@@ -158,6 +173,8 @@ def _load_company(world: World, rows: list[dict]) -> None:
     if rows:
         world.max_call_seconds = rows[0]["max_call_seconds"]
         world.sip_realm = rows[0]["sip_realm"]
+        world.max_destination_digits = rows[0]["max_destination_digits"]
+        world.caller_id_fallback = rows[0]["caller_id_fallback"]
 
 
 def _load_accounts(world: World, rows: list[dict]) -> None:

@@ -18,11 +18,13 @@ FEED_MAXLEN = 10_000
 RETIRED_TTL_SECONDS = 120
 
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "company": ("max_call_seconds", "decimals", "currency", "sip_realm"),
+    "company": ("max_call_seconds", "decimals", "currency", "sip_realm", "max_destination_digits",
+                "caller_id_fallback"),
     "accounts": (
         "number", "type", "status", "deleted", "expire_epoch", "account_type", "credit_limit",
         "max_concurrent_calls", "cps", "localization", "allow_local_calls", "allow_loss_less_routing",
         "lc_charge_per_min", "allow_recording", "rate_group", "non_cli_rate_group", "cli_pool",
+        "default_caller_id",
     ),
     "devices": ("username", "account", "realm", "ha1", "ha1_sha256", "status"),
     "ipmaps": ("id", "account", "cidr", "tech_prefix", "status"),
@@ -31,7 +33,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "rategroups": ("id", "markup_percent", "routing_strategy", "default_initial_increment",
                    "default_increment", "trunks", "status"),
     "trunks": ("id", "provider", "provider_usable", "gateways", "max_concurrent_calls", "cps",
-               "localization", "priority", "status", "provider_expire_epoch"),
+               "localization", "priority", "status", "provider_expire_epoch", "pdd_timeout_seconds",
+               "pass_diversion", "pass_privacy", "pass_history_info", "topology_hiding"),
     "localizations": ("id", "caller_id_inbound", "caller_id_outbound", "destination",
                       "termination_caller_id", "termination_destination"),
     "odeck": ("prefix", "connect_fee", "included_seconds", "rate_per_min", "initial_increment", "increment",

@@ -249,3 +249,39 @@ def test_delete_is_soft_and_removes_devices_and_login(admin, control_server):
 def test_delete_needs_names(admin):
     result = failure(lambda: admin.accounts.DeleteAccounts(pb.DeleteAccountsRequest(), metadata=admin.metadata))
     assert (result.code, result.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["names"])
+
+
+def test_company_number_hygiene_settings_are_checked(admin):
+    from tollgate.v1 import company_pb2
+
+    def update(**fields):
+        return admin.company.UpdateCompany(company_pb2.UpdateCompanyRequest(
+            company=company_pb2.Company(**fields), update_mask=field_mask_pb2.FieldMask(paths=list(fields))),
+            metadata=admin.metadata)
+
+    original = admin.company.GetCompany(company_pb2.GetCompanyRequest(), metadata=admin.metadata)
+    assert (original.max_destination_digits, original.caller_id_fallback) == (
+        15, company_pb2.CALLER_ID_FALLBACK_DEFAULT_CALLER_ID)
+    try:
+        changed = update(max_destination_digits=18, caller_id_fallback=company_pb2.CALLER_ID_FALLBACK_ANONYMOUS)
+        assert (changed.max_destination_digits, changed.caller_id_fallback) == (
+            18, company_pb2.CALLER_ID_FALLBACK_ANONYMOUS)
+        for fields, field in ((dict(max_destination_digits=19), "company.max_destination_digits"),
+                              (dict(max_destination_digits=0), "company.max_destination_digits"),
+                              (dict(caller_id_fallback=0), "company.caller_id_fallback"),
+                              (dict(caller_id_fallback=9), "company.caller_id_fallback")):
+            assert failure(lambda f=fields: update(**f)).fields == [field], fields
+    finally:
+        update(max_destination_digits=original.max_destination_digits,
+               caller_id_fallback=original.caller_id_fallback)
+
+
+@pytest.mark.parametrize("value", ["+4930", "49 30", "\u0664\u0669", "1" * 19])
+def test_default_caller_id_must_be_ascii_digits(admin, value):
+    result = failure(lambda: create(admin, settings=pb.AccountSettings(default_caller_id=value)))
+    assert result.fields == ["settings.default_caller_id"]
+
+
+def test_default_caller_id_round_trips(admin):
+    assert create(admin, settings=pb.AccountSettings(default_caller_id="4930111")).settings.default_caller_id == \
+        "4930111"

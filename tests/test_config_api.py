@@ -239,6 +239,21 @@ def test_trunk_crud_and_validation(admin, provider, customer):
     assert immutable.fields == ["update_mask"]
 
 
+def test_trunk_sip_edge_settings_round_trip_and_are_checked(admin, provider):
+    trunk = make_trunk(admin, provider)
+    assert (trunk.pdd_timeout_seconds, trunk.pass_diversion, trunk.topology_hiding) == (0, False,
+                                                                                        trunks_pb2.TOPOLOGY_HIDING_ON)
+    changed = admin.trunks.UpdateTrunk(trunks_pb2.UpdateTrunkRequest(trunk=trunks_pb2.Trunk(
+        name=trunk.name, pdd_timeout_seconds=5, pass_diversion=True, pass_privacy=True, pass_history_info=True,
+        topology_hiding=trunks_pb2.TOPOLOGY_HIDING_OFF)), metadata=admin.metadata)
+    assert (changed.pdd_timeout_seconds, changed.pass_diversion, changed.pass_privacy, changed.pass_history_info,
+            changed.topology_hiding) == (5, True, True, True, trunks_pb2.TOPOLOGY_HIDING_OFF)
+    for fields, field in ((dict(pdd_timeout_seconds=121), "pdd_timeout_seconds"),
+                          (dict(pdd_timeout_seconds=-1), "pdd_timeout_seconds"),
+                          (dict(topology_hiding=7), "topology_hiding")):
+        assert failure(lambda f=fields: make_trunk(admin, provider, **f)).fields == [field], fields
+
+
 def test_trunk_used_by_a_rate_group_cannot_be_deleted(admin, provider):
     trunk = make_trunk(admin, provider)
     group = make_group(admin, trunks=[trunk.name])

@@ -190,7 +190,8 @@ def test_local_calls_not_allowed_route_outbound():
 def test_inactive_device_is_not_a_local_destination():
     w = routed(accounts=[account(allow_local_calls=True)])
     w.devices = {"alice": Device("alice", "1000000002", "r", "", "", "INACTIVE")}
-    assert both(w, destination="alice").code == 404  # rated as a number, and there is no rate
+    # Not a local destination, so a number for a carrier, and a name is no number (SPEC §8).
+    assert (both(w, destination="alice").code, both(w, destination="alice").stage) == (484, "number")
 
 
 def test_inbound_did_reaches_the_owner():
@@ -286,3 +287,47 @@ def test_local_call_to_a_disabled_callee_is_refused():
     w.devices = {"bob": device("bob", "1000000002")}
     d = both(w, destination="bob")
     assert (d.code, d.direction, d.reason) == (404, "local", "Callee not in service")
+
+
+# ---------------------------------------------------------------------------------------------- number hygiene
+
+
+@pytest.mark.parametrize("dialled", ["", "+4420123456", "44 20", "4420%00", "\u0664\u0664201", "44;npdi;rn=1",
+                                     "4" * 16, "4" * 500])
+def test_a_destination_that_is_not_1_to_n_ascii_digits_is_484(dialled):
+    d = both(routed(), destination=dialled)
+    assert (d.code, d.reason, d.stage) == (484, "Address Incomplete", "number")
+
+
+def test_the_longest_destination_is_a_company_setting():
+    w = routed(max_destination_digits=18)
+    assert both(w, destination="44" + "1" * 16).code == 200
+    w = routed(max_destination_digits=6)
+    assert both(w, destination="4420123").code == 484
+    assert both(w, destination="442012").code == 200
+
+
+def test_the_check_applies_after_localization():
+    w = routed(accounts=[account(localization="p")])
+    w.localizations = {"p": rules(destination=["+/"])}  # "+4420123456" dialled -> "4420123456"
+    assert both(w, destination="+4420123456").code == 200
+
+
+@pytest.mark.parametrize("received", ["", "+", "\u0661\u0662\u0663", "1" * 33, "155 5", "anonymous"])
+def test_a_junk_caller_id_becomes_the_default_caller_id_then_anonymous(received):
+    w = routed(accounts=[account(default_caller_id="4930111")])
+    assert both(w, caller_id=received).caller_id == "4930111"
+    w = routed(accounts=[account(default_caller_id="4930111")], caller_id_fallback="ANONYMOUS")
+    d = both(w, caller_id=received)
+    assert (d.caller_id, {r.caller_id for r in d.routes}) == ("anonymous", {"anonymous"})
+    w = routed(accounts=[account()])
+    assert both(w, caller_id=received).caller_id == "anonymous"
+
+
+def test_an_anonymous_caller_meets_the_cli_pool_like_any_outsider():
+    w = routed(accounts=[account(cli_pool=7)])  # reject if not one of its caller ids
+    w.caller_ids = {"1000000001": ("4930111",)}
+    assert both(w, caller_id="+").code == 403
+    w = routed(accounts=[account(cli_pool=2)])  # else a random caller id of its own
+    w.caller_ids = {"1000000001": ("4930111",)}
+    assert both(w, caller_id="+").caller_id == "4930111"

@@ -24,7 +24,11 @@ prefixes = st.text(DIGITS, min_size=1, max_size=5)
 money = st.integers(0, 3_000_000)
 TRUNK_IDS = ("t1", "t2", "t3")
 ACCOUNTS = ("1000000001", "1000000002", "1000000003")
-RULES = st.sampled_from(["0/", "*/1", "12/3", "3/", "/^(0+)(\\d)$/\\2/", "/1/22/", "00/*"])
+RULES = st.sampled_from(["0/", "*/1", "12/3", "3/", "/^(0+)(\\d)$/\\2/", "/1/22/", "00/*", "*/+", "2/*"])
+# What callers send besides plain digits: nothing, a '+', other scripts' digits, NUL, URI parameters, too long.
+JUNK = st.sampled_from(["", "+", "\u0661\u0662\u0663", "12\x003", "123;npdi;rn=456", "%00", "1" * 40, "abc",
+                        "\uff11\uff12"])
+caller_ids = st.one_of(numbers, numbers, JUNK)
 
 
 @st.composite
@@ -66,7 +70,8 @@ def worlds(draw, routing_heavy: bool = False) -> World:
                         allow_loss_less_routing=draw(st.sampled_from([True, True, True, False])),
                         allow_recording=draw(st.booleans()),
                         lc_charge_per_min=draw(money),
-                        localization=draw(st.sampled_from([None, "p1"])))
+                        localization=draw(st.sampled_from([None, "p1"])),
+                        default_caller_id=draw(st.sampled_from(["", "", "4930111"])))
                 for number in ACCOUNTS]
     groups = [group(g, markup_percent=draw(st.integers(0, 150)),
                     routing_strategy=draw(st.sampled_from(["LCR", "COST"])),
@@ -85,7 +90,9 @@ def worlds(draw, routing_heavy: bool = False) -> World:
     w = world(accounts=accounts, groups=groups, trunks=trunks,
               origination_decks={g: draw(origination_decks(routing_heavy)) for g in ("g1", "g2")},
               termination_decks={t: draw(termination_decks(routing_heavy)) for t in TRUNK_IDS},
-              max_call_seconds=draw(st.sampled_from([60, 3600, 10_800])))
+              max_call_seconds=draw(st.sampled_from([60, 3600, 10_800])),
+              max_destination_digits=draw(st.sampled_from([15, 15, 4, 6])),
+              caller_id_fallback=draw(st.sampled_from(["DEFAULT_CALLER_ID", "ANONYMOUS"])))
     w.localizations = {
         "p1": rules(destination=draw(st.lists(RULES, max_size=2)),
                     caller_id_outbound=draw(st.lists(RULES, max_size=2))),
@@ -110,8 +117,8 @@ def worlds(draw, routing_heavy: bool = False) -> World:
     return w
 
 
-calls = st.builds(Call, account=st.sampled_from([*ACCOUNTS, *ACCOUNTS, "404"]), caller_id=numbers,
-                  destination=st.text(DIGITS, min_size=3, max_size=8),
+calls = st.builds(Call, account=st.sampled_from([*ACCOUNTS, *ACCOUNTS, "404"]), caller_id=caller_ids,
+                  destination=st.one_of(st.text(DIGITS, min_size=3, max_size=8), JUNK),
                   available=st.integers(-1_000_000, 50_000_000), now=st.just(NOW), entropy=st.integers(0, 5))
 
 

@@ -6,7 +6,7 @@ everything else about a call is decided here from the World.
 
 from __future__ import annotations
 
-from fastpath.decision import Call, Decision, Route, refusal
+from fastpath.decision import ANONYMOUS, MAX_CALLER_ID_DIGITS, Call, Decision, Route, is_number, refusal
 from fastpath.localization import localize
 from fastpath.model import ACTIVE, Account, Device, RateGroup, World
 from fastpath.reference.rating import Terms, cost, marked_up, max_duration
@@ -28,15 +28,29 @@ def decide(world: World, call: Call) -> Decision:
     rules = world.rules(account.localization)
     destination = localize(call.destination, rules.destination)
     inbound = destination in world.did_owner
+    device = world.devices.get(destination)
+    local = device is not None and device.status == ACTIVE and account.allow_local_calls
+    # Our DIDs and (for local calls) our devices' usernames are known; any other destination goes to a
+    # carrier, and only as plain digits (SPEC §8: 484).
+    if not (inbound or local or is_number(destination, world.max_destination_digits)):
+        return refusal(484, "Address Incomplete", "number")
     caller_id = localize(call.caller_id, rules.caller_id_inbound if inbound else rules.caller_id_outbound)
+    if not is_number(caller_id, MAX_CALLER_ID_DIGITS):
+        caller_id = _fallback_caller_id(world, account)
     common = {"caller_id": caller_id, "destination": destination, "record": account.allow_recording}
 
     if inbound:
         return _inbound(world, call, destination, common)
-    device = world.devices.get(destination)
-    if device is not None and device.status == ACTIVE and account.allow_local_calls:
+    if local:
         return _local(world, call, account, device, common)
     return _outbound(world, call, account, common)
+
+
+def _fallback_caller_id(world: World, account: Account) -> str:
+    """A caller id that is not plain digits is never sent on: the account's default caller id, or anonymous."""
+    if world.caller_id_fallback == "DEFAULT_CALLER_ID" and account.default_caller_id:
+        return account.default_caller_id
+    return ANONYMOUS
 
 
 def _inbound(world: World, call: Call, did: str, common: dict) -> Decision:
@@ -146,7 +160,9 @@ def _routes(world: World, account: Account, group: RateGroup, trunk_ids, destina
             continue
         strip, prepend, rate_priority = record[5], record[6], record[7]
         route = Route(trunk=trunk.id, provider=trunk.provider, gateways=trunk.gateways,
-                      destination=prepend + number[strip:], caller_id=localize(caller_id, rules.termination_caller_id),
+                      destination=prepend + number[strip:],
+                      caller_id=(caller_id if caller_id == ANONYMOUS
+                                 else localize(caller_id, rules.termination_caller_id)),
                       prefix=prefix, rate_per_min=terms.rate_per_min, cost=cost(granted, terms),
                       max_concurrent_calls=trunk.max_concurrent_calls, cps=trunk.cps, terms=_as_tuple(terms))
         by_cost = (terms.rate_per_min, trunk.priority, rate_priority, index)
