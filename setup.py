@@ -70,9 +70,9 @@ def fastpath_extensions() -> list:
 setup(
     ext_modules=fastpath_extensions(),
     packages=["tollgate", "tollgate.v1", "control", "control.migrations", "admin", "fastpath",
-              "fastpath.reference", "kemi"],
+              "fastpath.reference", "callstate", "kemi"],
     package_dir={"tollgate": "proto/tollgate", "tollgate.v1": "proto/tollgate/v1"},
-    package_data={"tollgate.v1": ["*.proto", "*.pyi"], "control.migrations": ["*.sql"]},
+    package_data={"tollgate.v1": ["*.proto", "*.pyi"], "control.migrations": ["*.sql"], "callstate": ["lua/*.lua"]},
     cmdclass={
         "generate_stubs": GenerateStubs,
         "build_py": BuildPyWithStubs,

@@ -41,9 +41,9 @@ import psycopg
 import redis
 from psycopg import sql
 
+from callstate.store import CallState
 from control.config import Config
 from control.server import create_server
-from fastpath.admission import Admissions
 from fastpath.runtime import FastPath, redis_client
 from tests.conftest import PG_SERVER_DSN, Stubs
 from tests.kamailio_harness import (
@@ -418,7 +418,7 @@ def main() -> int:
         admin, ns, client = stack.enter_context(control_service())
         work = Path(tmp)
         try:
-            money = Admissions(client, ns)
+            money = CallState(client, ns)
             gateway_port = free_udp_port()
             gateway = f"{LOOPBACK}:{gateway_port}"
             rate_group, _trunks, _provider = make_carrier(

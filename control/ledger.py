@@ -1,6 +1,6 @@
 """The ledger: the switch's money and CDRs, from Redis into PostgreSQL (SPEC §9); one per control service.
 
-Kamailio settles each call in Redis (fastpath.admission: the live balance debited or credited once per call
+Kamailio settles each call in Redis (callstate: the live balance debited or credited once per call
 id) and appends the call's event to the stream of every account whose money moved: the customer's, and the
 provider's when it earned something. This thread makes PostgreSQL follow:
 
@@ -11,7 +11,7 @@ provider's when it earned something. This thread makes PostgreSQL follow:
   between the two) are read again first after a restart. None is lost, none is counted twice.
 - payments and charges posted through the API (control/payments.py, NOTIFY wakes this thread) move the live
   balance in Redis once each (Redis remembers the payment ids it applied), then are marked pushed;
-- open calls that cannot still be running are reaped (Admissions.reap): a node that died mid-call leaves its
+- open calls that cannot still be running are reaped (CallState.reap): a node that died mid-call leaves its
   reservations and its concurrent-call slots behind, which would block the account for good.
 
 Streams are found by SCAN. Entries stay in their stream RETENTION_SECONDS after they were written.
@@ -29,9 +29,10 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
+from callstate.events import decode_event, provider_settlement_id
+from callstate.store import CallState
 from control import invoices
 from control.payments import PAYMENTS_CHANNEL
-from fastpath.admission import Admissions, decode_event, provider_settlement_id
 
 log = logging.getLogger("tollgate.ledger")
 
@@ -61,7 +62,7 @@ class Ledger:
                  reap_grace_seconds: int = REAP_GRACE_SECONDS, max_ring_seconds: int = MAX_RING_SECONDS):
         self._dsn = dsn
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
-        self._admissions = Admissions(self._redis, namespace)
+        self._admissions = CallState(self._redis, namespace)
         self._namespace = namespace
         self._interval = interval_seconds
         self._reap_grace = reap_grace_seconds

@@ -19,7 +19,7 @@ cdef extern from "Python.h":
 from fastpath.deck_image cimport DeckImage, RateRec
 
 from fastpath import model
-from fastpath.decision import ANONYMOUS, MAX_CALLER_ID_DIGITS
+from fastpath.decision import ANONYMOUS, MAX_CALLER_ID_DIGITS, MAX_USER_LENGTH
 
 DEF LOCAL_CALL_INCREMENT = 60
 
@@ -34,6 +34,24 @@ cdef inline bint _is_number(str text, Py_ssize_t longest):
     for i in range(length):
         if data[i] < 48 or data[i] > 57:
             return False
+    return True
+
+
+cdef inline bint _is_user(str text):
+    """1..64 ASCII letters, digits, '.', '_', '-', not starting with one of the three (fastpath.decision.is_user)."""
+    cdef Py_ssize_t length = PyUnicode_GET_LENGTH(text), i
+    cdef const char* data
+    cdef char c
+    if length == 0 or length > MAX_USER_LENGTH or not PyUnicode_IS_ASCII(text):
+        return False
+    data = <const char*>PyUnicode_DATA(text)
+    for i in range(length):
+        c = data[i]
+        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122):
+            continue
+        if (c == 46 or c == 95 or c == 45) and i > 0:
+            continue
+        return False
     return True
 
 
@@ -373,16 +391,17 @@ cdef class Engine:
         if not (inbound or local or _is_number(destination, self.max_destination_digits)):
             return _decision(484, "Address Incomplete", "number", "", "", "", False)
         if inbound:
-            caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_inbound), account)
+            caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_inbound), account, True)
             return self._inbound(destination, caller_id, account, now)
-        caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_outbound), account)
+        caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_outbound), account, local)
         if local:
             return self._local(account, caller_id, destination, available, now)
         return self._outbound(account, caller_id, destination, available, entropy, now)
 
-    cdef str _presentable(self, str caller_id, _Account account):
-        """A caller id that is not plain digits becomes the account's default caller id, or anonymous."""
-        if _is_number(caller_id, MAX_CALLER_ID_DIGITS):
+    cdef str _presentable(self, str caller_id, _Account account, bint on_switch):
+        """A caller id that cannot be presented (not plain digits toward a carrier, not a plain user part toward
+        our own devices) becomes the account's default caller id, or anonymous."""
+        if _is_user(caller_id) if on_switch else _is_number(caller_id, MAX_CALLER_ID_DIGITS):
             return caller_id
         if self.fallback_to_default and account.default_caller_id:
             return account.default_caller_id

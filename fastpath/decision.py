@@ -17,6 +17,16 @@ ANONYMOUS = "anonymous"
 MAX_CALLER_ID_DIGITS = 32  # the longest caller id or DID the control plane stores
 
 
+MAX_USER_LENGTH = 64  # a SIP device username's longest
+
+
+def is_user(text: str) -> bool:
+    """A plain SIP user part: 1..64 ASCII letters, digits, '.', '_' or '-' (a device username or a number).
+    Calls that stay on this switch (local, DID) may present one; calls to carriers present digits only."""
+    return 0 < len(text) <= MAX_USER_LENGTH and text.isascii() and text.replace(".", "").replace("_", "").replace(
+        "-", "").isalnum() and text[0] not in "._-"
+
+
 def is_number(text: str, longest: int) -> bool:
     """1..longest ASCII digits: what a switch can dial and a carrier can be sent (str.isdigit() alone would
     accept other scripts' digits)."""

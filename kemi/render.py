@@ -1,24 +1,34 @@
 """Fill in kemi/kamailio.cfg: the one place that knows its placeholders and their defaults.
 
-Used by tests/kamailio_harness.py (and by the scripts that start Kamailio), so that no file under kemi/
-is ever edited by hand to point at a machine's paths.
+Used by tests/kamailio_harness.py (and by scripts/start-kamailio.sh through `python -m kemi.render`), so that
+no file under kemi/ is ever edited by hand to point at a machine's paths.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import secrets
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
+
+from callstate import scripts
 
 KEMI_DIR = Path(__file__).resolve().parent
 REPO_ROOT = KEMI_DIR.parent
 TEMPLATE = KEMI_DIR / "kamailio.cfg"
 SCRIPT = KEMI_DIR / "tollgate_kemi.py"
 MODES = ("relay", "redirect")  # relay: the default for new installs; redirect: routing-server mode
-NDB_SERVER_NAME = "tollgate"  # the ndb_redis server the KEMI script names (tollgate_kemi.NDB_SERVER)
-_PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
+NDB_SERVER_NAME = "tollgate"  # the ndb_redis server the cfg and the KEMI script name
+# app_python3 (Kamailio 5.6 and later) or app_python3s (5.7 and later: module-level functions, static KSR).
+PYTHON_MODULES = {"app_python3": "python_exec", "app_python3s": "app_python3s_exec"}
+_PLACEHOLDER = re.compile(r"\{\{([A-Z_0-9]+)\}\}")
+# What a value spliced into a quoted cfg string or a hiredis command format may hold.
+_FORMAT_SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
+_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE"})  # may render as nothing
 
 
 def python_path() -> str:
@@ -46,27 +56,73 @@ def ndb_redis_server(redis_url: str, name: str = NDB_SERVER_NAME) -> str:
     return f"name={name};{where};db={db}{password}"
 
 
+@dataclass(frozen=True)
+class Tls:
+    """SIP over TLS on `port` of the node's address, with this certificate and key (PEM files)."""
+
+    port: int
+    certificate: str
+    key: str
+
+
+def listen_lines(listen: str, tcp: bool, tls: Tls | None) -> str:
+    """`udp:HOST:PORT` -> the listen lines: UDP, TCP on the same port (when tcp), TLS on tls.port."""
+    proto, _, address = listen.partition(":")
+    host, _, port = address.rpartition(":")
+    if proto != "udp" or not host or not port.isdigit():
+        raise ValueError(f"listen {listen!r}: expected udp:HOST:PORT")
+    lines = [f"listen=udp:{host}:{port}"]
+    if tcp:
+        lines.append(f"listen=tcp:{host}:{port}")
+    if tls:
+        lines.append(f"listen=tls:{host}:{tls.port}")
+    if not tcp and not tls:
+        lines.append("disable_tcp=yes")
+    return "\n".join(lines)
+
+
 def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_dir: str, mode: str = "relay",
-           realm: str = "tollgate", children: int = 2, debug: int = 2, script: str | None = None,
-           pythonpath: str | None = None, fr_timer_ms: int = 3000, fr_inv_timer_ms: int = 120000,
-           shed_free_percent: int = 15) -> str:
-    """The configuration text; `listen` is a Kamailio listen value such as "udp:127.0.0.1:5060".
-    `shed_free_percent`: in relay mode, new calls are answered 503 while less than this share of Kamailio's
-    shared memory is free (0 never sheds)."""
+           children: int = 2, debug: int = 2, script: str | None = None, pythonpath: str | None = None,
+           fr_timer_ms: int = 3000, fr_inv_timer_ms: int = 120000, shed_free_percent: int = 15,
+           retry_after_seconds: int = 5, tcp: bool = True, tls: Tls | None = None, auth_secret: str = "",
+           topoh_key: str = "", topoh_mask_ip: str = "127.0.0.8", nonce_seconds: int = 30,
+           python_module: str = "app_python3") -> str:
+    """The configuration text; `listen` is `udp:HOST:PORT` (TCP is added on the same port unless tcp=False,
+    TLS on tls.port when given). `shed_free_percent`: new calls are answered 503 while less than this share
+    of Kamailio's shared memory is free (0 never sheds). `auth_secret` (digest nonces) and `topoh_key`
+    (topology hiding) must be the same on every node of a stack; random when not given (one node only)."""
     if not 0 <= shed_free_percent <= 100:
         raise ValueError(f"shed_free_percent {shed_free_percent}: expected 0..100")
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+    if python_module not in PYTHON_MODULES:
+        raise ValueError(f"python_module {python_module!r}: expected one of {sorted(PYTHON_MODULES)}")
+    if not _FORMAT_SAFE.fullmatch(namespace):
+        raise ValueError(f"namespace {namespace!r}: letters, digits and _.:- only")
     values = {
-        "LISTEN": listen, "RUNDIR": rundir, "REDIS_URL": redis_url, "NAMESPACE": namespace,
-        "IMAGE_DIR": image_dir, "MODE": mode, "REALM": realm, "CHILDREN": str(children), "DEBUG": str(debug),
-        "KEMI_SCRIPT": script or str(SCRIPT), "PYTHONPATH": pythonpath or python_path(),
+        "LISTEN": listen_lines(listen, tcp, tls), "RUNDIR": rundir, "REDIS_URL": redis_url,
+        "NAMESPACE": namespace, "IMAGE_DIR": image_dir, "MODE": mode, "CHILDREN": str(children),
+        "DEBUG": str(debug), "KEMI_SCRIPT": script or str(SCRIPT), "PYTHONPATH": pythonpath or python_path(),
         "FR_TIMER": str(int(fr_timer_ms)), "FR_INV_TIMER": str(int(fr_inv_timer_ms)),
         "NDB_REDIS_SERVER": ndb_redis_server(redis_url), "SHED_FREE_PERCENT": str(int(shed_free_percent)),
+        "RETRY_AFTER": str(int(retry_after_seconds)),
+        "MODE_DEFINE": "#!define TOLLGATE_RELAY" if mode == "relay" else "",
+        "TLS_DEFINE": "#!define WITH_TLS" if tls else "",
+        "TLS_CERTIFICATE": tls.certificate if tls else "-", "TLS_KEY": tls.key if tls else "-",
+        "AUTH_SECRET": auth_secret or secrets.token_hex(16), "TOPOH_KEY": topoh_key or secrets.token_hex(16),
+        "TOPOH_MASK_IP": topoh_mask_ip, "NONCE_SECONDS": str(int(nonce_seconds)),
+        "MARK_ANSWERED_SHA": scripts.MARK_ANSWERED.sha,
+        "PYTHON_MODULE": f"{python_module}.so", "PYTHON_MODULE_NAME": python_module,
+        "PYTHON_EXEC": PYTHON_MODULES[python_module],
     }
     for name, value in values.items():
-        if not value or any(c in value for c in '"\n\r'):
-            raise ValueError(f"{name}={value!r}: must be non-empty, without quotes or newlines")
+        if (not value and name not in _OPTIONAL) or any(c in value for c in '"\r'):
+            raise ValueError(f"{name}={value!r}: must be non-empty, without quotes")
+        if "\n" in value and name != "LISTEN":
+            raise ValueError(f"{name}={value!r}: must be one line")
+    for name in ("AUTH_SECRET", "TOPOH_KEY"):
+        if not _FORMAT_SAFE.fullmatch(values[name]):
+            raise ValueError(f"{name}: letters, digits and _.:- only")
 
     def fill(match: re.Match) -> str:
         try:
@@ -77,7 +133,31 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
     return _PLACEHOLDER.sub(fill, TEMPLATE.read_text())
 
 
-if __name__ == "__main__":  # python -m kemi.render LISTEN RUNDIR REDIS_URL NAMESPACE IMAGE_DIR [MODE] > kamailio.cfg
-    listen, rundir, redis_url, namespace, image_dir = sys.argv[1:6]
-    sys.stdout.write(render(listen=listen, rundir=rundir, redis_url=redis_url, namespace=namespace,
-                            image_dir=image_dir, mode=sys.argv[6] if len(sys.argv) > 6 else "relay"))
+def main(argv: list[str] | None = None) -> None:
+    """python -m kemi.render --listen udp:HOST:PORT --rundir DIR ... > kamailio.cfg (scripts/start-kamailio.sh)."""
+    parser = argparse.ArgumentParser(description="write tollgate's kamailio.cfg to stdout")
+    parser.add_argument("--listen", required=True, help="udp:HOST:PORT (TCP on the same port too)")
+    parser.add_argument("--rundir", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--image-dir", required=True)
+    parser.add_argument("--mode", choices=MODES, default="relay")
+    parser.add_argument("--children", type=int, default=2)
+    parser.add_argument("--shed-free-percent", type=int, default=15)
+    parser.add_argument("--tls-port", type=int)
+    parser.add_argument("--tls-certificate")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--auth-secret", default="")
+    parser.add_argument("--topoh-key", default="")
+    parser.add_argument("--python-module", choices=sorted(PYTHON_MODULES), default="app_python3")
+    args = parser.parse_args(argv)
+    tls = Tls(args.tls_port, args.tls_certificate, args.tls_key) if args.tls_port else None
+    sys.stdout.write(render(listen=args.listen, rundir=args.rundir, redis_url=args.redis_url,
+                            namespace=args.namespace, image_dir=args.image_dir, mode=args.mode,
+                            children=args.children, shed_free_percent=args.shed_free_percent, tls=tls,
+                            auth_secret=args.auth_secret, topoh_key=args.topoh_key,
+                            python_module=args.python_module))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Start tollgate's Kamailio (relay mode, UDP 127.0.0.1:5060) on the projection the control service writes.
-# Run by start-stack.sh after the control service; safe to run again (stops the previous one first).
-# Environment: TOLLGATE_SIP_LISTEN (default udp:127.0.0.1:5060), TOLLGATE_SIP_MODE (relay | redirect),
-# TOLLGATE_SIP_SHM_MB (Kamailio's shared memory, default 1024: every relayed call's transaction and dialog
-# live there), TOLLGATE_SIP_SHED_PERCENT (relay: new calls get 503 Overloaded below this share free, default 15).
+# Start tollgate's Kamailio (relay mode, UDP and TCP on 127.0.0.1:5060, TLS on 5061) on the projection the
+# control service writes. Run by start-stack.sh after the control service; safe to run again (stops the previous
+# one first).
+# Environment: TOLLGATE_SIP_LISTEN (default udp:127.0.0.1:5060; TCP listens on the same port),
+# TOLLGATE_SIP_TLS_PORT (default 5061; 0 = no TLS), TOLLGATE_SIP_MODE (relay | redirect), TOLLGATE_SIP_SHM_MB
+# (Kamailio's shared memory, default 1024: every relayed call's transaction and dialog live there),
+# TOLLGATE_SIP_SHED_PERCENT (new calls get 503 Overloaded below this share free, default 15),
+# TOLLGATE_SIP_SECRETS (default /etc/tollgate/sip.secrets: the digest nonce secret and topology-hiding key,
+# made once; every node of a stack needs the same file), TOLLGATE_SIP_TLS_DIR (default /etc/tollgate/sip-tls:
+# certificate.pem and key.pem, a self-signed pair is made when missing).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,39 +16,53 @@ cd "$ROOT"
 RUNDIR="$ROOT/run/kamailio"
 LOG="$ROOT/run/kamailio.log"
 LISTEN="${TOLLGATE_SIP_LISTEN:-udp:127.0.0.1:5060}"
+TLS_PORT="${TOLLGATE_SIP_TLS_PORT:-5061}"
 MODE="${TOLLGATE_SIP_MODE:-relay}"
 SHM_MB="${TOLLGATE_SIP_SHM_MB:-1024}"
 SHED_PERCENT="${TOLLGATE_SIP_SHED_PERCENT:-15}"
+SECRETS="${TOLLGATE_SIP_SECRETS:-/etc/tollgate/sip.secrets}"
+TLS_DIR="${TOLLGATE_SIP_TLS_DIR:-/etc/tollgate/sip-tls}"
 
 say() { printf '==> %s\n' "$*"; }
 
 bash scripts/stop-kamailio.sh
 mkdir -p "$RUNDIR/images"
+
+# The secrets outlive restarts: a new topology-hiding key would make calls in progress undecodable.
+if [[ ! -f "$SECRETS" ]]; then
+    say "writing $SECRETS (digest nonce secret, topology-hiding key)"
+    mkdir -p "$(dirname "$SECRETS")"
+    (umask 077; printf 'auth_secret=%s\ntopoh_key=%s\n' "$(openssl rand -hex 16)" "$(openssl rand -hex 16)" >"$SECRETS")
+fi
+AUTH_SECRET="$(sed -n 's/^auth_secret=//p' "$SECRETS")"
+TOPOH_KEY="$(sed -n 's/^topoh_key=//p' "$SECRETS")"
+
+TLS_ARGS=()
+if [[ "$TLS_PORT" != 0 ]]; then
+    if [[ ! -f "$TLS_DIR/certificate.pem" ]]; then
+        say "making a self-signed SIP TLS certificate in $TLS_DIR (replace it with your own)"
+        mkdir -p "$TLS_DIR"
+        (umask 077; openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=tollgate" \
+            -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/certificate.pem" >/dev/null 2>&1)
+    fi
+    TLS_ARGS=(--tls-port "$TLS_PORT" --tls-certificate "$TLS_DIR/certificate.pem" --tls-key "$TLS_DIR/key.pem")
+fi
+
 # The projection's Redis and namespace, as the control service sees them (config file + environment).
-read -r REDIS_URL NAMESPACE REALM < <(.venv/bin/python - <<'PYEOF'
-import psycopg
+read -r REDIS_URL NAMESPACE < <(.venv/bin/python -c '
 from control.config import load_config
 config = load_config()
-with psycopg.connect(config.dsn) as conn:
-    realm = conn.execute("SELECT sip_realm FROM company").fetchone()[0]
-print(config.redis_url, config.redis_namespace, realm)
-PYEOF
-)
-.venv/bin/python - "$LISTEN" "$RUNDIR" "$REDIS_URL" "$NAMESPACE" "$MODE" "$REALM" "$SHED_PERCENT" \
-    >"$RUNDIR/kamailio.cfg" <<'PYEOF'
-import os, sys
-from kemi.render import render
-listen, rundir, redis_url, namespace, mode, realm, shed = sys.argv[1:]
-sys.stdout.write(render(listen=listen, rundir=os.path.abspath(rundir), redis_url=redis_url, namespace=namespace,
-                        image_dir=os.path.abspath(os.path.join(rundir, "images")), mode=mode, realm=realm,
-                        shed_free_percent=int(shed)))
-PYEOF
+print(config.redis_url, config.redis_namespace)')
+.venv/bin/python -m kemi.render --listen "$LISTEN" --rundir "$RUNDIR" --redis-url "$REDIS_URL" \
+    --namespace "$NAMESPACE" --image-dir "$RUNDIR/images" --mode "$MODE" --shed-free-percent "$SHED_PERCENT" \
+    --auth-secret "$AUTH_SECRET" --topoh-key "$TOPOH_KEY" "${TLS_ARGS[@]}" >"$RUNDIR/kamailio.cfg"
 kamailio -f "$RUNDIR/kamailio.cfg" -c >"$RUNDIR/check.log" 2>&1 || {
     tail -n 20 "$RUNDIR/check.log" >&2
     say "kamailio.cfg does not check out"
     exit 1
 }
-say "starting Kamailio on $LISTEN ($MODE mode, log $LOG)"
+say "starting Kamailio on $LISTEN ($MODE mode, TLS port $TLS_PORT, log $LOG)"
 printf '\n=== %s start-kamailio.sh\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" >>"$LOG"
 # -E with a log file: Kamailio logs to stderr.
 kamailio -f "$RUNDIR/kamailio.cfg" -P "$RUNDIR/kamailio.pid" -Y "$RUNDIR" -E -m "$SHM_MB" -M 16 </dev/null >>"$LOG" 2>&1

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -17,9 +19,12 @@ import pytest
 import redis
 from psycopg import sql
 
+from callstate.store import CallState
 from control.config import Config
 from control.server import RunningServer, create_server
+from fastpath import runtime
 from fastpath import snapshot_format as fmt
+from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_kamailio
 from tollgate.v1 import (
     account_pb2_grpc,
     auth_pb2_grpc,
@@ -119,3 +124,61 @@ def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
         cdr_pb2_grpc.CdrServiceStub(channel),
         invoice_pb2_grpc.InvoiceServiceStub(channel),
     )
+
+
+# ---------------------------------------------------------------------------------------------- Kamailio
+# Real Kamailio nodes on free loopback ports (tests/kamailio_harness.py), one per test module that asks.
+
+FR_TIMER_MS = 1000
+
+
+def start_relay(control_server, workdir: Path) -> Kamailio:
+    return start_kamailio(workdir, redis_url=control_server.redis_url, namespace=control_server.keys.namespace,
+                          mode="relay", fr_timer_ms=FR_TIMER_MS)
+
+
+@pytest.fixture(scope="module")
+def relay(control_server, tmp_path_factory) -> Kamailio:
+    instance = start_relay(control_server, tmp_path_factory.mktemp("relay"))
+    yield instance
+    instance.stop()
+    faults = [line for line in instance.faults() if DIALOG_BYE_RACE not in line]
+    assert not faults, "faults in Kamailio's log:\n" + "\n".join(faults)
+
+
+@pytest.fixture(scope="module")
+def relay2(control_server, tmp_path_factory) -> Kamailio:
+    """A second node on the same Redis."""
+    instance = start_relay(control_server, tmp_path_factory.mktemp("relay2"))
+    yield instance
+    instance.stop()
+    faults = [line for line in instance.faults() if DIALOG_BYE_RACE not in line]
+    assert not faults, "faults in Kamailio's log:\n" + "\n".join(faults)
+
+
+@pytest.fixture(scope="module")
+def fast(control_server):
+    """The test's own view of the projection, to wait until a new world has reached Redis."""
+    with tempfile.TemporaryDirectory() as images:
+        yield runtime.FastPath(runtime.redis_client(control_server.redis_url), images, control_server.keys.namespace)
+
+
+@pytest.fixture
+def gateways(tmp_path):
+    """Start sipp gateways: gateways(scenario, calls=1, **values) -> SippServer; all stopped at the end."""
+    started: list[SippServer] = []
+
+    def start(scenario: str, calls: int = 1, **values) -> SippServer:
+        server = SippServer(scenario, tmp_path / "gateways", free_udp_port(), calls=calls, values=values)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def money(control_server, redis_client) -> CallState:
+    """The call state in Redis (live balances, open calls, events) of the test session's namespace."""
+    return CallState(redis_client, control_server.keys.namespace)

@@ -18,14 +18,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastpath.admission import Admissions, decode_event
+from callstate.events import decode_event
+from callstate.store import CallState
 from fastpath.runtime import FastPath
-from kemi.render import render
+from kemi.render import Tls, render
 from tests.helpers import unique_email
 from tollgate.v1 import account_pb2 as apb
 from tollgate.v1 import common_pb2, directory_pb2, rating_pb2, trunks_pb2
@@ -43,10 +45,46 @@ _FAULT = re.compile(r"Traceback|app_python3 \[|tollgate: \w+ failed:|Python exce
                     r"|ndb_redis \[redis_client\.c:\d+\]: redisc_exec\(\): Redis error:NOSCRIPT)")
 
 
+# Kamailio 5.6's dialog module, ending an expired dialog (send_bye), sends the caller's BYE and then the
+# callee's; when the caller's 200 is processed (by another worker) in between, the dialog is already deleted
+# and the callee's BYE is not sent, with this error. Loopback makes that race frequent; see
+# test_prepaid_call_is_cut_at_the_granted_duration.
+DIALOG_BYE_RACE = "send_bye(): terminating non-confirmed dialogs not supported"
+
+
 def free_udp_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port free for both UDP and TCP (Kamailio listens on both)."""
+    for _ in range(50):
+        port = free_udp_port(host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free for UDP and TCP")
+
+
+# The digest nonce secret and the topology-hiding key, shared by every node this test session starts.
+NODE_SECRETS = (secrets.token_hex(16), secrets.token_hex(16))
+_CERTIFICATE_DIR = Path(tempfile.gettempdir()) / f"tollgate-test-tls-{os.getpid()}"
+
+
+def self_signed_certificate() -> tuple[str, str]:
+    """A self-signed certificate and key for 127.0.0.1/localhost (PEM paths), made once per test session."""
+    certificate, key = _CERTIFICATE_DIR / "cert.pem", _CERTIFICATE_DIR / "key.pem"
+    if not certificate.exists():
+        _CERTIFICATE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                        "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
+    return str(certificate), str(key)
 
 
 def options_probe(host: str, port: int, timeout: float = 0.2) -> int | None:
@@ -84,6 +122,7 @@ class Kamailio:
     workdir: Path
     pid: int
     log_path: Path
+    tls_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -123,10 +162,12 @@ class Kamailio:
             os.kill(self.pid, signal.SIGKILL)
 
 
-def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: int = 2, realm: str = "tollgate",
-                   host: str = LOOPBACK, timeout: float = 10.0, attempts: int = 3, mode: str = "relay",
-                   fr_timer_ms: int = 3000, shed_free_percent: int = 15) -> Kamailio:
-    """Kamailio running tollgate's cfg on a free UDP port, answering; raises with the log's end otherwise."""
+def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: int = 2, host: str = LOOPBACK,
+                   timeout: float = 10.0, attempts: int = 3, mode: str = "relay", fr_timer_ms: int = 3000,
+                   shed_free_percent: int = 15, tls: bool = False, nonce_seconds: int = 30) -> Kamailio:
+    """Kamailio running tollgate's cfg on a free UDP port of `host` (TCP on the same port, TLS on another when
+    `tls`), answering; raises with the log's end otherwise. Every node of a test session shares the digest
+    and topology-hiding secrets, as the nodes of one stack do."""
     workdir.mkdir(parents=True, exist_ok=True)
     rundir = workdir / "run"
     rundir.mkdir(exist_ok=True)
@@ -134,11 +175,12 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
     pidfile = rundir / "kamailio.pid"
     cfg = workdir / "kamailio.cfg"
     for _ in range(attempts):  # another process may take the port between our probe and Kamailio's bind
-        port = free_udp_port(host)
+        port = free_port(host)
+        tls_settings = Tls(free_port(host), *self_signed_certificate()) if tls else None
         cfg.write_text(render(listen=f"udp:{host}:{port}", rundir=str(rundir), redis_url=redis_url,
-                              namespace=namespace, image_dir=str(workdir / "images"), realm=realm,
-                              children=children, mode=mode, fr_timer_ms=fr_timer_ms,
-                              shed_free_percent=shed_free_percent))
+                              namespace=namespace, image_dir=str(workdir / "images"), children=children, mode=mode,
+                              fr_timer_ms=fr_timer_ms, shed_free_percent=shed_free_percent, tls=tls_settings,
+                              auth_secret=NODE_SECRETS[0], topoh_key=NODE_SECRETS[1], nonce_seconds=nonce_seconds))
         pidfile.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
@@ -148,7 +190,8 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
             break
     else:
         raise RuntimeError(f"kamailio did not start (exit {started.returncode}):\n{_tail(log_path)}")
-    kamailio = Kamailio(host, port, workdir, int(pidfile.read_text()), log_path)
+    kamailio = Kamailio(host, port, workdir, int(pidfile.read_text()), log_path,
+                        tls_settings.port if tls_settings else None)
     deadline = time.monotonic() + timeout
     while options_probe(host, port) is None:
         if time.monotonic() > deadline or not _alive(kamailio.pid):
@@ -251,6 +294,9 @@ def run_sipp(kamailio: Kamailio, scenario: str, workdir: Path, *, expect: int, r
         command += ["-trace_msg", "-message_file", str(message_file)]
     if auth:
         command += ["-au", auth[0], "-ap", auth[1]]
+        dialled = {row[1] for row in rows if len(row) > 1}
+        if len(dialled) == 1:  # an INVITE's digest is for its Request-URI (sipp's default is host:port only)
+            command += ["-auth_uri", f"{dialled.pop()}@{kamailio.address}"]  # (sipp adds "sip:")
     if local_port:
         command += ["-p", str(local_port)]
     if rate:
@@ -298,10 +344,13 @@ class SippServer:
         return [m for m in self.messages() if m.direction == "received" and m.first_line.startswith(method + " ")]
 
     def invite(self, call_id: str, timeout: float = 3.0) -> SipMessage | None:
-        """The INVITE of that Call-ID this server received (waiting up to `timeout` for sipp's trace), or None."""
+        """The INVITE of the caller's Call-ID this server received (waiting up to `timeout` for sipp's trace), or
+        None. The switch masks the Call-ID toward gateways (topology hiding), so the tests' scenarios repeat it
+        in an X-Test-Call-ID header, which the switch passes on."""
         deadline = time.monotonic() + timeout
         while True:
-            found = [m for m in self.received("INVITE") if m.headers("Call-ID") == [call_id]]
+            found = [m for m in self.received("INVITE")
+                     if call_id in (*m.headers("Call-ID"), *m.headers("X-Test-Call-ID"))]
             if found or time.monotonic() > deadline:
                 return found[-1] if found else None
             time.sleep(0.05)
@@ -349,7 +398,7 @@ def import_rates(method, parent: str, csv: str, admin) -> None:
     method(iter([common_pb2.ImportRatesRequest(parent=parent, csv_data=csv.encode())]), metadata=admin.metadata)
 
 
-def make_customer(admin, money: Admissions, rate_group: str, *, balance: int = 10 * EUR, **settings) -> apb.Account:
+def make_customer(admin, money: CallState, rate_group: str, *, balance: int = 10 * EUR, **settings) -> apb.Account:
     """A customer on `rate_group` with `balance` micros in Redis (the live balance the switch debits)."""
     customer = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
         email=unique_email("cust"), billing=apb.Billing(rate_group=rate_group),
@@ -424,7 +473,7 @@ def customer_on(admin, money, fast, rate_group: str, trunks: int = 1, **settings
     return number(customer), tech_prefix
 
 
-def balance(money: Admissions, account: str) -> int:
+def balance(money: CallState, account: str) -> int:
     return money.available(account, 0)
 
 

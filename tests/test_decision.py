@@ -331,3 +331,11 @@ def test_an_anonymous_caller_meets_the_cli_pool_like_any_outsider():
     w = routed(accounts=[account(cli_pool=2)])  # else a random caller id of its own
     w.caller_ids = {"1000000001": ("4930111",)}
     assert both(w, caller_id="+").caller_id == "4930111"
+
+
+def test_calls_on_the_switch_may_present_a_device_name_carriers_only_digits():
+    w = routed(accounts=[account(allow_local_calls=True), account("1000000002")])
+    w.devices = {"bob": device("bob", "1000000002")}
+    assert both(w, caller_id="alice.desk", destination="bob").caller_id == "alice.desk"
+    assert both(w, caller_id="alice\x00", destination="bob").caller_id == "anonymous"
+    assert both(w, caller_id="alice.desk").caller_id == "anonymous"  # outbound: to a carrier

@@ -27,7 +27,7 @@ ACCOUNTS = ("1000000001", "1000000002", "1000000003")
 RULES = st.sampled_from(["0/", "*/1", "12/3", "3/", "/^(0+)(\\d)$/\\2/", "/1/22/", "00/*", "*/+", "2/*"])
 # What callers send besides plain digits: nothing, a '+', other scripts' digits, NUL, URI parameters, too long.
 JUNK = st.sampled_from(["", "+", "\u0661\u0662\u0663", "12\x003", "123;npdi;rn=456", "%00", "1" * 40, "abc",
-                        "\uff11\uff12"])
+                        "\uff11\uff12", "-abc", "a.b-c_d", "caf\u00e9", "x" * 65])
 caller_ids = st.one_of(numbers, numbers, JUNK)
 
 

@@ -34,12 +34,9 @@ from tests.kamailio_harness import (
     suffix,
     user_of,
 )
-from tests.test_kamailio import money
-from tests.test_kamailio_relay import fast, gateways, relay
 from tollgate.v1 import account_pb2 as apb
 from tollgate.v1 import directory_pb2, trunks_pb2
 
-__all__ = ["fast", "gateways", "money", "relay"]  # fixtures, imported for their use here
 OUTSIDER = "15550009999"  # a caller id in no account's pool
 SETTLE_SECONDS = 3.0  # how long a call is retried while Kamailio's workers may still hold the previous world
 

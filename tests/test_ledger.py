@@ -9,8 +9,8 @@ import time
 import psycopg
 import pytest
 
+from callstate.store import CallState
 from control.ledger import Ledger
-from fastpath.admission import Admissions
 from tests.kamailio_harness import number, unique_email
 from tollgate.v1 import account_pb2 as apb
 
@@ -35,7 +35,7 @@ def _event(call_id: str, customer: str, provider: str, customer_cost: int, provi
     }
 
 
-def _settle_call(money: Admissions, call_id: str, customer: str, provider: str, customer_cost: int,
+def _settle_call(money: CallState, call_id: str, customer: str, provider: str, customer_cost: int,
                  provider_cost: int) -> None:
     """What the KEMI script does at a call's end (kemi/tollgate_kemi.py _settle)."""
     event = _event(call_id, customer, provider, customer_cost, provider_cost)
@@ -67,7 +67,7 @@ def private(redis_client):
 
 def test_settled_calls_reach_postgresql_through_the_running_service(admin, control_server, redis_client):
     customer, provider = _account(admin), _account(admin, apb.PROVIDER)
-    _settle_call(Admissions(redis_client, control_server.keys.namespace), "svc-call-1", customer, provider,
+    _settle_call(CallState(redis_client, control_server.keys.namespace), "svc-call-1", customer, provider,
                  186_000, 93_000)
     deadline = time.monotonic() + 10
     while not _cdrs(control_server.dsn, customer) and time.monotonic() < deadline:
@@ -82,7 +82,7 @@ def test_settled_calls_reach_postgresql_through_the_running_service(admin, contr
 def test_two_customers_reusing_one_call_id_get_a_cdr_each(admin, control_server, redis_client, private):
     """Call-IDs come from the callers' equipment: a reused one must not hide (or merge) anybody's CDR."""
     first, second, provider = _account(admin), _account(admin), _account(admin, apb.PROVIDER)
-    money = Admissions(redis_client, private)
+    money = CallState(redis_client, private)
     _settle_call(money, "same@callid", first, provider, 10_000, 4_000)
     _settle_call(money, "same@callid", second, provider, 20_000, 8_000)
     ledger = Ledger(control_server.dsn, control_server.redis_url, private)
@@ -96,7 +96,7 @@ def test_two_customers_reusing_one_call_id_get_a_cdr_each(admin, control_server,
 def test_nothing_is_lost_while_postgresql_is_down_and_nothing_counts_twice(admin, control_server, redis_client,
                                                                           private):
     customer, provider = _account(admin), _account(admin, apb.PROVIDER)
-    money = Admissions(redis_client, private)
+    money = CallState(redis_client, private)
     _settle_call(money, "c1", customer, provider, 100_000, 40_000)
     _settle_call(money, "c2", customer, provider, 50_000, 20_000)
     with pytest.raises(psycopg.OperationalError):  # PostgreSQL unreachable: nothing acknowledged
@@ -124,7 +124,7 @@ def test_entries_read_but_not_acknowledged_are_recorded_after_a_restart(admin, c
                                                                          private):
     """A crash between reading an entry and recording it leaves it pending: the next run records it."""
     customer, provider = _account(admin), _account(admin, apb.PROVIDER)
-    money = Admissions(redis_client, private)
+    money = CallState(redis_client, private)
     _settle_call(money, "lost-in-flight", customer, provider, 70_000, 0)
     ledger = Ledger(control_server.dsn, control_server.redis_url, private)
     stream = money.events_key(customer)
@@ -138,7 +138,7 @@ def test_entries_read_but_not_acknowledged_are_recorded_after_a_restart(admin, c
 
 def test_an_orphaned_call_is_reaped_and_recorded(admin, control_server, redis_client, private):
     customer = _account(admin)
-    money = Admissions(redis_client, private)
+    money = CallState(redis_client, private)
     money.credit(customer, EUR)
     grant = money.admit_call(customer, "orphan", now=NOW, cps=0, max_calls=1, credit_limit=0,
                              terms=(0, 0, 600_000, 1, 1), max_call_seconds=60)

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from fastpath.admission import Admissions
+from callstate.store import CallState
 from tests.helpers import unique_email
 from tollgate.v1 import account_pb2 as apb
 
@@ -26,7 +26,7 @@ def _pay(admin, account: str, amount: int, **more) -> apb.Payment:
                                       metadata=admin.metadata)
 
 
-def _live_available(money: Admissions, number: str, expected: int, timeout: float = 5.0) -> int:
+def _live_available(money: CallState, number: str, expected: int, timeout: float = 5.0) -> int:
     deadline = time.monotonic() + timeout
     while (value := money.available(number, 0)) != expected and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -36,7 +36,7 @@ def _live_available(money: Admissions, number: str, expected: int, timeout: floa
 def test_a_payment_moves_postgresql_at_once_and_the_switch_right_after(admin, control_server, redis_client):
     account = _customer(admin)
     number = account.split("/", 1)[1]
-    money = Admissions(redis_client, control_server.keys.namespace)
+    money = CallState(redis_client, control_server.keys.namespace)
     payment = _pay(admin, account, 25 * EUR, note="bank transfer 4711")
     assert (payment.account, payment.amount, payment.balance_after) == (account, 25 * EUR, 25 * EUR)
     assert payment.name.startswith("payments/") and payment.create_time.seconds > 0
@@ -54,7 +54,7 @@ def test_a_retried_payment_with_the_same_request_id_pays_once(admin, control_ser
     first = _pay(admin, account, 7 * EUR, request_id=key)
     again = _pay(admin, account, 7 * EUR, request_id=key)
     assert again == first
-    assert _live_available(Admissions(redis_client, control_server.keys.namespace), number, 7 * EUR) == 7 * EUR
+    assert _live_available(CallState(redis_client, control_server.keys.namespace), number, 7 * EUR) == 7 * EUR
     with pytest.raises(grpc.RpcError) as caught:
         _pay(admin, account, 8 * EUR, request_id=key)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in caught.value.details()
@@ -81,7 +81,7 @@ def test_unknown_and_deleted_accounts_take_no_payment(admin):
 
 def test_the_live_balance_moves_once_per_payment_id(redis_client):
     namespace = f"tgpay{secrets.token_hex(3)}"
-    money = Admissions(redis_client, namespace)
+    money = CallState(redis_client, namespace)
     try:
         assert money.apply_payment("5001", 41, 3 * EUR) is True
         assert money.apply_payment("5001", 41, 3 * EUR) is False  # pushed again after a crash: nothing moves

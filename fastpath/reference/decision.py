@@ -6,7 +6,7 @@ everything else about a call is decided here from the World.
 
 from __future__ import annotations
 
-from fastpath.decision import ANONYMOUS, MAX_CALLER_ID_DIGITS, Call, Decision, Route, is_number, refusal
+from fastpath.decision import ANONYMOUS, MAX_CALLER_ID_DIGITS, Call, Decision, Route, is_number, is_user, refusal
 from fastpath.localization import localize
 from fastpath.model import ACTIVE, Account, Device, RateGroup, World
 from fastpath.reference.rating import Terms, cost, marked_up, max_duration
@@ -35,7 +35,8 @@ def decide(world: World, call: Call) -> Decision:
     if not (inbound or local or is_number(destination, world.max_destination_digits)):
         return refusal(484, "Address Incomplete", "number")
     caller_id = localize(call.caller_id, rules.caller_id_inbound if inbound else rules.caller_id_outbound)
-    if not is_number(caller_id, MAX_CALLER_ID_DIGITS):
+    presentable = is_user(caller_id) if inbound or local else is_number(caller_id, MAX_CALLER_ID_DIGITS)
+    if not presentable:
         caller_id = _fallback_caller_id(world, account)
     common = {"caller_id": caller_id, "destination": destination, "record": account.allow_recording}
 
@@ -47,7 +48,8 @@ def decide(world: World, call: Call) -> Decision:
 
 
 def _fallback_caller_id(world: World, account: Account) -> str:
-    """A caller id that is not plain digits is never sent on: the account's default caller id, or anonymous."""
+    """A caller id that cannot be presented (not plain digits toward a carrier, not a plain user part toward
+    our own devices) is never sent on: the account's default caller id, or anonymous."""
     if world.caller_id_fallback == "DEFAULT_CALLER_ID" and account.default_caller_id:
         return account.default_caller_id
     return ANONYMOUS

@@ -10,8 +10,9 @@ import redis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fastpath import admission as adm
-from fastpath.admission import Admissions
+from callstate import store as adm
+from callstate.events import decode_event, encode_event
+from callstate.store import CallState
 from fastpath.reference.rating import Terms, cost, max_duration
 
 EUR = 1_000_000
@@ -21,12 +22,12 @@ NOW = 1_800_000_000
 @pytest.fixture
 def admissions(redis_client: redis.Redis):
     namespace = f"tgadm{secrets.token_hex(3)}"
-    yield Admissions(redis_client, namespace)
+    yield CallState(redis_client, namespace)
     for key in redis_client.scan_iter(f"{namespace}:*"):
         redis_client.delete(key)
 
 
-def admit(a: Admissions, call: str, account: str = "1001", reserve: int = EUR, **limits) -> adm.Grant:
+def admit(a: CallState, call: str, account: str = "1001", reserve: int = EUR, **limits) -> adm.Grant:
     """Admit a call whose whole cost is a flat fee of `reserve` (connect fee only), so it reserves exactly that."""
     values = dict(now=NOW, cps=0, max_calls=0, credit_limit=0, terms=(reserve, 0, 0, 1, 1),
                   max_call_seconds=60) | limits
@@ -91,7 +92,7 @@ def test_settlement_debits_exactly_once_and_queues_one_event(admissions, redis_c
     assert admissions.settle("1001", "c1", 1_234_567, {"call_id": "c1", "billable": 61}) is True
     assert admissions.settle("1001", "c1", 1_234_567, {"call_id": "c1", "billable": 61}) is False
     assert admissions.available("1001", 0) == 10 * EUR - 1_234_567
-    events = [adm.decode_event(fields) for _id, fields in redis_client.xrange(admissions.events_key("1001"))]
+    events = [decode_event(fields) for _id, fields in redis_client.xrange(admissions.events_key("1001"))]
     assert events == [{"call_id": "c1", "billable": "61"}]
 
 
@@ -108,7 +109,7 @@ def test_concurrent_admissions_never_exceed_the_limit(admissions):
 
     def worker(n: int) -> None:
         client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
-        own = Admissions(client, admissions._namespace)
+        own = CallState(client, admissions.keys.namespace)
         for i in range(25):
             outcome = admit(own, f"w{n}-{i}", max_calls=7).outcome
             with lock:
@@ -135,7 +136,7 @@ def test_an_unanswered_call_settles_at_zero_and_frees_its_reservation(admissions
 TERMS = (0, 0, 600_000, 60, 60)  # 0.60 per minute in whole minutes
 
 
-def admit_call(a: Admissions, call: str, account: str = "1001", **options) -> adm.Grant:
+def admit_call(a: CallState, call: str, account: str = "1001", **options) -> adm.Grant:
     values = dict(now=NOW, cps=0, max_calls=0, credit_limit=0, terms=TERMS, max_call_seconds=3_600,
                   decided=True) | options
     return a.admit_call(account, call, **values)
@@ -235,14 +236,14 @@ def _as_hiredis_sends(command: str, call_id: str) -> list[str]:
 
 def test_admit_call_command_runs_the_same_script_with_the_same_outcomes(admissions, redis_client):
     """The ndb_redis path (Kamailio's client) and redis-py agree call by call, limits and money included."""
-    twin = Admissions(redis_client, admissions._namespace)
+    twin = CallState(redis_client, admissions.keys.namespace)
     admissions.load_scripts()
     admissions.credit("2001", 3 * EUR)
     admissions.credit("2002", 3 * EUR)
     values = dict(now=NOW, cps=0, max_calls=2, credit_limit=0, terms=(EUR, 0, 0, 1, 1), max_call_seconds=60)
     through_command, through_redis_py = [], []
     for call in ("c 1%s", "c2", "c3"):
-        command = admissions.admit_call_command("2001", call, **values)
+        command = admissions.admit_call_command("2001", **values)
         reply = redis_client.execute_command(*_as_hiredis_sends(command, call))
         through_command.append(adm.grant_from_reply(reply))
         through_redis_py.append(twin.admit_call("2002", call, **values))
@@ -254,7 +255,7 @@ def test_admit_call_command_runs_the_same_script_with_the_same_outcomes(admissio
 @pytest.mark.parametrize("account", ["20 01", "20%d01"])
 def test_admit_call_command_refuses_what_a_format_cannot_carry(admissions, account):
     values = dict(now=NOW, cps=0, max_calls=0, credit_limit=0, terms=(EUR, 0, 0, 1, 1), max_call_seconds=60)
-    assert admissions.admit_call_command(account, "c1", **values) is None
+    assert admissions.admit_call_command(account, **values) is None
 
 
 def test_reap_releases_only_calls_that_cannot_still_be_running(admissions, redis_client):
@@ -275,7 +276,7 @@ def test_reap_releases_only_calls_that_cannot_still_be_running(admissions, redis
     assert admissions.open_calls("3001") == 1
     assert admissions.available("3001", 0) == 10 * EUR - EUR  # only the young call's reservation is left
     assert list(admissions.accounts_with_open_calls()) == ["3001"]
-    events = [adm.decode_event(fields) for _id, fields in redis_client.xrange(admissions.events_key("3001"))]
+    events = [decode_event(fields) for _id, fields in redis_client.xrange(admissions.events_key("3001"))]
     assert [(e["call_id"], e["end_reason"], e["customer_cost"]) for e in events] == [
         ("talking", "orphaned", "0"), ("ringing", "orphaned", "0")]
     assert admissions.settle("3001", "talking", EUR, {"call_id": "talking"}) is False  # its real end, late
@@ -296,14 +297,11 @@ def test_trunk_channels_and_cps_are_counted_once_per_call_and_reaped_when_lost(a
     assert outcomes == [adm.TRUNK_SEIZED, adm.TRUNK_SEIZED, adm.TRUNK_AT_CPS]
 
 
-def test_settle_and_mark_answered_commands_do_what_their_redis_py_twins_do(admissions, redis_client):
+def test_settle_command_does_what_its_redis_py_twin_does(admissions, redis_client):
     admissions.load_scripts()
     admissions.credit("4001", 10 * EUR)
     admit(admissions, "c 1%", account="4001", reserve=4 * EUR)
-    mark = admissions.mark_answered_command("4001", NOW + 5)
-    assert redis_client.execute_command(*_as_hiredis_sends(mark, "c 1%")) == 1
-    assert redis_client.hget(admissions._key("4001", "calls"), "c 1%") == f"{4 * EUR}:60:{NOW}:{NOW + 5}".encode()
-    event = adm.encode_event({"call_id": "c 1%", "customer_cost": 1_500_000})
+    event = encode_event({"call_id": "c 1%", "customer_cost": 1_500_000})
     settle = admissions.settle_command("4001", 1_500_000)
     sends = settle.split(" ")
     sends[sends.index("%s")] = "c 1%"
@@ -312,5 +310,5 @@ def test_settle_and_mark_answered_commands_do_what_their_redis_py_twins_do(admis
     assert redis_client.execute_command(*sends) == 0  # once
     assert admissions.available("4001", 0) == 10 * EUR - 1_500_000 and admissions.open_calls("4001") == 0
     (entry,) = redis_client.xrange(admissions.events_key("4001"))
-    assert adm.decode_event(entry[1]) == {"call_id": "c 1%", "customer_cost": "1500000"}
-    assert admissions.settle_command("40 01", 0) is None and admissions.mark_answered_command("4%01", 0) is None
+    assert decode_event(entry[1]) == {"call_id": "c 1%", "customer_cost": "1500000"}
+    assert admissions.settle_command("40 01", 0) is None and admissions.settle_command("4%01", 0) is None

@@ -1,0 +1,192 @@
+"""Call admission and settlement in Redis (SPEC §5, §9), through the scripts of callstate/lua.
+
+One atomic script per call setup checks, in SPEC order, the account's CPS, its concurrent calls and its
+money, and reserves the granted call's cost; one atomic script per call end releases the reservation,
+debits the real cost and queues the call's event - exactly once per call id, whatever is retried.
+
+Money per account (HASH money): `balance` (micros, the live balance the switch debits) and `reserved` (sum of
+the open calls' reservations). available = balance + credit_limit - reserved, where credit_limit is 0 for
+prepaid accounts (SPEC §1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from callstate import scripts
+from callstate.events import encode_event, provider_settlement_id
+from callstate.keys import CALLS, EVENTS, MONEY, PAYMENTS, SETTLED, StateKeys
+
+# Outcomes of admit_call(); the SIP answers are the caller's business (SPEC §8).
+ADMITTED = "admitted"
+CPS_EXCEEDED = "cps"
+CONCURRENCY_EXCEEDED = "concurrency"
+INSUFFICIENT = "insufficient"
+COUNTED = "counted"  # passed CPS and concurrency; the call was refused later, nothing reserved
+_OUTCOMES = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}
+
+TRUNK_SEIZED = "seized"
+TRUNK_AT_CPS = "cps"
+TRUNK_FULL = "full"
+_TRUNK_OUTCOMES = {1: TRUNK_SEIZED, -1: TRUNK_AT_CPS, -2: TRUNK_FULL}
+
+SETTLED_TTL_SECONDS = 7 * 86_400  # how long a settled call id is remembered against retries
+# A word a hiredis command format carries as it is: no space (it splits arguments) and no '%' (it formats).
+_FORMAT_SAFE = re.compile(r"[^\s%]+")
+
+
+@dataclass(frozen=True)
+class Grant:
+    outcome: str
+    granted: int = 0  # seconds the call may last (admitted)
+    reserve: int = 0  # micros reserved = cost(granted) (admitted)
+    available: int = 0  # what the account could spend before this call (admitted, insufficient)
+
+
+def grant_from_reply(reply: Sequence[int | str | bytes]) -> Grant:
+    """The Grant in the admission script's reply {code, granted, reserve, available}."""
+    code, granted, reserve, available = (int(value) for value in reply)
+    return Grant(_OUTCOMES[code], granted, reserve, available)
+
+
+class CallState:
+    """The per-call Redis side of one stack (namespace)."""
+
+    def __init__(self, client: redis.Redis, namespace: str):
+        self._redis = client
+        self.keys = StateKeys(namespace)
+        self._scripts = {script.name: client.register_script(script.text) for script in scripts.ALL}
+
+    def _run(self, script: scripts.Script, keys: list[str], args: list) -> object:
+        return self._scripts[script.name](keys=keys, args=args)
+
+    def load_scripts(self) -> None:
+        """Load every script into Redis (redis-py loads them on first use; ndb_redis's EVALSHA cannot)."""
+        for script in scripts.ALL:
+            self._redis.script_load(script.text)
+
+    # ------------------------------------------------------------------ money
+    def available(self, account: str, credit_limit: int) -> int:
+        balance, reserved = self._redis.hmget(self.keys.account(account, MONEY), "balance", "reserved")
+        return int(balance or 0) + credit_limit - int(reserved or 0)
+
+    def credit(self, account: str, amount: int) -> None:
+        """Add money to the live balance (tests; payments go through apply_payment)."""
+        self._redis.hincrby(self.keys.account(account, MONEY), "balance", amount)
+
+    def apply_payment(self, account: str, payment_id: int, amount: int) -> bool:
+        """Move the live balance by a payment posted in PostgreSQL, once per payment id; False for a repeat."""
+        return bool(self._run(scripts.APPLY_PAYMENT, [self.keys.account(account, MONEY),
+                                                      self.keys.account(account, PAYMENTS)], [payment_id, amount]))
+
+    # ------------------------------------------------------------------ admission
+    def admit_call(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
+                   terms: Sequence[int], max_call_seconds: int, decided: bool = True,
+                   reserve: bool = True) -> Grant:
+        """One round trip, in SPEC §5 order: a retransmission gets its first answer; then CPS, concurrent calls,
+        and (when decided) the grant against the live balance: the longest affordable call under `terms`
+        (connect_fee, included_seconds, rate_per_min, initial_increment, increment), up to max_call_seconds,
+        its cost reserved (unless reserve=False: checked only, as a redirect server does). INSUFFICIENT when
+        not even one second is affordable."""
+        mode = 0 if not decided else 1 if reserve else 2
+        fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
+        keys = [self.keys.account(account, CALLS), self.keys.account(account, MONEY), self.keys.cps(account, now)]
+        numbers = (cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial, increment, now)
+        return grant_from_reply(self._run(scripts.ADMIT_CALL, keys, [call_id, *(str(int(n)) for n in numbers)]))
+
+    def admit_call_command(self, account: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
+                           terms: Sequence[int], max_call_seconds: int, decided: bool = True,
+                           reserve: bool = True) -> str | None:
+        """admit_call() as one hiredis command format with a single `%s`, to be filled with the call id: the
+        same script through a client other than redis-py (Kamailio's ndb_redis: redis_cmd_p1(server, command,
+        call_id, reply)). Its reply goes to grant_from_reply(). None when the account or namespace holds a
+        character a format cannot carry literally (then use admit_call()). The script must have been loaded
+        (load_scripts()); a NOSCRIPT error says it was not. Built as one f-string: it runs once per INVITE."""
+        base = self.keys.account_prefix(account)
+        if not _FORMAT_SAFE.fullmatch(base):
+            return None
+        mode = 0 if not decided else 1 if reserve else 2
+        fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
+        return (f"EVALSHA {scripts.ADMIT_CALL.sha} 3 {base}{CALLS} {base}{MONEY} {base}cps:{int(now)} %s {int(cps)} "
+                f"{int(max_calls)} {int(credit_limit)} {mode} {int(max_call_seconds)} {int(fee)} {int(included)} "
+                f"{int(rate)} {int(initial)} {int(increment)} {int(now)}")
+
+    def mark_answered(self, account: str, call_id: str, answered_at: int) -> bool:
+        """Note that the open call was answered (the reaper then counts its granted seconds from here)."""
+        return bool(self._run(scripts.MARK_ANSWERED, [self.keys.account(account, CALLS)], [call_id, answered_at]))
+
+    def open_calls(self, account: str) -> int:
+        return int(self._redis.hlen(self.keys.account(account, CALLS)))
+
+    # ------------------------------------------------------------------ settlement
+    def settle(self, account: str, call_id: str, cost: int, event: dict[str, str | int]) -> bool:
+        """Release the call's reservation and debit its cost, once per call id; False for a repeat."""
+        return bool(self._run(scripts.SETTLE, self._money_keys(account),
+                              [call_id, cost, SETTLED_TTL_SECONDS, encode_event(event)]))
+
+    def settle_command(self, account: str, cost: int) -> str | None:
+        """settle() as a hiredis command format with two `%s`: the settlement id (call id), then the event
+        (encode_event). None when the account or namespace cannot be carried literally (see
+        admit_call_command)."""
+        base = self.keys.account_prefix(account)
+        if not _FORMAT_SAFE.fullmatch(base):
+            return None
+        return (f"EVALSHA {scripts.SETTLE.sha} 4 {base}{CALLS} {base}{MONEY} {base}{SETTLED} {base}{EVENTS} %s "
+                f"{int(cost)} {SETTLED_TTL_SECONDS} %s")
+
+    def credit_provider(self, provider: str, customer: str, call_id: str, amount: int,
+                        event: dict[str, str | int]) -> bool:
+        """The provider's side of a settled call: credited `amount` once per (customer, call id). False for a
+        repeat."""
+        return self.settle(provider, provider_settlement_id(customer, call_id), -amount, event)
+
+    def _money_keys(self, account: str) -> list[str]:
+        return [self.keys.account(account, name) for name in (CALLS, MONEY, SETTLED, EVENTS)]
+
+    def events_key(self, account: str) -> str:
+        """The stream of the account's settled calls (its CDRs on their way to PostgreSQL)."""
+        return self.keys.account(account, EVENTS)
+
+    # ------------------------------------------------------------------ orphans
+    def reap(self, account: str, *, now: int, grace_seconds: int, ring_seconds: int = 120) -> list[str]:
+        """Release the calls of `account` that cannot still be running: answered more than their granted
+        seconds plus `grace_seconds` ago, or never answered and admitted more than `ring_seconds` (the
+        switch's longest ring time) plus `grace_seconds` ago. Their node died or lost their end; nobody knows
+        how long they lasted, so they are settled at no cost (once: a late real end is then a repeat) and
+        their events say end_reason "orphaned" for the operator to look into."""
+        reaped = self._run(scripts.REAP, self._money_keys(account),
+                           [now, grace_seconds, SETTLED_TTL_SECONDS, account, ring_seconds])
+        return [call_id.decode() if isinstance(call_id, bytes) else call_id for call_id in reaped]
+
+    def accounts_with_open_calls(self) -> Iterator[str]:
+        """Accounts that have a calls hash (some open call), found by SCAN."""
+        for key in self._redis.scan_iter(match=self.keys.account_pattern(CALLS), count=1000, _type="hash"):
+            account = self.keys.account_of(key, CALLS)
+            if account is not None:
+                yield account
+
+    # ------------------------------------------------------------------ trunks (SPEC §3, §5: channels and CPS)
+    def seize_trunk(self, trunk: str, seat: str, *, now: int, max_calls: int, cps: int, hold_until: int) -> str:
+        """One of the trunk's channels for `seat` (provider_settlement_id of the call), counted against its CPS
+        this second, cluster-wide: TRUNK_SEIZED, TRUNK_AT_CPS or TRUNK_FULL. A trunk without limits needs no
+        seat (callers skip this). The seat is freed by release_trunk, or by reap_trunks after hold_until."""
+        code = self._run(scripts.SEIZE_TRUNK, [self.keys.trunk(trunk, CALLS), self.keys.trunk(trunk, f"cps:{now}")],
+                         [seat, max_calls, cps, hold_until])
+        return _TRUNK_OUTCOMES[int(code)]
+
+    def release_trunk(self, trunk: str, seat: str) -> None:
+        self._redis.hdel(self.keys.trunk(trunk, CALLS), seat)
+
+    def busy_channels(self, trunk: str) -> int:
+        return int(self._redis.hlen(self.keys.trunk(trunk, CALLS)))
+
+    def reap_trunks(self, now: int) -> int:
+        """Free every trunk seat held past its hold-until time (its call's node died); how many were freed."""
+        freed = 0
+        for key in self._redis.scan_iter(match=self.keys.trunk_pattern(CALLS), count=1000, _type="hash"):
+            freed += int(self._run(scripts.REAP_TRUNK, [key], [now]))
+        return freed
