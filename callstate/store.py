@@ -27,7 +27,8 @@ CPS_EXCEEDED = "cps"
 CONCURRENCY_EXCEEDED = "concurrency"
 INSUFFICIENT = "insufficient"
 COUNTED = "counted"  # passed CPS and concurrency; the call was refused later, nothing reserved
-_OUTCOMES = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED}
+DUPLICATE = "duplicate"  # the call id is open or settled already: admitting it again would make a free call
+_OUTCOMES = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED, -4: DUPLICATE}
 
 TRUNK_SEIZED = "seized"
 TRUNK_AT_CPS = "cps"
@@ -87,14 +88,15 @@ class CallState:
     def admit_call(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
                    terms: Sequence[int], max_call_seconds: int, decided: bool = True,
                    reserve: bool = True) -> Grant:
-        """One round trip, in SPEC §5 order: a retransmission gets its first answer; then CPS, concurrent calls,
+        """One round trip, in SPEC §5 order: a call id already admitted is DUPLICATE; then CPS, concurrent calls,
         and (when decided) the grant against the live balance: the longest affordable call under `terms`
         (connect_fee, included_seconds, rate_per_min, initial_increment, increment), up to max_call_seconds,
         its cost reserved (unless reserve=False: checked only, as a redirect server does). INSUFFICIENT when
         not even one second is affordable."""
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
-        keys = [self.keys.account(account, CALLS), self.keys.account(account, MONEY), self.keys.cps(account, now)]
+        keys = [self.keys.account(account, CALLS), self.keys.account(account, MONEY), self.keys.cps(account, now),
+                self.keys.account(account, SETTLED)]
         numbers = (cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial, increment, now)
         return grant_from_reply(self._run(scripts.ADMIT_CALL, keys, [call_id, *(str(int(n)) for n in numbers)]))
 
@@ -111,7 +113,8 @@ class CallState:
             return None
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
-        return (f"EVALSHA {scripts.ADMIT_CALL.sha} 3 {base}{CALLS} {base}{MONEY} {base}cps:{int(now)} %s {int(cps)} "
+        return (f"EVALSHA {scripts.ADMIT_CALL.sha} 4 {base}{CALLS} {base}{MONEY} {base}cps:{int(now)} {base}{SETTLED} "
+                f"%s {int(cps)} "
                 f"{int(max_calls)} {int(credit_limit)} {mode} {int(max_call_seconds)} {int(fee)} {int(included)} "
                 f"{int(rate)} {int(initial)} {int(increment)} {int(now)}")
 

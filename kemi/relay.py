@@ -120,7 +120,7 @@ def _present(caller_id: str, realm: str, to_uri: str | None, passes: str) -> Non
     anonymous), the To, and which of the customer's identity headers pass."""
     if caller_id == ANONYMOUS:
         KSR.pv.sets(AVP_FROM, ANONYMOUS_URI)
-        KSR.pv.sets(AVP_DISPLAY, "Anonymous")
+        KSR.pv.sets(AVP_DISPLAY, "\"Anonymous\"")
         KSR.pv.unset(AVP_PAI)
     else:
         KSR.pv.sets(AVP_FROM, f"sip:{caller_id}@{realm}")

@@ -19,6 +19,7 @@ so a change through UpdateCompany applies without a restart.
 
 import logging
 import os
+import re
 import site
 import socket
 import sys
@@ -69,6 +70,8 @@ NDB_REPLY_VALUES = tuple(f"$redis({NDB_REPLY}=>value[{i}])" for i in range(4))
 DLG_ANSWER = "tollgate_answer"  # dialog variable: "seconds.micros" of the 200 OK (kamailio.cfg dialog:start)
 DLG_CODE = "tollgate_code"  # dialog variable: the last final failure (kamailio.cfg failure_route)
 PASSES = {"pass_diversion": "d", "pass_privacy": "p", "pass_history_info": "h"}
+# RFC 3261 Call-ID characters (no space, no control character), bounded: it is a Redis field and a C string.
+CALL_ID = re.compile(r"[!-~]{1,255}")
 
 
 class Settings:
@@ -96,11 +99,16 @@ class KamailioLogHandler(logging.Handler):
 
 
 def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return _printable(f"{type(exc).__name__}: {exc}")
+
+
+def _printable(text: str) -> str:
+    """Text fit for Kamailio's log and C strings: control characters (NUL, newlines) become '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _log_fault(name: str, exc: BaseException) -> None:
-    KSR.err(f"tollgate: {name} failed: {_one_line(exc)} [call-id {KSR.kx.get_callid()}]\n")
+    KSR.err(f"tollgate: {name} failed: {_one_line(exc)} [call-id {_printable(KSR.kx.get_callid() or '')}]\n")
 
 
 def guarded(entry):
@@ -245,6 +253,9 @@ class Tollgate:
 
     @guarded
     def ksr_invite(self, msg):
+        if not CALL_ID.fullmatch(KSR.kx.get_callid() or ""):
+            KSR.sl.send_reply(400, "Bad Call-ID")
+            return
         fast = self._ready()
         if fast is None:
             return
@@ -405,6 +416,8 @@ class Tollgate:
 
 def _refusal(grant: store.Grant, decision) -> tuple[int, str] | None:
     """The answer for a call that cannot go ahead, in SPEC §8 order; None when it goes ahead."""
+    if grant.outcome == store.DUPLICATE:  # a new INVITE reusing a call's Call-ID: never a second (free) call
+        return 400, "Call-ID already used"
     if grant.outcome == store.CPS_EXCEEDED:
         return 503, "CPS limit exceeded"
     if grant.outcome == store.CONCURRENCY_EXCEEDED:

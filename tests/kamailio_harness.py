@@ -38,11 +38,14 @@ SCENARIOS = Path(__file__).resolve().parent / "sipp"
 LOOPBACK = "127.0.0.1"
 # A traceback, app_python3's own errors, the script's one-line "<route> failed", or any other ERROR/CRITICAL
 # line from Kamailio (a KSR call the script got wrong, a module it misconfigured) - except the script's own
-# KSR.err() lines (core/kemi.c sr_kemi_core_err), which tests inspect themselves, and ndb_redis reporting
-# that Redis forgot the admission script (a Redis restart: the script reloads it and goes on).
+# KSR.err() lines (core/kemi.c sr_kemi_core_err), which tests inspect themselves, ndb_redis reporting that
+# Redis forgot the admission script (a Redis restart: the script reloads it and goes on), and a gateway that
+# refuses a TCP connection (the network's fault, failed over like a 503).
 _FAULT = re.compile(r"Traceback|app_python3 \[|tollgate: \w+ failed:|Python exception"
                     r"|(ERROR|CRITICAL|ALERT|BUG): (?!<core> \[core/kemi\.c:\d+\]: sr_kemi_core_err"
-                    r"|ndb_redis \[redis_client\.c:\d+\]: redisc_exec\(\): Redis error:NOSCRIPT)")
+                    r"|ndb_redis \[redis_client\.c:\d+\]: redisc_exec\(\): Redis error:NOSCRIPT"
+                    r"|<core> \[core/tcp_main\.c:\d+\]: tcpconn_1st_send\(\)"
+                    r"|tm \[\.\./\.\./core/forward\.h:\d+\]: msg_send_buffer\(\): tcp_send failed)")
 
 
 # Kamailio 5.6's dialog module, ending an expired dialog (send_bye), sends the caller's BYE and then the

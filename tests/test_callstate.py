@@ -78,12 +78,16 @@ def test_a_refused_call_counts_for_cps_but_reserves_nothing(admissions):
     assert admit(admissions, "c2", cps=1).outcome == adm.CPS_EXCEEDED
 
 
-def test_a_retransmitted_invite_is_admitted_once(admissions):
+def test_a_call_id_is_admitted_once(admissions):
+    """Open or settled, a call id admitted again would be settled as a repeat: a free call."""
     admissions.credit("1001", 10 * EUR)
-    first = admit(admissions, "c1", reserve=4 * EUR, max_calls=1)
-    again = admit(admissions, "c1", reserve=4 * EUR, max_calls=1)
-    assert (first.outcome, first.reserve) == (again.outcome, again.reserve) == (adm.ADMITTED, 4 * EUR)
+    first = admit(admissions, "c1", reserve=4 * EUR, max_calls=2)
+    assert (first.outcome, first.reserve) == (adm.ADMITTED, 4 * EUR)
+    assert admit(admissions, "c1", reserve=4 * EUR, max_calls=2).outcome == adm.DUPLICATE  # while it is open
     assert admissions.available("1001", 0) == 6 * EUR
+    admissions.settle("1001", "c1", EUR, {"call_id": "c1"})
+    assert admit(admissions, "c1", reserve=4 * EUR, max_calls=2).outcome == adm.DUPLICATE  # once it is settled
+    assert admissions.available("1001", 0) == 9 * EUR and admissions.open_calls("1001") == 0
 
 
 def test_settlement_debits_exactly_once_and_queues_one_event(admissions, redis_client):
@@ -167,10 +171,10 @@ def test_admit_call_keeps_the_spec_order_and_counts_refused_calls(admissions):
     assert admissions.open_calls("1001") == 1
 
 
-def test_admit_call_is_idempotent_and_settles_like_admit(admissions):
+def test_admit_call_reserves_once_and_settles_like_admit(admissions):
     admissions.credit("1001", 10 * EUR)
     first = admit_call(admissions, "c1", max_calls=1)
-    assert admit_call(admissions, "c1", max_calls=1) == adm.Grant(adm.ADMITTED, first.granted, first.reserve, 0)
+    assert admit_call(admissions, "c1", max_calls=1) == adm.Grant(adm.DUPLICATE)
     assert admissions.available("1001", 0) == 10 * EUR - first.reserve
     assert admissions.settle("1001", "c1", 600_000, {"call_id": "c1"})
     assert admissions.available("1001", 0) == 10 * EUR - 600_000 and admissions.open_calls("1001") == 0

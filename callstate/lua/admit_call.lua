@@ -3,14 +3,14 @@
 -- granted = the largest b <= max_call_seconds with cost(b) <= available (fastpath.reference.rating's
 -- max_duration), reserve = cost(granted). Integer-exact in Lua's doubles while every value stays below 2^53:
 -- rate_per_min is split as 60q + r so that charged * rate / 60 never forms a product above ~1.5e15.
--- KEYS: calls, money, cps(second). ARGV: call id, cps limit, call limit, credit limit, mode (0: count only,
--- 1: grant and reserve, 2: grant without reserving), max call seconds, connect fee, included seconds,
+-- A call id is admitted once: one open or already settled is refused (code -4), since its settlement would be
+-- a repeat and the call free (Kamailio's tm absorbs true retransmissions before they get here).
+-- KEYS: calls, money, cps(second), settled. ARGV: call id, cps limit, call limit, credit limit, mode (0: count
+-- only, 1: grant and reserve, 2: grant without reserving), max call seconds, connect fee, included seconds,
 -- rate per minute, initial increment, increment, now (epoch seconds).
 -- Returns {code, granted, reserve, available}; the calls hash keeps "reserve:granted:admitted_at" per open call.
-local reserved = redis.call('HGET', KEYS[1], ARGV[1])
-if reserved then
-  local r, g = string.match(reserved, '^(-?%d+):?(%d*)')
-  return {1, tonumber(g) or 0, tonumber(r), 0}
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
+  return {-4, 0, 0, 0}
 end
 local cps = tonumber(ARGV[2])
 if cps > 0 then
