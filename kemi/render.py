@@ -28,7 +28,7 @@ PYTHON_MODULES = {"app_python3": "python_exec", "app_python3s": "app_python3s_ex
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_0-9]+)\}\}")
 # What a value spliced into a quoted cfg string or a hiredis command format may hold.
 _FORMAT_SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
-_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE"})  # may render as nothing
+_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE"})  # may render as nothing
 
 
 def python_path() -> str:
@@ -86,11 +86,12 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
            fr_timer_ms: int = 3000, fr_inv_timer_ms: int = 120000, shed_free_percent: int = 15,
            retry_after_seconds: int = 5, tcp: bool = True, tls: Tls | None = None, auth_secret: str = "",
            topoh_key: str = "", topoh_mask_ip: str = "127.0.0.8", nonce_seconds: int = 30,
-           python_module: str = "app_python3") -> str:
+           python_module: str = "app_python3", topology_hiding: bool = True) -> str:
     """The configuration text; `listen` is `udp:HOST:PORT` (TCP is added on the same port unless tcp=False,
     TLS on tls.port when given). `shed_free_percent`: new calls are answered 503 while less than this share
     of Kamailio's shared memory is free (0 never sheds). `auth_secret` (digest nonces) and `topoh_key`
-    (topology hiding) must be the same on every node of a stack; random when not given (one node only)."""
+    (topology hiding) must be the same on every node of a stack; random when not given (one node only).
+    topology_hiding=False leaves Kamailio's topoh out altogether (every trunk then sees the caller's topology)."""
     if not 0 <= shed_free_percent <= 100:
         raise ValueError(f"shed_free_percent {shed_free_percent}: expected 0..100")
     if mode not in MODES:
@@ -108,6 +109,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "RETRY_AFTER": str(int(retry_after_seconds)),
         "MODE_DEFINE": "#!define TOLLGATE_RELAY" if mode == "relay" else "",
         "TLS_DEFINE": "#!define WITH_TLS" if tls else "",
+        "TOPOH_DEFINE": "#!define WITH_TOPOH" if topology_hiding else "",
         "TLS_CERTIFICATE": tls.certificate if tls else "-", "TLS_KEY": tls.key if tls else "-",
         "AUTH_SECRET": auth_secret or secrets.token_hex(16), "TOPOH_KEY": topoh_key or secrets.token_hex(16),
         "TOPOH_MASK_IP": topoh_mask_ip, "NONCE_SECONDS": str(int(nonce_seconds)),
@@ -150,13 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--auth-secret", default="")
     parser.add_argument("--topoh-key", default="")
     parser.add_argument("--python-module", choices=sorted(PYTHON_MODULES), default="app_python3")
+    parser.add_argument("--no-topology-hiding", action="store_true", help="leave Kamailio's topoh out")
     args = parser.parse_args(argv)
     tls = Tls(args.tls_port, args.tls_certificate, args.tls_key) if args.tls_port else None
     sys.stdout.write(render(listen=args.listen, rundir=args.rundir, redis_url=args.redis_url,
                             namespace=args.namespace, image_dir=args.image_dir, mode=args.mode,
                             children=args.children, shed_free_percent=args.shed_free_percent, tls=tls,
                             auth_secret=args.auth_secret, topoh_key=args.topoh_key,
-                            python_module=args.python_module))
+                            python_module=args.python_module, topology_hiding=not args.no_topology_hiding))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 # TOLLGATE_SIP_SHED_PERCENT (new calls get 503 Overloaded below this share free, default 15),
 # TOLLGATE_SIP_SECRETS (default /etc/tollgate/sip.secrets: the digest nonce secret and topology-hiding key,
 # made once; every node of a stack needs the same file), TOLLGATE_SIP_TLS_DIR (default /etc/tollgate/sip-tls:
-# certificate.pem and key.pem, a self-signed pair is made when missing).
+# certificate.pem and key.pem, a self-signed pair is made when missing), TOLLGATE_SIP_TOPOLOGY_HIDING (on | off,
+# default on: off leaves Kamailio's topoh out, every trunk then sees the caller's topology).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,7 @@ SHM_MB="${TOLLGATE_SIP_SHM_MB:-1024}"
 SHED_PERCENT="${TOLLGATE_SIP_SHED_PERCENT:-15}"
 SECRETS="${TOLLGATE_SIP_SECRETS:-/etc/tollgate/sip.secrets}"
 TLS_DIR="${TOLLGATE_SIP_TLS_DIR:-/etc/tollgate/sip-tls}"
+TOPOLOGY_HIDING="${TOLLGATE_SIP_TOPOLOGY_HIDING:-on}"
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -37,6 +39,8 @@ fi
 AUTH_SECRET="$(sed -n 's/^auth_secret=//p' "$SECRETS")"
 TOPOH_KEY="$(sed -n 's/^topoh_key=//p' "$SECRETS")"
 
+EXTRA_ARGS=()
+[[ "$TOPOLOGY_HIDING" == off ]] && EXTRA_ARGS+=(--no-topology-hiding)
 TLS_ARGS=()
 if [[ "$TLS_PORT" != 0 ]]; then
     if [[ ! -f "$TLS_DIR/certificate.pem" ]]; then
@@ -56,7 +60,7 @@ config = load_config()
 print(config.redis_url, config.redis_namespace)')
 .venv/bin/python -m kemi.render --listen "$LISTEN" --rundir "$RUNDIR" --redis-url "$REDIS_URL" \
     --namespace "$NAMESPACE" --image-dir "$RUNDIR/images" --mode "$MODE" --shed-free-percent "$SHED_PERCENT" \
-    --auth-secret "$AUTH_SECRET" --topoh-key "$TOPOH_KEY" "${TLS_ARGS[@]}" >"$RUNDIR/kamailio.cfg"
+    --auth-secret "$AUTH_SECRET" --topoh-key "$TOPOH_KEY" "${TLS_ARGS[@]}" "${EXTRA_ARGS[@]}" >"$RUNDIR/kamailio.cfg"
 kamailio -f "$RUNDIR/kamailio.cfg" -c >"$RUNDIR/check.log" 2>&1 || {
     tail -n 20 "$RUNDIR/check.log" >&2
     say "kamailio.cfg does not check out"

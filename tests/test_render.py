@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kemi.render import ndb_redis_server, render
+from kemi.render import Tls, ndb_redis_server, render
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -28,3 +28,22 @@ def test_the_rendered_cfg_names_the_server_the_script_uses(tmp_path):
                  namespace="tg", image_dir=str(tmp_path / "images"))
     assert 'modparam("ndb_redis", "server", "name=tollgate;addr=127.0.0.1;port=6379;db=4")' in cfg
     assert "{{" not in cfg
+
+
+@pytest.mark.parametrize("mode", ["relay", "redirect"])
+@pytest.mark.parametrize("variant", ["plain", "tls", "no-topology-hiding", "udp-only"])
+def test_every_variant_of_the_cfg_is_one_kamailio_accepts(tmp_path, mode, variant):
+    """`kamailio -c` parses the rendered cfg with every module it loads (the #!ifdef branches included)."""
+    import subprocess
+
+    from tests.kamailio_harness import KAMAILIO, self_signed_certificate
+
+    options = {"tls": {"tls": Tls(5061, *self_signed_certificate())}, "no-topology-hiding": {"topology_hiding": False},
+               "udp-only": {"tcp": False}}.get(variant, {})
+    cfg = tmp_path / "kamailio.cfg"
+    cfg.write_text(render(listen="udp:127.0.0.1:5060", rundir=str(tmp_path), redis_url="redis://127.0.0.1:6379/4",
+                          namespace="tg", image_dir=str(tmp_path / "images"), mode=mode, **options))
+    checked = subprocess.run([KAMAILIO, "-f", str(cfg), "-c"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert ("topoh.so" in cfg.read_text().split("#!ifdef WITH_TOPOH", 1)[1]) and (
+        ("#!define WITH_TOPOH" in cfg.read_text()) == (variant != "no-topology-hiding"))

@@ -585,3 +585,48 @@ def tls_relay(control_server, tmp_path_factory):
     instance.stop()
     assert not instance.faults(), instance.faults()
 
+
+
+# ---------------------------------------------------------------------------------------------- two nodes
+
+
+def test_the_second_node_refuses_forged_dialogs_too(relay2, carriers):
+    gateway = carriers("answer")
+    with Peer(ATTACKER) as attacker:
+        attacker.send(request("INVITE", f"sip:004930123456@{gateway.address}", via=attacker.address,
+                              call_id=new_call_id(), from_host=ATTACKER, to_tag="forgedtag",
+                              headers=[f"Route: <sip:{relay2.address};lr>"], body=sdp(ATTACKER)),
+                      node_address(relay2))
+        answer = attacker.final()
+    assert answer is not None and answer.status == 404
+    time.sleep(QUIET)
+    assert gateway.requests() == []
+
+
+def test_a_nonce_from_one_node_gets_a_stale_challenge_on_the_other_never_a_403(relay, relay2, device_customer):
+    """Behind one address a balancer may send a device's answer to another node than the one that challenged
+    it. The nodes share the nonce secret, so the other node knows the nonce is genuine but has not counted it:
+    a fresh challenge with stale=true (not 403: the password is right), whose answer then makes the call."""
+    username, password, gateway, _account = device_customer
+    call_id = new_call_id()
+    ruri = f"sip:{DESTINATION}@{relay.address}"
+
+    def answer_with(node, nonce: str, cseq: int) -> tuple[str, Message | None]:
+        credentials = digest(username=username, password=password, realm=REALM, method="INVITE", uri=ruri,
+                             nonce=nonce)
+        sent = request("INVITE", ruri, via=device.address, call_id=call_id, from_host=DEVICE_IP, from_tag="n1",
+                       cseq=cseq, body=sdp(DEVICE_IP), headers=[credentials, "Content-Type: application/sdp"])
+        device.send(sent, node_address(node))
+        return sent, device.final(method="INVITE", timeout=6)
+
+    with Peer(DEVICE_IP) as device:
+        device.send(request("INVITE", ruri, via=device.address, call_id=call_id, from_host=DEVICE_IP, from_tag="n1",
+                            body=sdp(DEVICE_IP), headers=["Content-Type: application/sdp"]), node_address(relay))
+        first = device.final(method="INVITE")
+        _sent, elsewhere = answer_with(relay2, challenge_nonce(first), 2)
+        assert elsewhere is not None and elsewhere.status == 407, elsewhere and elsewhere.first_line
+        assert "stale=true" in elsewhere.header("Proxy-Authenticate")
+        sent, answer = answer_with(relay2, challenge_nonce(elsewhere), 3)
+        assert answer is not None and answer.status == 200, answer and answer.first_line
+        assert ack_and_bye(device, relay2, sent, answer) is not None
+    assert len(gateway.requests("INVITE")) == 1
