@@ -300,8 +300,8 @@ def run_sipp(kamailio: Kamailio, scenario: str, workdir: Path, *, expect: int, r
         dialled = {row[1] for row in rows if len(row) > 1}
         if len(dialled) == 1:  # an INVITE's digest is for its Request-URI (sipp's default is host:port only)
             command += ["-auth_uri", f"{dialled.pop()}@{kamailio.address}"]  # (sipp adds "sip:")
-    if local_port:
-        command += ["-p", str(local_port)]
+    # sipp binds 5060 when it is free: always a port of its own, so that a test never takes the stack's port.
+    command += ["-p", str(local_port or free_udp_port(local_ip))]
     if rate:
         command += ["-r", str(rate)]
     if limit:
