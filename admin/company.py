@@ -24,6 +24,8 @@ COMPANY_FLAGS: tuple[Flag, ...] = (
     fields.text("--tax-percent", "tax_percent", "tax on invoices, a percent 0-100, e.g. 19 or 7.25", "PERCENT"),
     fields.integer("--max-destination-digits", "max_destination_digits",
                    "longest dialled number after localization, 1-18 (longer or non-digit: 484)"),
+    fields.integer("--min-destination-digits", "min_destination_digits",
+                   "shortest dialled number after localization (shorter: 484), default 1"),
     fields.choice("--caller-id-fallback", "caller_id_fallback",
                   "what a call presents when its caller id is not plain digits",
                   {"default-caller-id": company_pb2.CALLER_ID_FALLBACK_DEFAULT_CALLER_ID,

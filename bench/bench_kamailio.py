@@ -265,7 +265,8 @@ def run_load(name: str, kamailio: Kamailio, scenario: Path, workdir: Path, rate:
     script = fill(scenario, step_dir, **{k: v for k, v in (values or {}).items() if k != "DIALLED"})
     stat = step_dir / "stat.csv"
     command = [SIPP, kamailio.address, "-sf", str(script), "-inf", str(inject), "-i", LOOPBACK,
-               "-p", str(free_udp_port()), "-m", str(calls), "-r", str(rate), "-timeout", f"{limit}s", "-recv_timeout", f"{RECV_TIMEOUT_S}s",
+               "-p", str(free_udp_port()), "-m", str(calls), "-r", str(rate), "-timeout", f"{limit}s",
+               "-recv_timeout", f"{RECV_TIMEOUT_S}s",
                "-nostdin", "-trace_stat", "-stf", str(stat), "-fd", "60"]
     cpu_before, redis_before, started = kamailio.cpu_seconds(), cpu_seconds_of(rpid), time.monotonic()
     uac = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from tollgate.v1 import account_pb2, company_pb2
 _INVOICE_PREFIX = "INVOICE_WITH_CDR_"
 _FALLBACK_PREFIX = "CALLER_ID_FALLBACK_"
 _SCALARS = ("name", "currency", "decimals", "pin_length", "max_call_seconds", "timezone", "sip_realm",
-            "max_destination_digits")
+            "max_destination_digits", "min_destination_digits")
 MUTABLE_PATHS = frozenset((*_SCALARS, "invoice_with_cdr", "tax_percent", "caller_id_fallback"))
 MAX_DESTINATION_DIGITS = 18  # the deck's longest prefix; the fast path keys numbers as uint64
 
@@ -49,6 +49,7 @@ def _checked(path: str, value):
         "invoice_with_cdr": _invoice_with_cdr,
         "tax_percent": _tax_percent,
         "max_destination_digits": lambda v: validation.in_range(field, v, 1, MAX_DESTINATION_DIGITS),
+        "min_destination_digits": lambda v: validation.in_range(field, v, 1, MAX_DESTINATION_DIGITS),
         "caller_id_fallback": _caller_id_fallback,
     }
     return checks[path](value)
@@ -90,6 +91,10 @@ def update(conn: psycopg.Connection, company: company_pb2.Company, paths: list[s
     if unknown:
         raise invalid("update_mask", f"unknown company fields {unknown}")
     changes = {path: _checked(path, getattr(company, path)) for path in paths}
+    current = load(conn)
+    shortest = changes.get("min_destination_digits", current["min_destination_digits"])
+    if shortest > changes.get("max_destination_digits", current["max_destination_digits"]):
+        raise invalid("company.min_destination_digits", "must not be above max_destination_digits")
     if changes:
         assignments = sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes

@@ -28,7 +28,8 @@ _PIPELINE_CHUNKS = 20  # chunks per round trip: big decks never hold Redis for l
 # family kind -> (query, parameter from the family name?)
 _QUERIES = {
     "company": """
-        SELECT max_call_seconds, decimals, currency, sip_realm, max_destination_digits, caller_id_fallback
+        SELECT max_call_seconds, decimals, currency, sip_realm, max_destination_digits, caller_id_fallback,
+               min_destination_digits
         FROM company""",
     "accounts": """
         SELECT account_number, type, status, deleted_at IS NOT NULL, extract(epoch FROM expire_at)::bigint,

@@ -24,11 +24,11 @@ from fastpath.decision import ANONYMOUS, MAX_CALLER_ID_DIGITS, MAX_USER_LENGTH
 DEF LOCAL_CALL_INCREMENT = 60
 
 
-cdef inline bint _is_number(str text, Py_ssize_t longest):
-    """1..longest ASCII digits (fastpath.decision.is_number)."""
+cdef inline bint _is_number(str text, Py_ssize_t longest, Py_ssize_t shortest=1):
+    """shortest..longest ASCII digits (fastpath.decision.is_number)."""
     cdef Py_ssize_t length = PyUnicode_GET_LENGTH(text), i
     cdef const char* data
-    if length == 0 or length > longest or not PyUnicode_IS_ASCII(text):
+    if length == 0 or length < shortest or length > longest or not PyUnicode_IS_ASCII(text):
         return False
     data = <const char*>PyUnicode_DATA(text)
     for i in range(length):
@@ -313,12 +313,13 @@ cdef class Engine:
     cdef dict accounts, groups, trunks, origination_decks, devices_active, did_owner, dids_by_account
     cdef dict caller_ids, devices_by_account, pools_both
     cdef int64_t max_call_seconds
-    cdef Py_ssize_t max_destination_digits
+    cdef Py_ssize_t max_destination_digits, min_destination_digits
     cdef bint fallback_to_default
 
     def __init__(self, world):
         self.max_call_seconds = world.max_call_seconds
         self.max_destination_digits = world.max_destination_digits
+        self.min_destination_digits = world.min_destination_digits
         self.fallback_to_default = world.caller_id_fallback == "DEFAULT_CALLER_ID"
         rules = {key: _rules(value) for key, value in world.localizations.items()}
         no_rules = _rules(model.Rules())
@@ -388,7 +389,8 @@ cdef class Engine:
         destination = _localize(destination, account.rules.destination)
         cdef bint inbound = destination in self.did_owner
         cdef bint local = account.allow_local_calls and destination in self.devices_active
-        if not (inbound or local or _is_number(destination, self.max_destination_digits)):
+        if not (inbound or local or _is_number(destination, self.max_destination_digits,
+                                               self.min_destination_digits)):
             return _decision(484, "Address Incomplete", "number", "", "", "", False)
         if inbound:
             caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_inbound), account, True)

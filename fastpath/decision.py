@@ -27,10 +27,10 @@ def is_user(text: str) -> bool:
         "-", "").isalnum() and text[0] not in "._-"
 
 
-def is_number(text: str, longest: int) -> bool:
-    """1..longest ASCII digits: what a switch can dial and a carrier can be sent (str.isdigit() alone would
-    accept other scripts' digits)."""
-    return 0 < len(text) <= longest and text.isascii() and text.isdigit()
+def is_number(text: str, longest: int, shortest: int = 1) -> bool:
+    """shortest..longest ASCII digits: what a switch can dial and a carrier can be sent (str.isdigit() alone
+    would accept other scripts' digits)."""
+    return max(shortest, 1) <= len(text) <= longest and text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True)

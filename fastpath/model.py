@@ -135,6 +135,7 @@ class World:
     ip_maps: IpIndex = field(default_factory=lambda: IpIndex([]))
     sip_realm: str = "tollgate"  # the company's digest realm
     max_destination_digits: int = DEFAULT_MAX_DESTINATION_DIGITS  # longer dialled numbers are answered 484
+    min_destination_digits: int = 1  # ... and shorter ones
     caller_id_fallback: str = "DEFAULT_CALLER_ID"  # or "ANONYMOUS": what a junk caller id becomes
     origination_decks: dict[str, Deck] = field(default_factory=dict)  # rate group id -> deck
     termination_decks: dict[str, Deck] = field(default_factory=dict)  # trunk id -> deck
@@ -174,6 +175,7 @@ def _load_company(world: World, rows: list[dict]) -> None:
         world.max_call_seconds = rows[0]["max_call_seconds"]
         world.sip_realm = rows[0]["sip_realm"]
         world.max_destination_digits = rows[0]["max_destination_digits"]
+        world.min_destination_digits = rows[0]["min_destination_digits"]
         world.caller_id_fallback = rows[0]["caller_id_fallback"]
 
 

@@ -19,7 +19,7 @@ RETIRED_TTL_SECONDS = 120
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "company": ("max_call_seconds", "decimals", "currency", "sip_realm", "max_destination_digits",
-                "caller_id_fallback"),
+                "caller_id_fallback", "min_destination_digits"),
     "accounts": (
         "number", "type", "status", "deleted", "expire_epoch", "account_type", "credit_limit",
         "max_concurrent_calls", "cps", "localization", "allow_local_calls", "allow_loss_less_routing",

@@ -266,13 +266,16 @@ def test_company_number_hygiene_settings_are_checked(admin):
         changed = update(max_destination_digits=18, caller_id_fallback=company_pb2.CALLER_ID_FALLBACK_ANONYMOUS)
         assert (changed.max_destination_digits, changed.caller_id_fallback) == (
             18, company_pb2.CALLER_ID_FALLBACK_ANONYMOUS)
+        assert update(min_destination_digits=7).min_destination_digits == 7
+        assert failure(lambda: update(max_destination_digits=6)).fields == ["company.min_destination_digits"]
         for fields, field in ((dict(max_destination_digits=19), "company.max_destination_digits"),
+                              (dict(min_destination_digits=0), "company.min_destination_digits"),
                               (dict(max_destination_digits=0), "company.max_destination_digits"),
                               (dict(caller_id_fallback=0), "company.caller_id_fallback"),
                               (dict(caller_id_fallback=9), "company.caller_id_fallback")):
             assert failure(lambda f=fields: update(**f)).fields == [field], fields
     finally:
-        update(max_destination_digits=original.max_destination_digits,
+        update(max_destination_digits=original.max_destination_digits, min_destination_digits=1,
                caller_id_fallback=original.caller_id_fallback)
 
 

@@ -307,6 +307,15 @@ def test_the_longest_destination_is_a_company_setting():
     assert both(w, destination="442012").code == 200
 
 
+def test_the_shortest_destination_is_a_company_setting_too():
+    """A "0" dialled and localized to "49" is a country code, no number: 484 once the company says so."""
+    w = routed(accounts=[account(localization="p")], min_destination_digits=5)
+    w.localizations = {"p": rules(destination=["00/", "0/44"])}
+    assert (both(w, destination="0").code, both(w, destination="0").stage) == (484, "number")
+    assert both(w, destination="020123").code == 200  # "4420123": 7 digits
+    assert both(routed(min_destination_digits=10), destination="4420123456").code == 200
+
+
 def test_the_check_applies_after_localization():
     w = routed(accounts=[account(localization="p")])
     w.localizations = {"p": rules(destination=["+/"])}  # "+4420123456" dialled -> "4420123456"

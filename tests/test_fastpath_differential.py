@@ -92,6 +92,7 @@ def worlds(draw, routing_heavy: bool = False) -> World:
               termination_decks={t: draw(termination_decks(routing_heavy)) for t in TRUNK_IDS},
               max_call_seconds=draw(st.sampled_from([60, 3600, 10_800])),
               max_destination_digits=draw(st.sampled_from([15, 15, 4, 6])),
+              min_destination_digits=draw(st.sampled_from([1, 1, 3, 5])),
               caller_id_fallback=draw(st.sampled_from(["DEFAULT_CALLER_ID", "ANONYMOUS"])))
     w.localizations = {
         "p1": rules(destination=draw(st.lists(RULES, max_size=2)),

@@ -32,7 +32,7 @@ def decide(world: World, call: Call) -> Decision:
     local = device is not None and device.status == ACTIVE and account.allow_local_calls
     # Our DIDs and (for local calls) our devices' usernames are known; any other destination goes to a
     # carrier, and only as plain digits (SPEC §8: 484).
-    if not (inbound or local or is_number(destination, world.max_destination_digits)):
+    if not (inbound or local or is_number(destination, world.max_destination_digits, world.min_destination_digits)):
         return refusal(484, "Address Incomplete", "number")
     caller_id = localize(call.caller_id, rules.caller_id_inbound if inbound else rules.caller_id_outbound)
     presentable = is_user(caller_id) if inbound or local else is_number(caller_id, MAX_CALLER_ID_DIGITS)
