@@ -51,8 +51,11 @@ FIELDS: tuple[Field, ...] = (
     Field("expire_time", "expire_at", "time"),
 )
 BY_PATH = {f.path: f for f in FIELDS}
-# Paths an account may change on its own account with its own token.
-SELF_SERVICE_PATHS = frozenset({"password"} | {f.path for f in FIELDS if f.path.startswith("profile.")})
+# Paths an account may change on its own account with its own token: its contact details. Not the password
+# (AuthService.ChangePassword, which needs the current one) nor where notifications go (a stolen session must
+# not redirect them): the operator changes that, like the login email.
+SELF_SERVICE_PATHS = frozenset({f.path for f in FIELDS if f.path.startswith("profile.")}
+                               - {"profile.notification_email"})
 # Paths that exist but can never be updated.
 IMMUTABLE_PATHS = frozenset({"name", "account_number", "type", "create_sip_device", "balance", "sip_devices",
                              "sip_device_password", "create_time", "update_time", "delete_time"})

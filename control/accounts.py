@@ -7,23 +7,24 @@ from __future__ import annotations
 
 import secrets
 import string
-from datetime import datetime
 
 import psycopg
 import psycopg.errors
 from psycopg import sql
 
-from control import auth, company, digest, projection, validation
+from control import audit, auth, company, digest, listing, paging, projection, validation
 from control.account_fields import BY_PATH, FIELDS, IMMUTABLE_PATHS, SELF_SERVICE_PATHS, UPDATABLE_PATHS
-from control.auth import Principal
-from control.errors import failed_precondition, invalid, not_found, permission_denied, unauthenticated
+from control.errors import clip, failed_precondition, invalid, not_found, permission_denied
 from control.fields import is_set, read, set_from_column, timestamp, to_column
+from control.principals import Principal
 from tollgate.v1 import account_pb2
 
 NAME_PREFIX = "accounts/"
 _GENERATION_ATTEMPTS = 8
 # CLI pool options that fall back to the non-CLI rate group (SPEC §6 rows 3-5).
 _NEEDS_NON_CLI_GROUP = {3, 4, 5}
+# Audit events name API paths rather than columns.
+_AUDIT_NAMES = {f.column: f.path for f in FIELDS} | {"password_hash": "password"}
 
 
 def number_from_name(name: str, field: str = "name") -> str:
@@ -75,17 +76,16 @@ def fetch_for_update(conn: psycopg.Connection, principal: Principal, name: str, 
 
 def _fetch(conn: psycopg.Connection, principal: Principal, name: str, lock: bool = False,
            field: str = "name") -> dict:
-    """The account row; account tokens only reach their own (PERMISSION_DENIED before NOT_FOUND)."""
+    """The account row. Another account's is NOT_FOUND to an account token, exactly like a missing one
+    (SPEC §11): a different answer would let a token probe which numbers exist."""
     number = number_from_name(name, field)
     query = "SELECT * FROM accounts WHERE lower(account_number) = lower(%s)"
     params: list = [number]
-    if not principal.is_admin:
+    if not principal.is_operator:
         query += " AND id = %s"
         params.append(principal.account_id)
     row = conn.execute(query + (" FOR UPDATE" if lock else ""), params).fetchone()
     if row is None:
-        if not principal.is_admin:
-            raise permission_denied("an account token reaches only its own account")
         raise not_found(f"account {number}")
     return row
 
@@ -161,6 +161,9 @@ def create(conn: psycopg.Connection, request: account_pb2.Account) -> account_pb
     row = _insert_with_generated_ids(conn, state, given_number, settings["pin_length"])
     sip_password = _create_sip_device(conn, row, settings["sip_realm"]) if request.create_sip_device else ""
     projection.mark_dirty(conn, *_ACCOUNT_FAMILIES, *(("devices",) if sip_password else ()))
+    audit.record(conn, NAME_PREFIX + row["account_number"],
+                 audit.diff(None, row, _AUDIT_NAMES) | ({"sip_device": {"old": None, "new": row["account_number"]}}
+                                                        if sip_password else {}))
     account = messages(conn, [row])[0]
     account.sip_device_password = sip_password
     return account
@@ -171,7 +174,7 @@ def _account_type(value: int) -> str:
         return "PROVIDER"
     if value in (account_pb2.CUSTOMER, account_pb2.ACCOUNT_TYPE_UNSPECIFIED):
         return "CUSTOMER"
-    raise invalid("type", f"unknown account type {value}")
+    raise invalid("type", f"unknown account type {clip(value)}")
 
 
 def _insert_with_generated_ids(conn: psycopg.Connection, state: dict, number: str, pin_length: int) -> dict:
@@ -229,7 +232,7 @@ def update_paths(request: account_pb2.Account, mask_paths: list[str]) -> list[st
         if path in IMMUTABLE_PATHS:
             raise invalid("update_mask", f"{path} cannot be changed")
         if path not in UPDATABLE_PATHS:
-            raise invalid("update_mask", f"unknown field {path}")
+            raise invalid("update_mask", f"unknown field {clip(path)}")
     return sorted(set(mask_paths))
 
 
@@ -240,7 +243,10 @@ def _populated(request: account_pb2.Account, path: str) -> bool:
 def update(conn: psycopg.Connection, principal: Principal, request: account_pb2.Account,
            mask_paths: list[str]) -> account_pb2.Account:
     paths = update_paths(request, mask_paths)
-    if not principal.is_admin and not set(paths) <= SELF_SERVICE_PATHS:
+    if not principal.is_operator and "password" in paths:
+        raise permission_denied("an account changes its password with AuthService.ChangePassword, "
+                                "which needs the current one")
+    if not principal.is_operator and not set(paths) <= SELF_SERVICE_PATHS:
         raise permission_denied(f"an account token may change only {sorted(SELF_SERVICE_PATHS)}")
     row = _fetch(conn, principal, request.name, lock=True)
     if row["deleted_at"] is not None:
@@ -267,6 +273,10 @@ def update(conn: psycopg.Connection, principal: Principal, request: account_pb2.
         changes | {"id": row["id"]},
     ).fetchone()
     projection.mark_dirty(conn, *_ACCOUNT_FAMILIES)
+    changed = audit.diff(row, updated, _AUDIT_NAMES)
+    if "password_hash" in changes:  # an operator set the password: every session of the account ends
+        changed["sessions_ended"] = {"old": None, "new": auth.revoke_sessions(conn, row["id"])}
+    audit.record(conn, NAME_PREFIX + row["account_number"], changed)
     return messages(conn, [updated])[0]
 
 
@@ -311,21 +321,28 @@ def delete_many(conn: psycopg.Connection, names: list[str]) -> list[account_pb2.
         "UPDATE accounts SET deleted_at = now(), updated_at = now() WHERE id = ANY(%(ids)s) RETURNING *", keys
     ).fetchall()
     projection.mark_dirty(conn, *_ACCOUNT_FAMILIES, "devices", "callerids", "ipmaps", "dids")
+    for row in deleted:
+        audit.record(conn, NAME_PREFIX + row["account_number"], audit.diff(
+            {"deleted_at": None}, {"deleted_at": row["deleted_at"]}, {"deleted_at": "delete_time"}))
     return messages(conn, sorted(deleted, key=lambda r: r["id"]))
 
 
-# ---------------------------------------------------------------------------------------------- login
+# ---------------------------------------------------------------------------------------------- listing
 
 
-def login(conn: psycopg.Connection, login_name: str, password: str, ttl_seconds: int) -> tuple[dict, str, datetime]:
-    """Check credentials of a live, active account; the same error for every failure (no user probing)."""
-    row = conn.execute(
-        "SELECT * FROM accounts WHERE deleted_at IS NULL AND status = 'ACTIVE'"
-        " AND (expire_at IS NULL OR expire_at > now())"
-        " AND (lower(email) = lower(%s) OR lower(account_number) = lower(%s))",
-        (login_name.strip(), login_name.strip()),
-    ).fetchone()
-    if row is None or not auth.verify_password(row["password_hash"], password):
-        raise unauthenticated("wrong login or password, or the account is disabled")
-    token, expires = auth.issue_token(conn, row["id"], ttl_seconds)
-    return row, token, expires
+def list_page(conn: psycopg.Connection, principal: Principal,
+              request: account_pb2.ListAccountsRequest) -> account_pb2.ListAccountsResponse:
+    """One page in id order, with the total count of the filter's matches."""
+    query = listing.AccountQuery.build(principal, request.filter, request.show_deleted)
+    size = paging.page_size(request.page_size)
+    after = paging.decode_token(request.page_token, query.fingerprint) or 0
+    rows = conn.execute(
+        sql.SQL("SELECT a.* FROM accounts a WHERE {} AND a.id > %s ORDER BY a.id LIMIT %s").format(query.where),
+        [*query.params, after, size + 1],
+    ).fetchall()
+    total = conn.execute(sql.SQL("SELECT count(*) AS n FROM accounts a WHERE {}").format(query.where),
+                         query.params).fetchone()["n"]
+    response = account_pb2.ListAccountsResponse(accounts=messages(conn, rows[:size]), total_size=total)
+    if len(rows) > size:
+        response.next_page_token = paging.encode_token(rows[size - 1]["id"], query.fingerprint)
+    return response

@@ -1,194 +1,173 @@
-"""Who is calling: bearer tokens, checked by one server interceptor so servicers never read metadata.
+"""Authentication: bearer tokens to principals, and passwords (Argon2, with bounded concurrency).
 
-Admin tokens come from the configuration and see everything. Account tokens come from Login and see only
-their own account. The interceptor also turns ApiError (and caller-caused database errors) into rich
-statuses, so every RPC reports errors the same way.
+Three kinds of bearer token:
+- break-glass admin tokens, listed in control.toml (`admin_tokens`): the admin role, named "break-glass";
+- operator tokens (`tgo_…`, control/operators.py): the operator's role, until they expire or are revoked;
+- account sessions (`tgs_…`, from Login): one account's own data, for `token_ttl_seconds`.
+Issued tokens are stored only as SHA-256, so a database leak does not leak sessions. The token check looks
+at the account's (or operator's) state on every call, so a deleted or disabled one stops at once.
 """
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import hmac
-import logging
 import secrets
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import threading
 from datetime import UTC, datetime, timedelta
 
-import grpc
 import psycopg
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerifyMismatchError
-from psycopg_pool import ConnectionPool
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from control import errors
+from control import calls, errors
+from control.principals import BREAK_GLASS, Principal, account, operator
 
-log = logging.getLogger(__name__)
-
-# RPCs reachable without a token: logging in, and the standard health and reflection services.
-PUBLIC_METHOD_PREFIXES = (
-    "/tollgate.v1.AuthService/Login",
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.",
-)
-
-_password_hasher = PasswordHasher()
+SESSION_TOKEN_PREFIX = "tgs_"
+OPERATOR_TOKEN_PREFIX = "tgo_"
+MAX_TOKEN_LENGTH = 512
+MAX_PASSWORD_LENGTH = 1024
+_WAIT_SECONDS = 5.0  # the longest a password check waits for its turn before the caller is told to retry
 
 
-@dataclass(frozen=True)
-class Principal:
-    """The caller of the current RPC: an admin, or one account (by database id)."""
-
-    account_id: int | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.account_id is None
+# ---------------------------------------------------------------------------------------------- passwords
 
 
-ADMIN = Principal()
-_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+class PasswordGate:
+    """Argon2 hashing and checking, at most `concurrent` at once and `waiting` in line; more are refused.
+
+    Each check takes about 0.1 s of a core and 64 MiB: unbounded, four login floods took both cores and made
+    every other RPC wait. An unknown login is checked against a dummy hash, so that it costs the same work
+    and time as a known one (no login oracle).
+    """
+
+    def __init__(self, concurrent: int = 1, waiting: int = 4):
+        self._hasher = PasswordHasher()
+        self._turns = threading.BoundedSemaphore(max(1, concurrent))
+        self._line = threading.BoundedSemaphore(max(1, concurrent) + max(0, waiting))
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def _run(self, work, *args):
+        if not self._line.acquire(blocking=False):
+            raise errors.resource_exhausted("too many password checks in progress; retry shortly", retry_after=1.0)
+        try:
+            remaining = calls.current().time_remaining() if calls.current() else None
+            wait = _WAIT_SECONDS if remaining is None else max(0.0, min(_WAIT_SECONDS, remaining))
+            if not self._turns.acquire(timeout=wait):
+                raise errors.resource_exhausted("password checks are busy; retry shortly", retry_after=1.0)
+            try:
+                return work(*args)
+            finally:
+                self._turns.release()
+        finally:
+            self._line.release()
+
+    def hash(self, password: str) -> str:
+        return self._run(self._hasher.hash, password)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """Whether `password` matches; a missing hash is checked against the dummy and never matches."""
+        return self._run(self._verify, password_hash, password)
+
+    def _verify(self, password_hash: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash or self._dummy, password) and password_hash is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
 
-def current_principal() -> Principal:
-    principal = _current.get()
-    if principal is None:  # a public RPC asked; a bug, not the caller's doing
-        raise RuntimeError("no principal for this RPC")
-    return principal
+_default_gate: PasswordGate | None = None
+_default_lock = threading.Lock()
 
 
-def require_admin() -> None:
-    if not current_principal().is_admin:
-        raise errors.permission_denied("needs an admin token")
+def passwords() -> PasswordGate:
+    """The gate of the server serving this call; outside a call (scripts, tests), one shared by the process."""
+    call = calls.current()
+    if call is not None:
+        return call.server.passwords
+    global _default_gate
+    with _default_lock:
+        if _default_gate is None:
+            _default_gate = PasswordGate()
+        return _default_gate
 
 
 def hash_password(password: str) -> str:
-    return _password_hasher.hash(password)
+    return passwords().hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    if not password_hash:
-        return False
-    try:
-        return _password_hasher.verify(password_hash, password)
-    except (VerifyMismatchError, InvalidHashError):
-        return False
+    return passwords().verify(password_hash, password)
 
 
-SESSION_TOKEN_PREFIX = "tgs_"
+# ---------------------------------------------------------------------------------------------- tokens
 
 
-def _token_digest(token: str) -> bytes:
+def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def issue_token(conn: psycopg.Connection, account_id: int, ttl_seconds: int) -> tuple[str, datetime]:
-    # A fixed prefix: a token never starts with "-" (which a command line would take for an option), and
-    # a leaked one is recognisable in logs and secret scanners.
-    token = SESSION_TOKEN_PREFIX + secrets.token_urlsafe(32)
+def new_token(prefix: str) -> tuple[str, bytes]:
+    # A fixed prefix: a token never starts with "-" (which a command line would take for an option), a leaked
+    # one is recognisable in logs and secret scanners, and the check knows which table to look in.
+    token = prefix + secrets.token_urlsafe(32)
+    return token, token_digest(token)
+
+
+def issue_session(conn: psycopg.Connection, account_id: int, ttl_seconds: int) -> tuple[str, datetime]:
+    token, digest = new_token(SESSION_TOKEN_PREFIX)
     expires = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
-    conn.execute(
-        "INSERT INTO api_tokens (token_sha256, account_id, expires_at) VALUES (%s, %s, %s)",
-        (_token_digest(token), account_id, expires),
-    )
+    conn.execute("INSERT INTO api_tokens (token_sha256, account_id, expires_at) VALUES (%s, %s, %s)",
+                 (digest, account_id, expires))
     return token, expires
 
 
+def revoke_sessions(conn: psycopg.Connection, account_id: int, keep: bytes | None = None) -> int:
+    """End the account's sessions (but `keep`); the number ended."""
+    cursor = conn.execute("DELETE FROM api_tokens WHERE account_id = %s AND token_sha256 IS DISTINCT FROM %s",
+                          (account_id, keep))
+    return cursor.rowcount
+
+
+_ACCOUNT_TOKEN = (
+    "SELECT a.id, a.account_number FROM api_tokens t JOIN accounts a ON a.id = t.account_id"
+    " WHERE t.token_sha256 = %s AND t.expires_at > now() AND a.deleted_at IS NULL"
+    " AND a.status = 'ACTIVE' AND (a.expire_at IS NULL OR a.expire_at > now())"
+)
+_OPERATOR_TOKEN = (
+    "SELECT o.name, o.role FROM operator_tokens t JOIN operators o ON o.id = t.operator_id"
+    " WHERE t.token_sha256 = %s AND t.expires_at > now() AND t.revoked_at IS NULL AND o.deleted_at IS NULL"
+)
+
+
 class TokenAuthority:
-    def __init__(self, pool: ConnectionPool, admin_tokens: tuple[str, ...]):
-        self._pool = pool
+    def __init__(self, database, admin_tokens: tuple[str, ...]):
+        self._db = database
         self._admin_tokens = tuple(t.encode() for t in admin_tokens)
 
     def principal_for(self, metadata: tuple) -> Principal:
         token = _bearer_token(metadata)
-        if any(hmac.compare_digest(token.encode(), admin) for admin in self._admin_tokens):
-            return ADMIN
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                "SELECT t.account_id FROM api_tokens t JOIN accounts a ON a.id = t.account_id"
-                " WHERE t.token_sha256 = %s AND t.expires_at > now() AND a.deleted_at IS NULL"
-                " AND a.status = 'ACTIVE' AND (a.expire_at IS NULL OR a.expire_at > now())",
-                (_token_digest(token),),
-            ).fetchone()
+        encoded = token.encode()
+        # Compare with every static token, whichever matches: the time taken does not say which is close.
+        if any([hmac.compare_digest(encoded, admin) for admin in self._admin_tokens]):
+            return operator(BREAK_GLASS, "admin")
+        digest = token_digest(token)
+        query = _OPERATOR_TOKEN if token.startswith(OPERATOR_TOKEN_PREFIX) else _ACCOUNT_TOKEN
+        with self._db.connection() as conn:
+            row = conn.execute(query, (digest,)).fetchone()
         if row is None:
             raise errors.unauthenticated("invalid or expired token")
-        return Principal(account_id=row["account_id"])
+        if token.startswith(OPERATOR_TOKEN_PREFIX):
+            return operator(row["name"], row["role"], digest)
+        return account(row["account_number"], row["id"], digest)
 
 
 def _bearer_token(metadata: tuple) -> str:
     for key, value in metadata or ():
-        if key == "authorization":
+        if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
+            token = token.strip()
+            if scheme.lower() == "bearer" and token and len(token) <= MAX_TOKEN_LENGTH and token.isprintable():
+                return token
             break
     raise errors.unauthenticated('missing "authorization: Bearer <token>" metadata')
-
-
-class ApiInterceptor(grpc.ServerInterceptor):
-    """Authenticates each RPC, publishes the principal, and maps errors to rich statuses."""
-
-    def __init__(self, authority: TokenAuthority):
-        self._authority = authority
-
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        public = handler_call_details.method.startswith(PUBLIC_METHOD_PREFIXES)
-        if handler.unary_unary:
-            return handler._replace(unary_unary=self._wrap_unary(handler.unary_unary, public))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=self._wrap_stream(handler.unary_stream, public))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=self._wrap_unary(handler.stream_unary, public))
-        if public:  # server reflection is the only bidirectional stream, and it needs no token
-            return handler
-        raise RuntimeError(f"{handler_call_details.method}: bidirectional streaming is not wrapped")
-
-    def _authenticate(self, context: grpc.ServicerContext, public: bool) -> Principal | None:
-        return None if public else self._authority.principal_for(context.invocation_metadata())
-
-    def _wrap_unary(self, behavior: Callable, public: bool) -> Callable:
-        def wrapped(request, context):
-            with _api_errors(context):
-                token = _current.set(self._authenticate(context, public))
-                try:
-                    return behavior(request, context)
-                finally:
-                    _current.reset(token)
-
-        return wrapped
-
-    def _wrap_stream(self, behavior: Callable, public: bool) -> Callable:
-        def wrapped(request, context) -> Iterator:
-            with _api_errors(context):
-                token = _current.set(self._authenticate(context, public))
-                try:
-                    yield from behavior(request, context)
-                finally:
-                    _current.reset(token)
-
-        return wrapped
-
-
-class _api_errors:
-    def __init__(self, context: grpc.ServicerContext):
-        self._context = context
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None:
-            return False
-        if isinstance(exc, psycopg.Error):
-            mapped = errors.from_database(exc)
-            if mapped is None:
-                log.exception("database error", exc_info=exc)
-                return False
-            exc = mapped
-        if isinstance(exc, errors.ApiError):
-            self._context.abort_with_status(exc.to_status())
-        return False

@@ -5,7 +5,9 @@ then account number and call id: the table's key, so the order is total and a pa
 any row. An admin sees every CDR. An account token sees the calls it placed (the customer) or carried (the
 provider), and of each only its own side: the other side's price, tariff and route read as empty or 0, in
 rows, exports and filters alike, so that a carrier cannot learn the operator's retail price (nor its margin)
-and a customer cannot learn which carrier it was routed over at what cost.
+and a customer cannot learn which carrier it was routed over at what cost. A provider's view of a call it
+carried is its leg only: not the customer's account number, nor the caller id as received or the destination
+as dialled (the presented caller id and the destination sent are what reached the carrier anyway).
 """
 
 from __future__ import annotations
@@ -18,15 +20,13 @@ from datetime import datetime
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
-from control import company, paging
+from control import calls, company, paging
 from control.account_csv import money, neutralise
 from control.accounts import NAME_PREFIX
-from control.auth import Principal, current_principal
-from control.errors import invalid, permission_denied
 from control.fields import timestamp
 from control.listing import Column, parse_filter
+from control.principals import Principal
 from tollgate.v1 import account_pb2, cdr_pb2, cdr_pb2_grpc
 
 _EXPORT_ROWS_PER_CHUNK = 500
@@ -63,7 +63,8 @@ _COLUMNS = (
     "end_reason", "recorded_at",
 )
 # What an account token sees only on its own side of a call, and what it reads instead.
-_CUSTOMER_SIDE = {"customer_cost": "0", "rate_group": "''", "prefix": "''", "rate_per_min": "0"}
+_CUSTOMER_SIDE = {"customer_cost": "0", "rate_group": "''", "prefix": "''", "rate_per_min": "0",
+                  "account_number": "''", "caller_id_received": "''", "destination_dialled": "''"}
 _PROVIDER_SIDE = {"provider_cost": "0", "provider": "''", "trunk": "''", "gateway": "''"}
 _MONEY = {"customer_cost", "provider_cost"}
 # Copied to the message as they are.
@@ -76,7 +77,10 @@ _TIMES = {"setup_time": "setup_time", "answer_time": "answer_time", "end_time": 
           "recorded_at": "create_time"}  # column -> message field
 _CSV_NAMES = {"recorded_at": "create_time"}  # the API's names where the table's differ
 # setup_time is nullable in the table; as -infinity a NULL still sorts (first) and compares in a page token.
-_ORDER_KEY = sql.SQL("coalesce(c.setup_time, '-infinity'), c.account_number, c.call_id")
+# sort_account is the calling account whoever looks: the order stays total where account_number reads ''.
+_ORDER_KEY = sql.SQL("coalesce(c.setup_time, '-infinity'), c.sort_account, c.call_id")
+# The operators' view: every column as stored (the planner flattens it, so cdrs' indexes serve the ORDER BY).
+_EVERYTHING = sql.SQL("(SELECT c.*, c.account_number AS sort_account FROM cdrs c) c")
 _AFTER = sql.SQL("({}) > (coalesce(%s::timestamptz, '-infinity'), %s, %s)").format(_ORDER_KEY)
 
 
@@ -95,15 +99,9 @@ def _visible_to(number: str) -> sql.Composable:
                     sql.Identifier(owner), me, sql.Identifier(name), sql.SQL(side[name]), sql.Identifier(name))
         return sql.SQL("c.{}").format(sql.Identifier(name))
 
+    columns = [column(name) for name in _COLUMNS] + [sql.SQL("c.account_number AS sort_account")]
     return sql.SQL("(SELECT {} FROM cdrs c WHERE c.account_number = {} OR c.provider = {}) c").format(
-        sql.SQL(", ").join(column(name) for name in _COLUMNS), me, me)
-
-
-def _number_of(conn: psycopg.Connection, account_id: int) -> str:
-    row = conn.execute("SELECT account_number FROM accounts WHERE id = %s", (account_id,)).fetchone()
-    if row is None:  # deleted between authentication and here
-        raise permission_denied("this token's account is gone")
-    return row["account_number"]
+        sql.SQL(", ").join(columns), me, me)
 
 
 @dataclass(frozen=True)
@@ -116,11 +114,11 @@ class CdrQuery:
     fingerprint: str  # ties a page token to the query that made it
 
     @classmethod
-    def build(cls, conn: psycopg.Connection, principal: Principal, filter_text: str) -> CdrQuery:
+    def build(cls, principal: Principal, filter_text: str) -> CdrQuery:
         terms = parse_filter(filter_text, FIELDS)
-        source = sql.SQL("cdrs c") if principal.is_admin else _visible_to(_number_of(conn, principal.account_id))
+        source = _EVERYTHING if principal.is_operator else _visible_to(principal.account_number)
         where = sql.SQL(" AND ").join(t[0] for t in terms) if terms else sql.SQL("true")
-        return cls(source, where, [t[1] for t in terms], paging.fingerprint("cdrs", filter_text, str(principal)))
+        return cls(source, where, [t[1] for t in terms], paging.fingerprint("cdrs", filter_text))
 
     def also(self, condition: sql.Composable, params: list) -> CdrQuery:
         """This query narrowed by one more condition over c (e.g. the CDRs of one invoice)."""
@@ -140,24 +138,9 @@ class CdrQuery:
 
 
 def _position(row: dict) -> list:
+    """Where a page ended, for its token (sealed: a provider cannot read the customer's number in it)."""
     setup = row["setup_time"]
-    return [setup.isoformat() if setup else None, row["account_number"], row["call_id"]]
-
-
-def _after(token: str, fingerprint: str) -> list | None:
-    """The position a page token continues after; a forged one is INVALID_ARGUMENT, never a database error."""
-    after = paging.decode_token(token, fingerprint)
-    if after is None:
-        return None
-    try:
-        setup, account, call_id = after
-        if setup is not None:
-            datetime.fromisoformat(setup)
-        if not (isinstance(account, str) and isinstance(call_id, str)):
-            raise TypeError
-    except (TypeError, ValueError):
-        raise invalid("page_token", "is not a token this service issued") from None
-    return after
+    return [setup.isoformat() if setup else None, row["sort_account"], row["call_id"]]
 
 
 # ---------------------------------------------------------------------------------------------- messages
@@ -169,7 +152,7 @@ def _name(collection: str, ident: str) -> str:
 
 def to_message(row: dict) -> cdr_pb2.Cdr:
     cdr = cdr_pb2.Cdr(
-        account=NAME_PREFIX + row["account_number"],
+        account=_name(NAME_PREFIX, row["account_number"]),
         provider=_name(NAME_PREFIX, row["provider"]),
         trunk=_name("trunks/", row["trunk"]),
         rate_group=_name("rateGroups/", row["rate_group"]),
@@ -229,14 +212,14 @@ def _lines(records: Iterable[list[str]]) -> str:
 
 
 class CdrService(cdr_pb2_grpc.CdrServiceServicer):
-    def __init__(self, pool: ConnectionPool):
-        self._pool = pool
+    def __init__(self, db):
+        self._db = db
 
     def ListCdrs(self, request: cdr_pb2.ListCdrsRequest, context) -> cdr_pb2.ListCdrsResponse:
         size = paging.page_size(request.page_size)
-        with self._pool.connection() as conn, conn.transaction():
-            query = CdrQuery.build(conn, current_principal(), request.filter)
-            after = _after(request.page_token, query.fingerprint)
+        query = CdrQuery.build(calls.principal(), request.filter)
+        after = paging.decode_token(request.page_token, query.fingerprint)
+        with self._db.transaction() as conn:
             # One row more than the page: whether it exists says whether there is a next page. No total_size:
             # counting a table of millions of calls on every page would cost more than the page itself.
             rows = conn.execute(*query.select(after, size + 1)).fetchall()
@@ -246,6 +229,6 @@ class CdrService(cdr_pb2_grpc.CdrServiceServicer):
         return response
 
     def ExportCdrsCsv(self, request: cdr_pb2.ExportCdrsCsvRequest, context) -> Iterator[account_pb2.CsvChunk]:
-        with self._pool.connection() as conn, conn.transaction():
-            query = CdrQuery.build(conn, current_principal(), request.filter)
+        query = CdrQuery.build(calls.principal(), request.filter)
+        with self._db.transaction(long=True) as conn:
             yield from csv_chunks(conn, query)

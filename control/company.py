@@ -7,8 +7,8 @@ from decimal import ROUND_DOWN, Decimal, InvalidOperation
 import psycopg
 from psycopg import sql
 
-from control import projection, validation
-from control.errors import invalid
+from control import audit, projection, validation
+from control.errors import clip, invalid
 from tollgate.v1 import account_pb2, company_pb2
 
 _INVOICE_PREFIX = "INVOICE_WITH_CDR_"
@@ -78,7 +78,7 @@ def _tax_percent(value: str) -> Decimal:
     try:
         percent = Decimal(value.strip() or "0")
     except InvalidOperation:
-        raise invalid("company.tax_percent", f"not a decimal percent: {value!r}") from None
+        raise invalid("company.tax_percent", f"not a decimal percent: {clip(value)}") from None
     if not percent.is_finite() or not 0 <= percent <= 100:
         raise invalid("company.tax_percent", "must be a percent from 0 to 100")
     if percent != percent.quantize(Decimal("0.0001"), rounding=ROUND_DOWN):
@@ -89,18 +89,20 @@ def _tax_percent(value: str) -> Decimal:
 def update(conn: psycopg.Connection, company: company_pb2.Company, paths: list[str]) -> company_pb2.Company:
     unknown = [p for p in paths if p not in MUTABLE_PATHS]
     if unknown:
-        raise invalid("update_mask", f"unknown company fields {unknown}")
+        raise invalid("update_mask", f"unknown company field {clip(unknown[0])}")
     changes = {path: _checked(path, getattr(company, path)) for path in paths}
     current = load(conn)
     shortest = changes.get("min_destination_digits", current["min_destination_digits"])
     if shortest > changes.get("max_destination_digits", current["max_destination_digits"]):
         raise invalid("company.min_destination_digits", "must not be above max_destination_digits")
     if changes:
+        before = load(conn)
         assignments = sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
         )
         conn.execute(sql.SQL("UPDATE company SET {} WHERE id = 1").format(assignments), changes)
         projection.mark_dirty(conn, "company")
+        audit.record(conn, "company", audit.diff(before, load(conn)))
     return to_message(load(conn))
 
 

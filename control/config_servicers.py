@@ -1,17 +1,16 @@
 """gRPC servicers of the configuration model: each RPC is one generic operation on a catalog resource.
 
-All of them need an admin token. Each runs in one transaction; projection families are marked dirty
-inside it, so Redis follows as soon as it commits.
+Who may call which is control/permissions.py's table, checked before these run. Each runs in one transaction;
+projection families are marked dirty and the audit event written inside it, so Redis follows as soon as it
+commits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from psycopg_pool import ConnectionPool
-
-from control import catalog, decks, resources
-from control.auth import require_admin
+from control import calls, catalog, decks, resources
+from control.db import Database
 from control.errors import invalid
 from control.resources import Resource
 from tollgate.v1 import (
@@ -27,12 +26,11 @@ from tollgate.v1 import (
 
 def _create(resource: Resource, message_field: str, id_field: str | None = None) -> Callable:
     def rpc(self, request, context):
-        require_admin()
         if not request.HasField(message_field):
             raise invalid(message_field, "is required")
         ident = getattr(request, id_field) if id_field else ""
         parent = getattr(request, "parent", "")
-        with self._pool.connection() as conn, conn.transaction():
+        with self._db.transaction() as conn:
             return resources.create(conn, resource, getattr(request, message_field), ident, parent,
                                     id_field=id_field or "")
 
@@ -41,8 +39,7 @@ def _create(resource: Resource, message_field: str, id_field: str | None = None)
 
 def _get(resource: Resource) -> Callable:
     def rpc(self, request, context):
-        require_admin()
-        with self._pool.connection() as conn:
+        with self._db.transaction() as conn:
             return resource.to_message(resources.get(conn, resource, request.name))
 
     return rpc
@@ -50,10 +47,9 @@ def _get(resource: Resource) -> Callable:
 
 def _update(resource: Resource, message_field: str) -> Callable:
     def rpc(self, request, context):
-        require_admin()
         if not request.HasField(message_field):
             raise invalid(message_field, "is required")
-        with self._pool.connection() as conn, conn.transaction():
+        with self._db.transaction() as conn:
             return resources.update(conn, resource, getattr(request, message_field), list(request.update_mask.paths))
 
     return rpc
@@ -61,9 +57,8 @@ def _update(resource: Resource, message_field: str) -> Callable:
 
 def _list(resource: Resource, response_type, items_field: str) -> Callable:
     def rpc(self, request, context):
-        require_admin()
         filters = {f: getattr(request, f) for f in resource.list_filters}
-        with self._pool.connection() as conn:
+        with self._db.transaction() as conn:
             items, token = resources.list_page(conn, resource, parent=getattr(request, "parent", ""),
                                                page_size=request.page_size, page_token=request.page_token,
                                                filters=filters)
@@ -74,8 +69,7 @@ def _list(resource: Resource, response_type, items_field: str) -> Callable:
 
 def _delete(resource: Resource, response_type) -> Callable:
     def rpc(self, request, context):
-        require_admin()
-        with self._pool.connection() as conn, conn.transaction():
+        with self._db.transaction() as conn:
             resources.delete(conn, resource, request.name)
         return response_type()
 
@@ -84,9 +78,8 @@ def _delete(resource: Resource, response_type) -> Callable:
 
 def _import(kind: decks.DeckKind) -> Callable:
     def rpc(self, request_iterator, context):
-        require_admin()
-        parent, mode, data = decks.collect_upload(request_iterator)
-        with self._pool.connection() as conn, conn.transaction():
+        parent, mode, data = decks.collect_upload(request_iterator, calls.current().server.config.max_upload_bytes)
+        with self._db.transaction(long=True) as conn:
             result = decks.import_deck(conn, kind, parent, mode, data)
         return common_pb2.ImportRatesResponse(rows_imported=result.rows_imported, rows_in_deck=result.rows_in_deck,
                                               deck_sha256=result.deck_sha256)
@@ -95,8 +88,8 @@ def _import(kind: decks.DeckKind) -> Callable:
 
 
 class _Pooled:
-    def __init__(self, pool: ConnectionPool):
-        self._pool = pool
+    def __init__(self, db: Database):
+        self._db = db
 
 
 class RateGroupService(_Pooled, rating_pb2_grpc.RateGroupServiceServicer):

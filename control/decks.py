@@ -16,8 +16,8 @@ from decimal import Decimal, InvalidOperation
 import psycopg
 from psycopg import sql
 
-from control import projection
-from control.errors import invalid, not_found
+from control import audit, projection
+from control.errors import clip, invalid, not_found
 from control.fields import MAX_MONEY, MAX_SECONDS
 from fastpath import snapshot_format as fmt
 from tollgate.v1 import common_pb2
@@ -57,20 +57,20 @@ def _money(text: str) -> int:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise ValueError(f"{text!r} is not a decimal amount") from None
+        raise ValueError(f"{clip(text)} is not a decimal amount") from None
     micros = value * 1_000_000
     if micros != micros.to_integral_value():
-        raise ValueError(f"{text!r} has more than 6 decimals")
+        raise ValueError(f"{clip(text)} has more than 6 decimals")
     if value < 0:
-        raise ValueError(f"{text!r} is negative")
+        raise ValueError(f"{clip(text)} is negative")
     if micros > MAX_MONEY:
-        raise ValueError(f"{text!r} is above {MAX_MONEY // 1_000_000:,} per minute or call")
+        raise ValueError(f"{clip(text)} is above {MAX_MONEY // 1_000_000:,} per minute or call")
     return int(micros)
 
 
 def _count(text: str, low: int = 0, high: int = _MAX_INT32) -> int:
     if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
-        raise ValueError(f"{text!r} is not a whole number from {low} to {high}")
+        raise ValueError(f"{clip(text)} is not a whole number from {low} to {high}")
     return int(text)
 
 
@@ -78,7 +78,7 @@ def _convert(column: str, text: str):
     text = text.strip()
     if column == "prefix":
         if not (text.isascii() and text.isdigit() and len(text) <= 18):
-            raise ValueError(f"prefix {text!r} must be 1 to 18 digits")
+            raise ValueError(f"prefix {clip(text)} must be 1 to 18 digits")
         return text
     if column in _MONEY:
         return _money(text or "0")
@@ -90,7 +90,7 @@ def _convert(column: str, text: str):
         return _count(text or "0", 0, 32)
     if column == "prepend":
         if text and not (text.isdigit() and len(text) <= 32):
-            raise ValueError(f"prepend {text!r} must be digits")
+            raise ValueError(f"prepend {clip(text)} must be digits")
         return text
     if len(text) > 255:
         raise ValueError(f"description is {len(text)} characters; at most 255")
@@ -100,6 +100,13 @@ def _convert(column: str, text: str):
 def parse_rows(kind: DeckKind, lines: Iterable[str]) -> Iterator[tuple]:
     """Checked rows in table column order; ValueError('line N: ...') on the first bad one."""
     reader = csv.reader(lines)
+    try:
+        yield from _checked_rows(kind, reader)
+    except csv.Error as exc:  # e.g. a field over csv's limit of 131,072 characters: the caller's file, not a bug
+        raise ValueError(f"line {reader.line_num}: {exc}") from None
+
+
+def _checked_rows(kind: DeckKind, reader) -> Iterator[tuple]:
     header = [h.strip().lower() for h in next(reader, [])]
     unknown = [h for h in header if h not in kind.columns]
     if not header or unknown or "prefix" not in header or "rate_per_min" not in header:
@@ -123,25 +130,30 @@ def parse_rows(kind: DeckKind, lines: Iterable[str]) -> Iterator[tuple]:
         yield row
 
 
-def _lock_owner(conn: psycopg.Connection, kind: DeckKind, parent: str) -> str:
+def _lock_owner(conn: psycopg.Connection, kind: DeckKind, parent: str) -> dict:
+    """The deck owner's row (id, rate_count, deck_sha256), locked until the import commits."""
     collection, _, owner_id = parent.partition("/")
     if collection != kind.owner_collection or not owner_id:
         raise invalid("parent", f"must be a resource name like {kind.owner_collection}/{{id}}")
     found = conn.execute(
-        sql.SQL("SELECT id FROM {} WHERE id = %s FOR UPDATE").format(sql.Identifier(kind.owner_table)), (owner_id,)
+        sql.SQL("SELECT id, rate_count, deck_sha256 FROM {} WHERE id = %s FOR UPDATE").format(
+            sql.Identifier(kind.owner_table)), (owner_id,)
     ).fetchone()
     if found is None:
         raise not_found(parent)
-    return owner_id
+    return found
 
 
 def import_deck(conn: psycopg.Connection, kind: DeckKind, parent: str, mode: int, data: bytes) -> ImportResult:
     """Replace (or merge into) the owner's deck; raise INVALID_ARGUMENT naming the line on a bad row."""
-    owner_id = _lock_owner(conn, kind, parent)
+    owner = _lock_owner(conn, kind, parent)
+    owner_id = owner["id"]
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise invalid("csv_data", f"not UTF-8 (byte {exc.start})") from None
+    if "\x00" in text:  # PostgreSQL stores no NUL; say where it is rather than fail in COPY
+        raise invalid("csv_data", f"line {text.count(chr(10), 0, text.index(chr(0))) + 1}: a NUL character")
     merge = mode == common_pb2.IMPORT_MODE_MERGE
     table = sql.Identifier(kind.rate_table)
     columns = sql.SQL(", ").join(map(sql.Identifier, (kind.owner_column, *kind.columns)))
@@ -172,20 +184,27 @@ def import_deck(conn: psycopg.Connection, kind: DeckKind, parent: str, mode: int
         {"o": owner_id, "s": sha},
     ).fetchone()["rate_count"]
     projection.mark_dirty(conn, kind.family(owner_id))
+    audit.record(conn, f"{kind.owner_collection}/{owner_id}", audit.diff(
+        {"rate_count": owner["rate_count"], "deck_sha256": owner["deck_sha256"]},
+        {"rate_count": total, "deck_sha256": sha}) | {"rows_imported": {"old": None, "new": imported},
+                                                      "mode": {"old": None, "new": "MERGE" if merge else "REPLACE"}})
     return ImportResult(imported, total, sha)
 
 
-def collect_upload(requests: Iterable) -> tuple[str, int, bytes]:
-    """The parent and mode of the first message, and every message's CSV bytes joined."""
-    parent, mode, pieces = "", 0, []
+def collect_upload(requests: Iterable, max_bytes: int) -> tuple[str, int, bytes]:
+    """The parent and mode of the first message, and every message's CSV bytes joined (at most max_bytes)."""
+    parent, mode, pieces, size = "", 0, [], 0
     for index, request in enumerate(requests):
         if index == 0:
             parent, mode = request.parent, request.mode
         elif request.parent and request.parent != parent:
             raise invalid("parent", "every message of one upload must name the same deck")
+        size += len(request.csv_data)
+        if size > max_bytes:
+            raise invalid("csv_data", f"the upload is larger than {max_bytes:,} bytes (max_upload_bytes)")
         pieces.append(request.csv_data)
     if not parent:
         raise invalid("parent", "the first message must name the deck")
     if mode not in (0, common_pb2.IMPORT_MODE_REPLACE, common_pb2.IMPORT_MODE_MERGE):
-        raise invalid("mode", f"unknown import mode {mode}")
+        raise invalid("mode", f"unknown import mode {clip(mode)}")
     return parent, mode, b"".join(pieces)

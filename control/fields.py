@@ -100,6 +100,9 @@ def to_column(field: Field, value) -> Any:
     if field.kind == "ref":
         return resource_id(field.path, value, field.collection)
     if field.kind == "refs":
+        for index, item in enumerate(value):
+            if not item:
+                raise validation.invalid(f"{field.path}[{index}]", "must not be empty")
         ids = [resource_id(f"{field.path}[{i}]", v, field.collection) for i, v in enumerate(value)]
         if len(set(ids)) != len(ids):
             raise validation.invalid(field.path, "lists the same object twice")

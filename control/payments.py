@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import psycopg
 
-from control import accounts
-from control.auth import Principal
+from control import accounts, audit
 from control.errors import failed_precondition, invalid
 from control.fields import MAX_MONEY, timestamp
+from control.principals import Principal
 from tollgate.v1 import account_pb2
 
 NAME_PREFIX = "payments/"
@@ -24,6 +24,9 @@ def post(conn: psycopg.Connection, principal: Principal,
     _validate(request)
     request_id = request.request_id or None
     if request_id is not None:
+        # Retries of one request_id queue here until the first commits, then each finds its payment: without the
+        # lock, concurrent retries all missed it and all but one failed on the unique index.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("payment:" + request_id,))
         earlier = conn.execute("SELECT * FROM payments WHERE request_id = %s", (request_id,)).fetchone()
         if earlier is not None:
             return _same_request(earlier, request)
@@ -35,9 +38,13 @@ def post(conn: psycopg.Connection, principal: Principal,
         raise invalid("amount", f"the balance would leave ±{MAX_MONEY} micros")
     conn.execute("UPDATE accounts SET balance = %s, updated_at = now() WHERE id = %s", (balance_after, account["id"]))
     row = conn.execute(
-        "INSERT INTO payments (account_number, amount, note, request_id, balance_after) VALUES (%s, %s, %s, %s, %s)"
-        " RETURNING *", (account["account_number"], request.amount, request.note, request_id, balance_after),
+        "INSERT INTO payments (account_number, amount, note, request_id, balance_after, posted_by)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
+        (account["account_number"], request.amount, request.note, request_id, balance_after, principal.label),
     ).fetchone()
+    audit.record(conn, f"{NAME_PREFIX}{row['id']}", audit.diff(None, {
+        "account": row["account_number"], "amount": row["amount"], "note": row["note"],
+        "request_id": row["request_id"], "balance_after": row["balance_after"]}))
     conn.execute(f"NOTIFY {PAYMENTS_CHANNEL}")  # the ledger pushes it into Redis now rather than at its next tick
     return to_message(row)
 
@@ -66,5 +73,5 @@ def to_message(row: dict) -> account_pb2.Payment:
     return account_pb2.Payment(
         name=f"{NAME_PREFIX}{row['id']}", account=accounts.NAME_PREFIX + row["account_number"], amount=row["amount"],
         note=row["note"], request_id=row["request_id"] or "", create_time=timestamp(row["created_at"]),
-        balance_after=row["balance_after"],
+        balance_after=row["balance_after"], posted_by=row["posted_by"],
     )

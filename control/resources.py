@@ -1,8 +1,9 @@
 """A generic engine for the configuration resources: create, get, update (field mask), list, delete.
 
 Each resource describes itself once (a Resource: table, message, name pattern, fields and hooks, see
-control/catalog.py); this module does the SQL, AIP naming and paging, maps database constraint
-failures to the field they concern, and marks the projection families the change touches.
+control/catalog.py); this module does the SQL, AIP naming and paging, names the API field behind each of
+the table's constraints (errors.register_constraints: the error interceptor maps a violation with it),
+writes the audit event of each change and marks the projection families the change touches.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
-from control import paging, projection
-from control.errors import already_exists, failed_precondition, invalid, not_found
+from control import audit, errors, paging, projection
+from control.errors import clip, failed_precondition, invalid, not_found
 from control.fields import ID_PATTERNS, Field, is_set, read, set_from_column, timestamp, to_column
 
 Hook = Callable[[psycopg.Connection, dict], None]
@@ -48,6 +49,20 @@ class Resource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_path", {f.path: f for f in self.fields})
+        errors.register_constraints(self._constraints())
+
+    def _constraints(self) -> dict[str, tuple[str, str]]:
+        """PostgreSQL's default constraint names for this table ({table}_{column}_fkey, …) -> the API path."""
+        named = {f"{self.table}_pkey": ("name", self.label),
+                 f"{self.table}_{self.id_column}_check": (self.id_path or "name", self.label)}
+        for f in self.fields:
+            for suffix in ("fkey", "check", "key"):
+                named[f"{self.table}_{f.column}_{suffix}"] = (f.path, self.label)
+        return named
+
+    @property
+    def audit_names(self) -> dict[str, str]:
+        return {f.column: f.path for f in self.fields}
 
     # ------------------------------------------------------------------ names
     def name_of(self, row: dict) -> str:
@@ -107,36 +122,18 @@ def _key(resource: Resource, parent_id: str | None, ident: str) -> tuple[sql.Com
     return clause, params
 
 
-def _constraint_path(resource: Resource, exc: psycopg.Error) -> str:
-    """'trunks_provider_fkey' -> 'provider': the API path of the column a constraint guards."""
-    constraint = exc.diag.constraint_name or ""
-    core = constraint.removeprefix(resource.table + "_").rsplit("_", 1)[0]
-    for f in resource.fields:
-        if f.column == core:
-            return f.path
-    return core or "name"
+def _write(conn: psycopg.Connection, query: sql.Composable, params: list) -> dict:
+    """A constraint violation propagates: the error interceptor names its field (errors.register_constraints)."""
+    return conn.execute(query, params).fetchone()
 
 
-def _write(conn: psycopg.Connection, resource: Resource, query: sql.Composable, params: list, ident: str) -> dict:
-    try:
-        with conn.transaction():
-            return conn.execute(query, params).fetchone()
-    except psycopg.errors.UniqueViolation as exc:
-        if (exc.diag.constraint_name or "").endswith("_pkey"):
-            raise already_exists("name", f"{resource.label} {ident} already exists") from None
-        raise already_exists(_constraint_path(resource, exc), "is already in use") from None
-    except psycopg.errors.ForeignKeyViolation as exc:
-        raise invalid(_constraint_path(resource, exc), "refers to an object that does not exist") from None
-    except psycopg.errors.CheckViolation as exc:
-        raise invalid(_constraint_path(resource, exc), "is out of range or malformed") from None
-
-
-def _finish(conn: psycopg.Connection, resource: Resource, row: dict) -> None:
+def _finish(conn: psycopg.Connection, resource: Resource, before: dict | None, row: dict) -> None:
     if resource.after_write:
         resource.after_write(conn, row)
     if resource.check:
         resource.check(conn, row)
     projection.mark_dirty(conn, *resource.families(row))
+    audit.record(conn, resource.name_of(row), audit.diff(before, row, resource.audit_names))
 
 
 def create(conn: psycopg.Connection, resource: Resource, message, resource_id: str = "", parent: str = "",
@@ -149,7 +146,7 @@ def create(conn: psycopg.Connection, resource: Resource, message, resource_id: s
     if not ident:
         raise invalid(id_field, "is required")
     if not ID_PATTERNS[resource.collection].fullmatch(ident):
-        raise invalid(id_field, f"{ident!r} is not a valid id")
+        raise invalid(id_field, f"{clip(ident)} is not a valid id")
     for path in sorted(resource.required):
         if not is_set(message, path):
             raise invalid(path, "is required")
@@ -173,8 +170,8 @@ def create(conn: psycopg.Connection, resource: Resource, message, resource_id: s
         sql.SQL(", ").join(map(sql.Identifier, values)),
         sql.SQL(", ").join(sql.Placeholder() for _ in values),
     )
-    row = _write(conn, resource, query, list(values.values()), ident)
-    _finish(conn, resource, row)
+    row = _write(conn, query, list(values.values()))
+    _finish(conn, resource, None, row)
     return resource.to_message(row)
 
 
@@ -225,15 +222,15 @@ def update_paths(resource: Resource, message, mask_paths: list[str]) -> set[str]
         return paths
     for path in mask_paths:
         if path in resource.immutable or path == "name" or any(path == p for p, _ in resource.outputs):
-            raise invalid("update_mask", f"{path} cannot be changed")
+            raise invalid("update_mask", f"{clip(path)} cannot be changed")
         if path not in resource.updatable:
-            raise invalid("update_mask", f"unknown field {path}")
+            raise invalid("update_mask", f"unknown field {clip(path)}")
     return set(mask_paths)
 
 
 def update(conn: psycopg.Connection, resource: Resource, message, mask_paths: list[str]):
     paths = update_paths(resource, message, mask_paths)
-    current = get(conn, resource, message.name, lock=True)
+    current = before = get(conn, resource, message.name, lock=True)
     changes = {}
     for path in paths - resource.extra_paths:
         f = resource.by_path[path]
@@ -254,8 +251,8 @@ def update(conn: psycopg.Connection, resource: Resource, message, mask_paths: li
             stamp,
             clause,
         )
-        current = _write(conn, resource, query, [*changes.values(), *params], ident)
-    _finish(conn, resource, current)
+        current = _write(conn, query, [*changes.values(), *params])
+    _finish(conn, resource, before, current)
     return resource.to_message(current)
 
 
@@ -273,6 +270,7 @@ def delete(conn: psycopg.Connection, resource: Resource, name: str) -> None:
     if resource.after_write:
         resource.after_write(conn, row)
     projection.mark_dirty(conn, *resource.families(row))
+    audit.record(conn, resource.name_of(row), audit.diff(row, None, resource.audit_names))
 
 
 # ---------------------------------------------------------------------------------------------- listing

@@ -1,7 +1,7 @@
-"""The control service process: gRPC server with auth, reflection and health, on a PostgreSQL pool.
+"""The control service process: gRPC server with TLS, auth, reflection and health, on a PostgreSQL pool.
 
 `create_server(config)` builds and starts a server and returns it with its port (port 0 picks a free
-one, as tests do); `main()` only adds logging, migrations and waiting.
+one, as tests do); `main()` only adds logging and waiting.
 """
 
 from __future__ import annotations
@@ -19,18 +19,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import ConnectionPool
 
-from control import db
-from control.auth import ApiInterceptor, TokenAuthority
+from control import calls, db, paging, throttle, tls
+from control.auth import PasswordGate, TokenAuthority
 from control.cdrs import CdrService
-from control.config import Config, load_config
+from control.config import Config, describe, load_config
 from control.config_servicers import DirectoryService, RateGroupService, TrunkService
+from control.interceptors import AuthInterceptor, ErrorInterceptor, RequestCheckInterceptor
 from control.invoices import InvoiceService
 from control.ledger import Ledger
 from control.projection import Publisher
-from control.servicers import AccountService, AuthService, CompanyService
+from control.servicers import AccountService, AuditService, AuthService, CompanyService, OperatorService
 from tollgate.v1 import (
     account_pb2,
     account_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     auth_pb2,
     auth_pb2_grpc,
     cdr_pb2,
@@ -41,6 +44,8 @@ from tollgate.v1 import (
     directory_pb2_grpc,
     invoice_pb2,
     invoice_pb2_grpc,
+    operator_pb2,
+    operator_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
     trunks_pb2,
@@ -58,6 +63,8 @@ SERVICE_NAMES = (
     directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
     cdr_pb2.DESCRIPTOR.services_by_name["CdrService"].full_name,
     invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_name,
+    operator_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 _HEALTH_INTERVAL_SECONDS = 5.0
 
@@ -98,26 +105,76 @@ def _watch_health(pool: ConnectionPool, redis_url: str, servicer: health.HealthS
             return
 
 
+def _housekeeping(pool: ConnectionPool, config: Config, stop: threading.Event) -> None:
+    """Purge expired account sessions, long-expired operator tokens and stale login failures."""
+    while not stop.wait(config.housekeeping_interval_seconds):
+        try:
+            with pool.connection(timeout=5) as conn, conn.transaction():
+                conn.execute("DELETE FROM api_tokens WHERE expires_at < now()")
+                # Operator tokens stay listable for a while after they expire or are revoked (who had access).
+                conn.execute("DELETE FROM operator_tokens WHERE greatest(expires_at, coalesce(revoked_at, expires_at))"
+                             " < now() - interval '90 days'")
+                throttle.purge(conn, config.login_lock_seconds)
+        except Exception:  # housekeeping must never stop the service; the next round tries again
+            log.warning("housekeeping failed; retrying in %s s", config.housekeeping_interval_seconds, exc_info=True)
+
+
+def _listen(server: grpc.Server, config: Config) -> int:
+    """Bind with TLS (mutual with a client CA), or plaintext when configured so; the port, 0 if it failed."""
+    credentials = None
+    if config.tls_cert_file or config.tls_key_file:
+        if not (config.tls_cert_file and config.tls_key_file):
+            raise SystemExit("TLS needs both tls_cert_file and tls_key_file")
+        credentials = tls.server_credentials(config)
+    elif not config.plaintext:
+        raise SystemExit("no TLS configured: set tls_cert_file and tls_key_file (scripts/start-stack.sh makes a "
+                         "private CA), or plaintext = true to serve without TLS behind a TLS proxy or on loopback")
+    try:
+        if credentials is not None:
+            return server.add_secure_port(config.listen, credentials)
+        return server.add_insecure_port(config.listen)
+    except RuntimeError:  # grpc raises instead of returning 0 when it cannot bind
+        return 0
+
+
+def _servicers(server: grpc.Server, database: db.Database, config: Config) -> None:
+    limiter = throttle.LoginThrottle(
+        throttle.Policy(config.login_free_attempts, config.login_max_attempts, config.login_lock_seconds),
+        throttle.Policy(config.login_source_free_attempts, config.login_source_max_attempts, config.login_lock_seconds))
+    account_pb2_grpc.add_AccountServiceServicer_to_server(AccountService(database), server)
+    company_pb2_grpc.add_CompanyServiceServicer_to_server(CompanyService(database), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(database, config, limiter), server)
+    rating_pb2_grpc.add_RateGroupServiceServicer_to_server(RateGroupService(database), server)
+    trunks_pb2_grpc.add_TrunkServiceServicer_to_server(TrunkService(database), server)
+    directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryService(database), server)
+    cdr_pb2_grpc.add_CdrServiceServicer_to_server(CdrService(database), server)
+    invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(InvoiceService(database), server)
+    operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(database, config), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(database), server)
+
+
 def create_server(config: Config) -> RunningServer:
     db.migrate(config.dsn)
-    pool = db.open_pool(config.dsn, config.pool_max_size)
-    interceptor = ApiInterceptor(TokenAuthority(pool, config.admin_tokens))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=[interceptor])
-    account_pb2_grpc.add_AccountServiceServicer_to_server(AccountService(pool), server)
-    company_pb2_grpc.add_CompanyServiceServicer_to_server(CompanyService(pool), server)
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(pool, config.token_ttl_seconds), server)
-    rating_pb2_grpc.add_RateGroupServiceServicer_to_server(RateGroupService(pool), server)
-    trunks_pb2_grpc.add_TrunkServiceServicer_to_server(TrunkService(pool), server)
-    directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryService(pool), server)
-    cdr_pb2_grpc.add_CdrServiceServicer_to_server(CdrService(pool), server)
-    invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(InvoiceService(pool), server)
+    pool = db.open_pool(config.dsn, config.pool_max_size, config.statement_timeout_seconds)
+    database = db.Database(pool, config.statement_timeout_seconds, config.long_statement_timeout_seconds)
+    with pool.connection() as conn:
+        page_key = paging.load_key(conn)
+    parts = calls.Server(config, paging.PageTokens(page_key),
+                         PasswordGate(config.password_checks, config.password_checks_waiting))
+    interceptors = [ErrorInterceptor(parts), AuthInterceptor(TokenAuthority(database, config.admin_tokens)),
+                    RequestCheckInterceptor()]
+    options = [("grpc.max_receive_message_length", config.max_request_bytes)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=interceptors,
+                         options=options)
+    _servicers(server, database, config)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(config.listen)
-    except RuntimeError:  # grpc raises instead of returning 0 when it cannot bind
-        port = 0
+        port = _listen(server, config)
+    except SystemExit:
+        pool.close()
+        raise
     if port == 0:
         pool.close()
         raise SystemExit(f"cannot listen on {config.listen}: address in use or invalid")
@@ -129,6 +186,7 @@ def create_server(config: Config) -> RunningServer:
     server.start()
     stop = threading.Event()
     threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
+    threading.Thread(target=_housekeeping, args=(pool, config, stop), name="housekeeping", daemon=True).start()
     return RunningServer(server, port, pool, publisher, ledger, stop)
 
 
@@ -138,10 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
-    if not config.admin_tokens:
-        log.warning("no admin_tokens configured: only account tokens from Login will work")
+    log.info("settings: %s", describe(config))
     running = create_server(config)
-    log.info("listening on %s (port %d)", config.listen, running.port)
+    transport = ("mutual TLS" if config.tls_client_ca_file else "TLS") if config.tls_cert_file else "PLAINTEXT"
+    log.info("listening on %s (port %d, %s)", config.listen, running.port, transport)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

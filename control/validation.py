@@ -9,11 +9,12 @@ import zoneinfo
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
-from control.errors import invalid
+from control.errors import clip, invalid
 
 __all__ = ["invalid"]
 
 _CUSTOM_NUMBER = re.compile(r"[0-9A-Za-z]{4,20}")
+MAX_PASSWORD_LENGTH = 1024
 
 
 @functools.cache
@@ -31,7 +32,7 @@ def email(field: str, value: str) -> str:
 
 def timezone(field: str, value: str) -> str:
     if value not in _timezones():
-        raise invalid(field, f"unknown IANA time zone {value!r}")
+        raise invalid(field, f"unknown IANA time zone {clip(value)}")
     return value
 
 
@@ -39,13 +40,13 @@ def country(field: str, value: str) -> str:
     if value == "":
         return value
     if len(value) != 2 or pycountry.countries.get(alpha_2=value.upper()) is None:
-        raise invalid(field, f"unknown ISO 3166-1 alpha-2 country code {value!r}")
+        raise invalid(field, f"unknown ISO 3166-1 alpha-2 country code {clip(value)}")
     return value.upper()
 
 
 def currency(field: str, value: str) -> str:
     if len(value) != 3 or pycountry.currencies.get(alpha_3=value.upper()) is None:
-        raise invalid(field, f"unknown ISO 4217 currency {value!r}")
+        raise invalid(field, f"unknown ISO 4217 currency {clip(value)}")
     return value.upper()
 
 
@@ -64,8 +65,8 @@ def pin(field: str, value: str, length: int) -> str:
 def password(field: str, value: str) -> str:
     if len(value) < 8:
         raise invalid(field, "must be at least 8 characters")
-    if len(value) > 1024:
-        raise invalid(field, "must be at most 1024 characters")
+    if len(value) > MAX_PASSWORD_LENGTH:
+        raise invalid(field, f"must be at most {MAX_PASSWORD_LENGTH} characters")
     return value
 
 

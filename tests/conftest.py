@@ -1,15 +1,18 @@
 """Shared fixtures: a throw-away PostgreSQL database and a real control server on a free port.
 
 The DSN of the PostgreSQL server comes from TOLLGATE_TEST_PG (default: local trust auth as postgres);
-each test session creates its own database and drops it at the end.
+each test session creates its own database and drops it at the end. The session's server is plaintext, for
+speed; TLS and mutual TLS have their own servers (tests/test_tls.py, through `server_factory`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +30,13 @@ from fastpath import snapshot_format as fmt
 from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_kamailio
 from tollgate.v1 import (
     account_pb2_grpc,
+    audit_pb2_grpc,
     auth_pb2_grpc,
     cdr_pb2_grpc,
     company_pb2_grpc,
     directory_pb2_grpc,
     invoice_pb2_grpc,
+    operator_pb2_grpc,
     rating_pb2_grpc,
     trunks_pb2_grpc,
 )
@@ -47,8 +52,9 @@ def _dsn_for(database: str) -> str:
     return psycopg.conninfo.make_conninfo(PG_SERVER_DSN, dbname=database)
 
 
-@pytest.fixture(scope="session")
-def database_dsn() -> Iterator[str]:
+@contextmanager
+def _scratch_database() -> Iterator[str]:
+    """A new, empty database of the test PostgreSQL server, dropped afterwards; its DSN."""
     name = f"tollgate_test_{secrets.token_hex(4)}"
     with psycopg.connect(PG_SERVER_DSN, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -60,10 +66,16 @@ def database_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def database_dsn() -> Iterator[str]:
+    with _scratch_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL)
     yield client
-    for key in client.scan_iter(f"{REDIS_NAMESPACE}:*", count=1000):
+    for key in client.scan_iter(f"{REDIS_NAMESPACE}*:*", count=1000):  # server_factory's namespaces too
         client.delete(key)
     client.close()
 
@@ -78,17 +90,46 @@ class ControlServer:
     running: RunningServer
 
 
+def _test_config(dsn: str, namespace: str, token: str) -> Config:
+    # Every test logs in from 127.0.0.1: the per-source login throttle would soon lock the whole session out,
+    # so its limits are out of reach here (tests/test_login_throttle.py runs servers with real ones).
+    return Config(listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS_URL, redis_namespace=namespace, plaintext=True,
+                  admin_tokens=(token,), workers=8, projection_interval_seconds=0.5,
+                  login_source_free_attempts=1_000_000, login_source_max_attempts=1_000_000)
+
+
 @pytest.fixture(scope="session")
 def control_server(database_dsn: str, redis_client: redis.Redis) -> Iterator[ControlServer]:
-    token = secrets.token_urlsafe(24)
-    config = Config(listen="127.0.0.1:0", dsn=database_dsn, redis_url=REDIS_URL, redis_namespace=REDIS_NAMESPACE,
-                    admin_tokens=(token,), workers=8, projection_interval_seconds=0.5)
-    running = create_server(config)
+    token = "tga_" + secrets.token_urlsafe(24)
+    running = create_server(_test_config(database_dsn, REDIS_NAMESPACE, token))
     try:
         yield ControlServer(f"127.0.0.1:{running.port}", token, database_dsn, REDIS_URL, fmt.Keys(REDIS_NAMESPACE),
                             running)
     finally:
         running.stop(grace=0)
+
+
+ServerFactory = Callable[..., ControlServer]
+
+
+@pytest.fixture(scope="session")
+def server_factory(database_dsn: str, redis_client: redis.Redis) -> Iterator[ServerFactory]:
+    """Start another control server: `server_factory(fresh_database=False, **config_overrides)`. It has its own
+    Redis namespace (its ledger must not consume the session server's streams) and, with fresh_database, its
+    own database; servers stop and databases go at the end of the session."""
+    started: list[RunningServer] = []
+    with ExitStack() as stack:
+        def start(fresh_database: bool = False, **overrides) -> ControlServer:
+            dsn = stack.enter_context(_scratch_database()) if fresh_database else database_dsn
+            namespace = f"{REDIS_NAMESPACE}s{len(started)}"
+            token = "tga_" + secrets.token_urlsafe(24)
+            config = dataclasses.replace(_test_config(dsn, namespace, token), workers=4, **overrides)
+            running = create_server(config)
+            started.append(running)
+            stack.callback(running.stop, 0)
+            return ControlServer(f"127.0.0.1:{running.port}", token, dsn, REDIS_URL, fmt.Keys(namespace), running)
+
+        yield start
 
 
 @pytest.fixture(scope="session")
@@ -108,11 +149,12 @@ class Stubs:
     metadata: tuple
     cdrs: cdr_pb2_grpc.CdrServiceStub
     invoices: invoice_pb2_grpc.InvoiceServiceStub
+    operators: operator_pb2_grpc.OperatorServiceStub
+    audit: audit_pb2_grpc.AuditServiceStub
 
 
-@pytest.fixture(scope="session")
-def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
-    """Stubs and the admin's bearer metadata: `admin.accounts.GetAccount(req, metadata=admin.metadata)`."""
+def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
+    """Every service's stub on `channel`, and the bearer metadata of `token`."""
     return Stubs(
         account_pb2_grpc.AccountServiceStub(channel),
         company_pb2_grpc.CompanyServiceStub(channel),
@@ -120,10 +162,29 @@ def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
         rating_pb2_grpc.RateGroupServiceStub(channel),
         trunks_pb2_grpc.TrunkServiceStub(channel),
         directory_pb2_grpc.DirectoryServiceStub(channel),
-        (("authorization", f"Bearer {control_server.admin_token}"),),
+        (("authorization", f"Bearer {token}"),),
         cdr_pb2_grpc.CdrServiceStub(channel),
         invoice_pb2_grpc.InvoiceServiceStub(channel),
+        operator_pb2_grpc.OperatorServiceStub(channel),
+        audit_pb2_grpc.AuditServiceStub(channel),
     )
+
+
+@pytest.fixture(scope="session")
+def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
+    """Stubs and the admin's bearer metadata: `admin.accounts.GetAccount(req, metadata=admin.metadata)`."""
+    return stubs_for(channel, control_server.admin_token)
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[ControlServer], Stubs]]:
+    """Plaintext stubs for a server of server_factory, with its admin token: `connect(server).accounts…`."""
+    with ExitStack() as stack:
+        def open_stubs(server: ControlServer) -> Stubs:
+            channel = stack.enter_context(grpc.insecure_channel(server.address))
+            return stubs_for(channel, server.admin_token)
+
+        yield open_stubs
 
 
 # ---------------------------------------------------------------------------------------------- Kamailio

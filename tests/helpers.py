@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass
 
@@ -44,3 +45,15 @@ def failure(call) -> ApiFailure:
                 fields += [v.field for v in bad.field_violations]
         return ApiFailure(err.code(), err.details(), reason, fields)
     raise AssertionError("the call succeeded; an error was expected")
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def forged_page_tokens(genuine: str) -> list[str]:
+    """Page tokens a caller might make up: the genuine one with a character changed, and base64 of JSON that
+    an unsigned token format would have parsed (deep nesting, wrong types, Infinity)."""
+    flipped = genuine[:20] + ("A" if genuine[20] != "A" else "B") + genuine[21:]
+    return [flipped, "%%%", _b64("[[" * 100_000), _b64('{"after": true, "q": "x"}'), _b64('{"a": 1}'),
+            _b64("Infinity"), _b64('{"after": "x", "q": "0000000000000000"}'), "x" * 5000, "ü" * 10]

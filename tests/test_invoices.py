@@ -287,10 +287,17 @@ def test_an_account_token_sees_only_its_own_invoices_and_side(admin, two_custome
     assert len(own) == 3 and {i.account for i in own} == {mine.name}
     assert list_all(admin, f"account = {theirs.account_number}", metadata=token) == []
     other = list_all(admin, f"account = {theirs.account_number}")[0]
-    for rpc in (lambda: admin.invoices.GetInvoice(invoice_pb2.GetInvoiceRequest(name=other.name), metadata=token),
-                lambda: export_ids(admin, other, metadata=token),
-                lambda: generate(admin, "2036-05-01T00:00:00", metadata=token)):
-        assert failure(rpc).code == grpc.StatusCode.PERMISSION_DENIED
+    # Another account's invoice is NOT_FOUND, word for word like a number nobody has (SPEC §11): no invoice
+    # count to read off the answers.
+    missing = "invoices/INV_999999"
+    for name in (other.name, missing):
+        for rpc in (lambda n=name: admin.invoices.GetInvoice(invoice_pb2.GetInvoiceRequest(name=n), metadata=token),
+                    lambda n=name: export_ids(admin, invoice_pb2.Invoice(name=n), metadata=token)):
+            result = failure(rpc)
+            assert result.code == grpc.StatusCode.NOT_FOUND
+            assert result.message == f"invoice {name.removeprefix('invoices/')} not found"
+    assert failure(lambda: generate(admin, "2036-05-01T00:00:00", metadata=token)).code == \
+        grpc.StatusCode.PERMISSION_DENIED
     rows = export_ids(admin, own[0], metadata=token)
     assert [(r["call_id"], r["provider"], Decimal(r["provider_cost"])) for r in rows] == [("m1", "", 0)]
     assert [(r["provider"], r["provider_cost"]) for r in export_ids(admin, own[0])] == [("P0carrier", "0.0042")]
