@@ -276,6 +276,11 @@ def test_an_account_token_sees_only_its_side_of_a_call(admin, parties):
     carried = as_carrier["carried"]
     assert (carried.provider, carried.provider_cost, carried.trunk) == (carrier.name, 40_000, "trunks/carrier-ams")
     assert (carried.customer_cost, carried.rate_group, carried.prefix, carried.rate_per_min) == (0, "", "", 0)
+    # Its leg only: not the operator's customer, nor what the customer sent before the switch rewrote it.
+    assert (carried.account, carried.caller_id_received, carried.destination_dialled) == ("", "", "")
+    assert (carried.caller_id_presented, carried.destination_sent) == ("4930111", "4940123")
+    assert list_all(admin, f"account = {parties['other']}", metadata=carrier_token) == []
+    assert list_all(admin, 'destination_dialled : "0049"', metadata=carrier_token) == []
     # The filter reads the same view: the customer's price cannot be probed for.
     assert list_all(admin, "customer_cost > 0", metadata=carrier_token) == []
     # Account numbers match in any case (the stored one is "T…"; the filter says "t…").
@@ -284,6 +289,7 @@ def test_an_account_token_sees_only_its_side_of_a_call(admin, parties):
     _, rows, _ = export(admin, "", metadata=carrier_token)
     assert [(r["call_id"], r["provider"], r["provider_cost"]) for r in rows] == [
         ("both", carrier.account_number, "0.0200"), ("carried", carrier.account_number, "0.0400")]
+    assert {(r["account_number"], r["caller_id_received"], r["destination_dialled"]) for r in rows} == {("", "", "")}
     assert all(Decimal(r["customer_cost"]) == 0 and r["rate_group"] == "" for r in rows)
 
 
