@@ -176,7 +176,7 @@ def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
     return stubs_for(channel, control_server.admin_token)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def connect() -> Iterator[Callable[[ControlServer], Stubs]]:
     """Plaintext stubs for a server of server_factory, with its admin token: `connect(server).accounts…`."""
     with ExitStack() as stack:
