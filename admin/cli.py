@@ -60,6 +60,15 @@ def global_options(top_level: bool) -> argparse.ArgumentParser:
         default=default(None),
         help=f"TOML file with address and token (env {config.ENV_CONFIG}; default {config.DEFAULT_CONFIG})",
     )
+    group.add_argument("--ca-file", metavar="FILE", default=default(None),
+                       help=f"CA that signed the server's certificate (env {config.ENV_CA_FILE}; default: the "
+                       "system's CAs)")
+    group.add_argument("--cert-file", metavar="FILE", default=default(None),
+                       help=f"client certificate, for a server that requires one (env {config.ENV_CERT_FILE})")
+    group.add_argument("--key-file", metavar="FILE", default=default(None),
+                       help=f"the client certificate's key (env {config.ENV_KEY_FILE})")
+    group.add_argument("--plaintext", action="store_true", default=default(False),
+                       help=f"no TLS, for a server configured so (env {config.ENV_PLAINTEXT}=1)")
     group.add_argument(
         "--timeout",
         metavar="SECONDS",
@@ -93,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = config.resolve(args.address, args.token, args.config)
+    settings = config.resolve(args.address, args.token, args.config, ca_file=args.ca_file,
+                              cert_file=args.cert_file, key_file=args.key_file, plaintext=args.plaintext)
     args.token = settings.token
-    with grpc.insecure_channel(settings.address) as channel:
+    with config.open_channel(settings) as channel:
         return args.handler(args.stub(channel), args)
 
 

@@ -4,9 +4,10 @@
     python3 scripts/list-services.py --methods        # and their methods with request/response types
     python3 scripts/list-services.py --address 127.0.0.1:50051
 
-The address defaults to $TOLLGATE_ADDRESS, then `address` in ~/.config/tollgate/admin.toml, then
-127.0.0.1:50051. Reflection needs no token. Any python3 works: without grpc installed it re-runs itself with
-the repository's .venv/bin/python.
+The address and TLS settings are tollgate-admin's (admin/config.py): $TOLLGATE_ADDRESS, then `address` in
+~/.config/tollgate/admin.toml, then 127.0.0.1:50051; TLS with that file's ca_file (and client certificate),
+plaintext only with --plaintext or TOLLGATE_PLAINTEXT=1. Reflection needs no token. Any python3 works: without
+grpc installed it re-runs itself with the repository's .venv/bin/python.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,30 +31,24 @@ except ImportError:
         os.execv(venv / "bin" / "python", [str(venv / "bin" / "python"), __file__, *sys.argv[1:]])
     raise
 
-
-def default_address() -> str:
-    if os.environ.get("TOLLGATE_ADDRESS"):
-        return os.environ["TOLLGATE_ADDRESS"]
-    config = Path(os.environ.get("TOLLGATE_ADMIN_CONFIG") or "~/.config/tollgate/admin.toml").expanduser()
-    try:
-        with config.open("rb") as f:
-            return str(tomllib.load(f).get("address") or "127.0.0.1:50051")
-    except (OSError, tomllib.TOMLDecodeError):
-        return "127.0.0.1:50051"
+sys.path.insert(0, str(REPO))
+from admin import config  # noqa: E402  (after the re-exec above: it needs grpc)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="List the services of a gRPC server through reflection.")
-    parser.add_argument("--address", default=default_address(), help="host:port (default: %(default)s)")
+    parser.add_argument("--address", help="host:port (default: as tollgate-admin)")
+    parser.add_argument("--plaintext", action="store_true", help="no TLS, for a server configured so")
     parser.add_argument("--methods", action="store_true", help="also list each service's methods")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the server")
     args = parser.parse_args()
+    settings = config.resolve(args.address, None, None, plaintext=args.plaintext)
 
-    with grpc.insecure_channel(args.address) as channel:
+    with config.open_channel(settings) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=args.timeout)
         except grpc.FutureTimeoutError:
-            print(f"list-services: no gRPC server answers on {args.address}", file=sys.stderr)
+            print(f"list-services: no gRPC server answers on {settings.address}", file=sys.stderr)
             return 1
         database = ProtoReflectionDescriptorDatabase(channel)
         try:

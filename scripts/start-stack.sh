@@ -2,8 +2,10 @@
 # README command 1: start the whole tollgate stack with demo data (Debian 12, as root).
 #   1. scripts/bootstrap.sh: Debian packages, PostgreSQL and Redis running, .venv installed;
 #   2. the database named by the configured DSN (default "tollgate"), created when missing;
-#   3. /etc/tollgate/control.toml (or $TOLLGATE_CONFIG) with a fresh admin token, when missing;
-#   4. ~/.config/tollgate/admin.toml for tollgate-admin, with that token;
+#   3. /etc/tollgate/control.toml (or $TOLLGATE_CONFIG) with a fresh admin token, when missing; a private CA,
+#      a server certificate for 127.0.0.1/localhost and an operator client certificate in /etc/tollgate/tls
+#      (next to the config), when missing, and the service set to mutual TLS with them;
+#   4. ~/.config/tollgate/admin.toml for tollgate-admin, with that token and the client certificate;
 #   5. the control service (re)started in the background: pid run/control.pid, log run/control.log;
 #   6. demo data (scripts/demo_data.sh), then a summary.
 # Safe to run again: it keeps the configuration and the data, and restarts the control service.
@@ -23,11 +25,17 @@ die() { printf 'start-stack: %s\n' "$*" >&2; exit 1; }
 bash scripts/bootstrap.sh
 
 # --- control service configuration --------------------------------------------------------------------
+TLS_DIR="$(dirname "$TOLLGATE_CONFIG")/tls"
+if ! mkdir -p "$(dirname "$TOLLGATE_CONFIG")" 2>/dev/null || [[ ! -w "$(dirname "$TOLLGATE_CONFIG")" ]]; then
+    die "cannot write $(dirname "$TOLLGATE_CONFIG"): run as root (sudo bash scripts/start-stack.sh)"
+fi
+# A private CA, the server's certificate (127.0.0.1, ::1, localhost and this host's name) and an operator
+# client certificate; kept when present (control/tls.py).
+say "TLS material in $TLS_DIR"
+"$PY" -m control.tls "$TLS_DIR" --host "$(hostname)" | sed 's/^/    made /'
+
 if [[ ! -f "$TOLLGATE_CONFIG" ]]; then
     say "writing $TOLLGATE_CONFIG with a new admin token"
-    if ! mkdir -p "$(dirname "$TOLLGATE_CONFIG")" 2>/dev/null || [[ ! -w "$(dirname "$TOLLGATE_CONFIG")" ]]; then
-        die "cannot write $TOLLGATE_CONFIG: run as root (sudo bash scripts/start-stack.sh)"
-    fi
     (
         umask 077
         "$PY" - "$TOLLGATE_CONFIG" <<'EOF'
@@ -40,7 +48,8 @@ with open(path, "x") as f:
 listen = "127.0.0.1:50051"
 dsn = "postgresql://postgres@127.0.0.1:5432/tollgate"
 redis_url = "redis://127.0.0.1:6379/0"
-# Bearer tokens with full access. Keep this file mode 600.
+# Break-glass bearer tokens with the admin role (named operators: tollgate-admin operators). Keep this file
+# mode 600.
 admin_tokens = [{json.dumps(token)}]
 """)
 EOF
@@ -49,9 +58,26 @@ else
     say "keeping $TOLLGATE_CONFIG"
 fi
 chmod 600 "$TOLLGATE_CONFIG"
+# A configuration from before TLS (neither certificates nor plaintext = true) would not start: give it the
+# private CA's, with client certificates required.
+"$PY" - "$TOLLGATE_CONFIG" "$TLS_DIR" <<'EOF'
+import sys, tomllib
+path, tls = sys.argv[1:]
+with open(path, "rb") as f:
+    current = tomllib.load(f)
+if not any(k in current for k in ("tls_cert_file", "tls_key_file", "plaintext")):
+    with open(path, "a") as f:
+        f.write(f"""
+# Mutual TLS with the private CA of scripts/start-stack.sh (control/tls.py): clients need its certificate.
+tls_cert_file = "{tls}/server.pem"
+tls_key_file = "{tls}/server.key"
+tls_client_ca_file = "{tls}/ca.pem"
+""")
+    print(f"==> {path}: TLS with {tls}")
+EOF
 
 # The effective settings (file + TOLLGATE_* overrides), read by the service's own loader.
-# Line 1: client address, 2: DSN, 3: first admin token.
+# Line 1: client address, 2: DSN, 3: first admin token, 4: transport (tls, mtls or plaintext).
 mapfile -t settings < <("$PY" - <<'EOF'
 from control.config import load_config
 config = load_config()
@@ -61,12 +87,14 @@ if host in ("", "0.0.0.0", "[::]", "::", "*"):  # listening on every interface: 
 print(f"{host}:{port}")
 print(config.dsn)
 print(config.admin_tokens[0] if config.admin_tokens else "")
+print("plaintext" if not config.tls_cert_file else "mtls" if config.tls_client_ca_file else "tls")
 EOF
 )
-((${#settings[@]} == 3)) || die "cannot read the configuration $TOLLGATE_CONFIG"
+((${#settings[@]} == 4)) || die "cannot read the configuration $TOLLGATE_CONFIG"
 ADDRESS="${settings[0]}"
 DSN="${settings[1]}"
 TOKEN="${settings[2]}"
+TRANSPORT="${settings[3]}"
 [[ -n "$TOKEN" ]] || die "no admin_tokens in $TOLLGATE_CONFIG (nor in TOLLGATE_ADMIN_TOKENS)"
 
 # --- database ----------------------------------------------------------------------------------------
@@ -89,37 +117,52 @@ EOF
 say "$created"
 
 # --- CLI configuration -------------------------------------------------------------------------------
-# write_cli_config HOME_DIR OWNER: ~/.config/tollgate/admin.toml with this server's address and admin token.
-# An existing file is kept when it already holds one of the admin tokens (it may carry other choices).
+# write_cli_config HOME_DIR OWNER: ~/.config/tollgate/admin.toml with this server's address, admin token and
+# TLS settings; the CA and the operator client certificate are copied beside it (owned by OWNER, key mode
+# 600), since the originals in /etc/tollgate/tls are root's. An existing file is kept when it already holds
+# one of the admin tokens and TLS settings that fit (it may carry other choices).
 write_cli_config() {
-    local home=$1 owner=$2 file="$1/.config/tollgate/admin.toml"
-    if [[ -f "$file" ]] && "$PY" - "$file" <<'EOF'
+    local home=$1 owner=$2 dir="$1/.config/tollgate" file="$1/.config/tollgate/admin.toml" group
+    group="$(id -gn "$owner")"
+    if [[ ! -d "$home/.config" ]]; then
+        install -d -m 700 -o "$owner" -g "$group" "$home/.config"
+    fi
+    install -d -m 700 -o "$owner" -g "$group" "$dir"
+    if [[ "$TRANSPORT" != plaintext ]]; then
+        install -m 644 -o "$owner" -g "$group" "$TLS_DIR/ca.pem" "$dir/ca.pem"
+        install -m 600 -o "$owner" -g "$group" "$TLS_DIR/client.pem" "$dir/client.pem"
+        install -m 600 -o "$owner" -g "$group" "$TLS_DIR/client.key" "$dir/client.key"
+    fi
+    if [[ -f "$file" ]] && "$PY" - "$file" "$TRANSPORT" <<'EOF'
 import sys, tomllib
 from control.config import load_config
 with open(sys.argv[1], "rb") as f:
-    token = tomllib.load(f).get("token")
-sys.exit(0 if token in load_config().admin_tokens else 1)
+    current = tomllib.load(f)
+tls_ok = current.get("plaintext") is True if sys.argv[2] == "plaintext" else "ca_file" in current
+sys.exit(0 if current.get("token") in load_config().admin_tokens and tls_ok else 1)
 EOF
     then
         say "keeping $file"
         return
     fi
-    say "writing $file (address $ADDRESS, admin token)"
-    if [[ ! -d "$home/.config" ]]; then
-        install -d -m 700 -o "$owner" -g "$(id -gn "$owner")" "$home/.config"
-    fi
-    install -d -m 700 -o "$owner" -g "$(id -gn "$owner")" "$home/.config/tollgate"
+    say "writing $file (address $ADDRESS, admin token, $TRANSPORT)"
     (
         umask 077
-        "$PY" - "$file" "$ADDRESS" "$TOKEN" <<'EOF'
+        "$PY" - "$file" "$ADDRESS" "$TOKEN" "$TRANSPORT" "$dir" <<'EOF'
 import json, sys
-path, address, token = sys.argv[1:]
+path, address, token, transport, directory = sys.argv[1:]
 with open(path, "w") as f:
     f.write("# tollgate-admin: written by scripts/start-stack.sh\n")
     f.write(f"address = {json.dumps(address)}\ntoken = {json.dumps(token)}\n")
+    if transport == "plaintext":
+        f.write("plaintext = true\n")
+    else:
+        f.write(f"ca_file = {json.dumps(directory + '/ca.pem')}\n")
+        f.write(f"cert_file = {json.dumps(directory + '/client.pem')}\n")
+        f.write(f"key_file = {json.dumps(directory + '/client.key')}\n")
 EOF
     )
-    chown "$owner:$(id -gn "$owner")" "$file"
+    chown "$owner:$group" "$file"
 }
 write_cli_config "$HOME" "$(id -un)"
 if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root && "$SUDO_USER" != "$(id -un)" ]]; then
@@ -154,9 +197,11 @@ import os, sys, time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from admin import config
+
 address, pid = sys.argv[1], int(sys.argv[2])
 deadline = time.monotonic() + 30
-with grpc.insecure_channel(address) as channel:
+with config.open_channel(config.resolve(address, None, None)) as channel:
     stub = health_pb2_grpc.HealthStub(channel)
     while time.monotonic() < deadline:
         try:
@@ -189,7 +234,7 @@ bash scripts/start-kamailio.sh
 cat <<EOF
 
 tollgate control service
-  address      $ADDRESS (gRPC, plaintext, loopback)
+  address      $ADDRESS (gRPC, $TRANSPORT; CA and certificates in $TLS_DIR)
   pid / log    $ROOT/$PIDFILE  /  $ROOT/$LOG
   config       $TOLLGATE_CONFIG (admin token in admin_tokens)
   CLI config   $HOME/.config/tollgate/admin.toml (address + the same token)

@@ -27,19 +27,8 @@ from control.config import Config
 from control.server import RunningServer, create_server
 from fastpath import runtime
 from fastpath import snapshot_format as fmt
+from tests.helpers import Stubs, stubs_for
 from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_kamailio
-from tollgate.v1 import (
-    account_pb2_grpc,
-    audit_pb2_grpc,
-    auth_pb2_grpc,
-    cdr_pb2_grpc,
-    company_pb2_grpc,
-    directory_pb2_grpc,
-    invoice_pb2_grpc,
-    operator_pb2_grpc,
-    rating_pb2_grpc,
-    trunks_pb2_grpc,
-)
 
 PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A Redis database apart from the demo stack's, and a namespace of this session's own, so that test
@@ -136,38 +125,6 @@ def server_factory(database_dsn: str, redis_client: redis.Redis) -> Iterator[Ser
 def channel(control_server: ControlServer) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(control_server.address) as ch:
         yield ch
-
-
-@dataclass
-class Stubs:
-    accounts: account_pb2_grpc.AccountServiceStub
-    company: company_pb2_grpc.CompanyServiceStub
-    auth: auth_pb2_grpc.AuthServiceStub
-    rate_groups: rating_pb2_grpc.RateGroupServiceStub
-    trunks: trunks_pb2_grpc.TrunkServiceStub
-    directory: directory_pb2_grpc.DirectoryServiceStub
-    metadata: tuple
-    cdrs: cdr_pb2_grpc.CdrServiceStub
-    invoices: invoice_pb2_grpc.InvoiceServiceStub
-    operators: operator_pb2_grpc.OperatorServiceStub
-    audit: audit_pb2_grpc.AuditServiceStub
-
-
-def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
-    """Every service's stub on `channel`, and the bearer metadata of `token`."""
-    return Stubs(
-        account_pb2_grpc.AccountServiceStub(channel),
-        company_pb2_grpc.CompanyServiceStub(channel),
-        auth_pb2_grpc.AuthServiceStub(channel),
-        rating_pb2_grpc.RateGroupServiceStub(channel),
-        trunks_pb2_grpc.TrunkServiceStub(channel),
-        directory_pb2_grpc.DirectoryServiceStub(channel),
-        (("authorization", f"Bearer {token}"),),
-        cdr_pb2_grpc.CdrServiceStub(channel),
-        invoice_pb2_grpc.InvoiceServiceStub(channel),
-        operator_pb2_grpc.OperatorServiceStub(channel),
-        audit_pb2_grpc.AuditServiceStub(channel),
-    )
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,33 @@
-"""Small helpers for API tests: unique test data and decoding of rich error statuses."""
+"""Small helpers for tests: unique test data, every service's stub, decoding of rich error statuses, running the CLI."""
 
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
+import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from tollgate.v1 import (
+    account_pb2_grpc,
+    audit_pb2_grpc,
+    auth_pb2_grpc,
+    cdr_pb2_grpc,
+    company_pb2_grpc,
+    directory_pb2_grpc,
+    invoice_pb2_grpc,
+    operator_pb2_grpc,
+    rating_pb2_grpc,
+    trunks_pb2_grpc,
+)
 
 
 def unique_email(tag: str = "user") -> str:
@@ -17,6 +36,38 @@ def unique_email(tag: str = "user") -> str:
 
 def unique_number() -> str:
     return "T" + uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Stubs:
+    accounts: account_pb2_grpc.AccountServiceStub
+    company: company_pb2_grpc.CompanyServiceStub
+    auth: auth_pb2_grpc.AuthServiceStub
+    rate_groups: rating_pb2_grpc.RateGroupServiceStub
+    trunks: trunks_pb2_grpc.TrunkServiceStub
+    directory: directory_pb2_grpc.DirectoryServiceStub
+    metadata: tuple
+    cdrs: cdr_pb2_grpc.CdrServiceStub
+    invoices: invoice_pb2_grpc.InvoiceServiceStub
+    operators: operator_pb2_grpc.OperatorServiceStub
+    audit: audit_pb2_grpc.AuditServiceStub
+
+
+def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
+    """Every service's stub on `channel`, and the bearer metadata of `token`."""
+    return Stubs(
+        account_pb2_grpc.AccountServiceStub(channel),
+        company_pb2_grpc.CompanyServiceStub(channel),
+        auth_pb2_grpc.AuthServiceStub(channel),
+        rating_pb2_grpc.RateGroupServiceStub(channel),
+        trunks_pb2_grpc.TrunkServiceStub(channel),
+        directory_pb2_grpc.DirectoryServiceStub(channel),
+        (("authorization", f"Bearer {token}"),),
+        cdr_pb2_grpc.CdrServiceStub(channel),
+        invoice_pb2_grpc.InvoiceServiceStub(channel),
+        operator_pb2_grpc.OperatorServiceStub(channel),
+        audit_pb2_grpc.AuditServiceStub(channel),
+    )
 
 
 @dataclass
@@ -57,3 +108,32 @@ def forged_page_tokens(genuine: str) -> list[str]:
     flipped = genuine[:20] + ("A" if genuine[20] != "A" else "B") + genuine[21:]
     return [flipped, "%%%", _b64("[[" * 100_000), _b64('{"after": true, "q": "x"}'), _b64('{"a": 1}'),
             _b64("Infinity"), _b64('{"after": "x", "q": "0000000000000000"}'), "x" * 5000, "ü" * 10]
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+Run = Callable[..., subprocess.CompletedProcess]
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    """The caller's environment minus anything that could point the CLI elsewhere (incl. ~/.config); plaintext,
+    like the session's server (tests/test_tls.py runs the CLI over TLS)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+    env["HOME"] = str(home)
+    env["TOLLGATE_PLAINTEXT"] = "1"
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "admin", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"rc={result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}"
+    return result.stdout
+
+
+def ok_json(result: subprocess.CompletedProcess):
+    return json.loads(ok(result))

@@ -9,33 +9,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from admin.accounts import RowCounter
 from admin.money import format_money, parse_money
+from tests.helpers import Run, clean_env, ok, ok_json, run_cli
 
 VENV_SCRIPT = Path(sys.executable).with_name("tollgate-admin")
-Run = Callable[..., subprocess.CompletedProcess]
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    """The caller's environment minus anything that could point the CLI elsewhere (incl. ~/.config)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
-    env["HOME"] = str(home)
-    return env
-
-
-def run_cli(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "admin", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.fixture
@@ -58,15 +43,6 @@ def cli_flags(control_server, home: Path) -> Run:
     env = clean_env(home)
     flags = ["--address", control_server.address, "--token", control_server.admin_token]
     return lambda *args, stdin="": run_cli([*flags, *args], env, stdin)
-
-
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, f"rc={result.returncode}\nstdout:{result.stdout}\nstderr:{result.stderr}"
-    return result.stdout
-
-
-def ok_json(result: subprocess.CompletedProcess):
-    return json.loads(ok(result))
 
 
 def unique() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_admin_cli import Run, clean_env, ok, ok_json, run_cli
+from tests.helpers import Run, clean_env, ok, ok_json, run_cli
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from admin.apply_spec import load
-from tests.test_admin_cli import Run, clean_env, ok, ok_json, run_cli
+from tests.helpers import Run, clean_env, ok, ok_json, run_cli
 from tests.test_admin_config_cli import digits, fails, uid
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

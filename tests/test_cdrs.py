@@ -21,8 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from psycopg import sql
 
-from tests.helpers import failure, forged_page_tokens, unique_email, unique_number
-from tests.test_admin_cli import clean_env, ok, ok_json, run_cli
+from tests.helpers import clean_env, failure, forged_page_tokens, ok, ok_json, run_cli, unique_email, unique_number
 from tollgate.v1 import account_pb2, auth_pb2, cdr_pb2, company_pb2
 
 BASE = datetime(2031, 5, 4, 10, 0, tzinfo=UTC)
