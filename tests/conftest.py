@@ -112,7 +112,7 @@ def server_factory(database_dsn: str, redis_client: redis.Redis) -> Iterator[Ser
             dsn = stack.enter_context(_scratch_database()) if fresh_database else database_dsn
             namespace = f"{REDIS_NAMESPACE}s{len(started)}"
             token = "tga_" + secrets.token_urlsafe(24)
-            config = dataclasses.replace(_test_config(dsn, namespace, token), workers=4, **overrides)
+            config = dataclasses.replace(_test_config(dsn, namespace, token), **({"workers": 4} | overrides))
             running = create_server(config)
             started.append(running)
             stack.callback(running.stop, 0)
