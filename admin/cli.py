@@ -10,7 +10,20 @@ import sys
 
 import grpc
 
-from admin import accounts, apply, cdrs, company, config, directory, invoices, login, rating, trunks
+from admin import (
+    accounts,
+    apply,
+    audit,
+    cdrs,
+    company,
+    config,
+    directory,
+    invoices,
+    login,
+    operators,
+    rating,
+    trunks,
+)
 from admin.errors import EXIT_OTHER, EXIT_USAGE, UsageError, report_rpc_error
 
 PROG = "tollgate-admin"
@@ -98,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_parsers(commands, common)
     cdrs.add_parsers(commands, common)
     invoices.add_parsers(commands, common)
+    operators.add_parsers(commands, common)
+    audit.add_parsers(commands, common)
     return parser
 
 
