@@ -99,7 +99,7 @@ def _checked(source: str, key: str, value, kind) -> object:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok, value = True, float(value)
     if not ok:
-        raise SystemExit(f"{source}: {key} must be a {kind.__name__}, not {value!r}")
+        raise SystemExit(f"{source}: {key} must be of type {kind.__name__}, not {value!r}")
     return value
 
 

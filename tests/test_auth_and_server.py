@@ -186,3 +186,34 @@ def test_config_file_and_environment(tmp_path):
     path.write_text('listne = "typo"\n')
     with pytest.raises(SystemExit, match="unknown keys"):
         load_config(str(path), {})
+
+
+def test_every_key_has_an_environment_variable_of_its_type(tmp_path):
+    config = load_config(str(tmp_path / "missing.toml"), {
+        "TOLLGATE_PLAINTEXT": "yes", "TOLLGATE_STATEMENT_TIMEOUT_SECONDS": "2.5", "TOLLGATE_WORKERS": "3",
+        "TOLLGATE_TLS_CLIENT_CA_FILE": "/etc/ca.pem"})
+    assert (config.plaintext, config.statement_timeout_seconds, config.workers, config.tls_client_ca_file) == (
+        True, 2.5, 3, "/etc/ca.pem")
+    for variable, value in (("TOLLGATE_PLAINTEXT", "maybe"), ("TOLLGATE_WORKERS", "many")):
+        with pytest.raises(SystemExit, match=variable):
+            load_config(str(tmp_path / "missing.toml"), {variable: value})
+    path = tmp_path / "control.toml"
+    path.write_text('workers = "16"\n')
+    with pytest.raises(SystemExit, match="workers must be of type int"):
+        load_config(str(path), {})
+
+
+def test_the_example_configuration_documents_every_key_with_its_default():
+    import dataclasses
+    import tomllib
+    from pathlib import Path
+
+    from control.config import Config, env_name
+
+    example = Path(__file__).resolve().parents[1] / "config" / "control.example.toml"
+    text = example.read_text()
+    values = tomllib.loads(text)
+    defaults = {f.name: getattr(Config(), f.name) for f in dataclasses.fields(Config)}
+    assert set(values) == set(defaults)
+    assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()} == defaults
+    assert all(env_name(key) in text for key in defaults)
