@@ -242,8 +242,10 @@ def list_locks(conn: psycopg.Connection, request: operator_pb2.ListLoginLocksReq
     return response
 
 
-def clear_lock(conn: psycopg.Connection, kind: str, key: str) -> None:
+def clear_lock(conn: psycopg.Connection, limiter: throttle.LoginThrottle, kind: str, key: str) -> None:
     row = throttle.clear(conn, kind, key)
+    if row is not None:
+        limiter.forget(kind, row["key"])
     if row is None:
         raise not_found(f"failed logins of {kind} {clip(key)}")
     audit.record(conn, f"loginLocks/{kind}/{row['key']}", audit.diff(

@@ -149,7 +149,7 @@ def _servicers(server: grpc.Server, database: db.Database, config: Config) -> No
     directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryService(database), server)
     cdr_pb2_grpc.add_CdrServiceServicer_to_server(CdrService(database), server)
     invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(InvoiceService(database), server)
-    operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(database, config), server)
+    operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(database, config, limiter), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(database), server)
 
 

@@ -117,9 +117,10 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
 
 
 class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
-    def __init__(self, db: Database, config: Config):
+    def __init__(self, db: Database, config: Config, limiter: LoginThrottle):
         self._db = db
         self._ttl = config.operator_token_ttl_seconds
+        self._limiter = limiter
 
     def CreateOperator(self, request, context) -> operator_pb2.CreateOperatorResponse:
         if not request.HasField("operator"):
@@ -163,7 +164,7 @@ class OperatorService(operator_pb2_grpc.OperatorServiceServicer):
 
     def ClearLoginLock(self, request, context) -> operator_pb2.ClearLoginLockResponse:
         with self._db.transaction() as conn:
-            operators.clear_lock(conn, request.kind, request.key)
+            operators.clear_lock(conn, self._limiter, request.kind, request.key)
         return operator_pb2.ClearLoginLockResponse()
 
 
