@@ -44,10 +44,25 @@ def _filter(args: argparse.Namespace) -> str:
     return text
 
 
+def _whole(value):
+    """JSON numbers come back from a Struct as floats: 20000000.0 reads as 20000000 again (money in micros)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    return value
+
+
+def _as_dict(event: audit_pb2.AuditEvent) -> dict:
+    return output.to_dict(event) | {"changes": _whole(json_format.MessageToDict(event.changes))}
+
+
 def _changes(event: audit_pb2.AuditEvent) -> str:
     """field: old -> new, one per change, compact; the full values are in --json."""
     parts = []
-    for name, change in json_format.MessageToDict(event.changes).items():
+    for name, change in _whole(json_format.MessageToDict(event.changes)).items():
         if isinstance(change, dict) and set(change) <= {"old", "new"}:
             parts.append(f"{name}: {json.dumps(change.get('old'))} -> {json.dumps(change.get('new'))}")
         else:
@@ -59,7 +74,7 @@ def _changes(event: audit_pb2.AuditEvent) -> str:
 def list_(stub: Stub, args: argparse.Namespace) -> int:
     events = list(iter_events(stub, args))
     if args.json:
-        output.print_json([output.to_dict(e) for e in events])
+        output.print_json([_as_dict(e) for e in events])
     else:
         output.print_table(([e.create_time.ToJsonString(), e.principal, e.rpc.rsplit(".", 1)[-1], e.resource,
                              e.request_id, _changes(e)] for e in events), HEADERS)
