@@ -15,10 +15,10 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
+from callstate.store import CallState
 from control.config import Config, describe, redact_url
 from control.server import create_server
 from fastpath import snapshot_format as fmt
-from fastpath.admission import Admissions
 from tests.conftest import PG_SERVER_DSN, REDIS_URL
 from tests.helpers import stubs_for, unique_email
 from tollgate.v1 import account_pb2
@@ -84,7 +84,7 @@ def test_the_service_runs_on_a_redis_acl_user_and_a_postgresql_role(redis_user, 
             as_user = redis.Redis.from_url(redis_user["url"])
             keys = fmt.Keys(redis_user["namespace"])
             assert _wait(lambda: as_user.hget(keys.pointer, "accounts") is not None)
-            money = Admissions(as_user, redis_user["namespace"])
+            money = CallState(as_user, redis_user["namespace"])
             assert _wait(lambda: money.available(account.account_number, 0) == 3_000_000)
             as_user.close()
     finally:
