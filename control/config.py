@@ -57,7 +57,7 @@ class Config:
     housekeeping_interval_seconds: float = 300.0
     # How often the Redis projection is checked against PostgreSQL besides the change notifications.
     projection_interval_seconds: float = 2.0
-    # How often CDRs are moved from Redis into PostgreSQL and orphaned calls are looked for (control/ledger.py).
+    # How often CDRs are moved from Redis into PostgreSQL and orphaned calls are looked for (control/billing/ledger.py).
     ledger_interval_seconds: float = 1.0
     # An open call is orphaned (its node died) this long after it must have ended: answered, its granted
     # seconds after the answer; unanswered, max_ring_seconds (>= Kamailio's fr_inv_timer) after its admission.

@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from control import calls, errors
+from control.api import calls, errors
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import ConnectionPool
 
-from control import calls, db, paging, throttle, tls
-from control.auth import PasswordGate, TokenAuthority
-from control.cdrs import CdrService
+from control import db
+from control.access import throttle, tls
+from control.access.auth import PasswordGate, TokenAuthority
+from control.api import calls, paging
+from control.api.interceptors import AuthInterceptor, ErrorInterceptor, RequestCheckInterceptor
+from control.api.servicers.access import AuditService, AuthService, OperatorService
+from control.api.servicers.accounts import AccountService, CompanyService
+from control.api.servicers.billing import CdrService, InvoiceService
+from control.api.servicers.configuration import DirectoryService, RateGroupService, TrunkService
+from control.billing.ledger import Ledger
 from control.config import Config, describe, load_config
-from control.config_servicers import DirectoryService, RateGroupService, TrunkService
-from control.interceptors import AuthInterceptor, ErrorInterceptor, RequestCheckInterceptor
-from control.invoices import InvoiceService
-from control.ledger import Ledger
 from control.projection import Publisher
-from control.servicers import AccountService, AuditService, AuthService, CompanyService, OperatorService
 from tollgate.v1 import (
     account_pb2,
     account_pb2_grpc,

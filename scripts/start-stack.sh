@@ -30,9 +30,9 @@ if ! mkdir -p "$(dirname "$TOLLGATE_CONFIG")" 2>/dev/null || [[ ! -w "$(dirname 
     die "cannot write $(dirname "$TOLLGATE_CONFIG"): run as root (sudo bash scripts/start-stack.sh)"
 fi
 # A private CA, the server's certificate (127.0.0.1, ::1, localhost and this host's name) and an operator
-# client certificate; kept when present (control/tls.py).
+# client certificate; kept when present (control/access/tls.py).
 say "TLS material in $TLS_DIR"
-"$PY" -m control.tls "$TLS_DIR" --host "$(hostname)" | sed 's/^/    made /'
+"$PY" -m control.access.tls "$TLS_DIR" --host "$(hostname)" | sed 's/^/    made /'
 
 if [[ ! -f "$TOLLGATE_CONFIG" ]]; then
     say "writing $TOLLGATE_CONFIG with a new admin token"
@@ -68,7 +68,7 @@ with open(path, "rb") as f:
 if not any(k in current for k in ("tls_cert_file", "tls_key_file", "plaintext")):
     with open(path, "a") as f:
         f.write(f"""
-# Mutual TLS with the private CA of scripts/start-stack.sh (control/tls.py): clients need its certificate.
+# Mutual TLS with the private CA of scripts/start-stack.sh (control/access/tls.py): clients need its certificate.
 tls_cert_file = "{tls}/server.pem"
 tls_key_file = "{tls}/server.key"
 tls_client_ca_file = "{tls}/ca.pem"

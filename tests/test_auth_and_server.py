@@ -84,7 +84,7 @@ def test_account_token_may_edit_only_its_profile_and_password(admin, customer):
         denied = failure(lambda c=change: admin.accounts.UpdateAccount(pb.UpdateAccountRequest(account=c),
                                                                        metadata=mine))
         assert denied.code == grpc.StatusCode.PERMISSION_DENIED
-    # The password and the notification address are not changed with a bare session (control/sessions.py).
+    # The password and the notification address are not changed with a bare session (control/access/sessions.py).
     for change, mask in ((pb.Account(name=customer.name, password="brand-new-pass"), "password"),
                          (pb.Account(name=customer.name, profile=pb.Profile(notification_email="x@evil.example")),
                           "profile.notification_email")):

@@ -20,8 +20,8 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from control import invoices
-from control.ledger import Ledger
+from control.billing import invoices
+from control.billing.ledger import Ledger
 from tests.helpers import clean_env, failure, ok, ok_json, run_cli, unique_email, unique_number
 from tests.test_cdrs import cdr, insert
 from tollgate.v1 import account_pb2, auth_pb2, company_pb2, invoice_pb2

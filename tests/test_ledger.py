@@ -1,4 +1,4 @@
-"""control/ledger.py: the switch's settled calls become CDRs and balance moves in PostgreSQL (SPEC §9),
+"""control/billing/ledger.py: the switch's settled calls become CDRs and balance moves in PostgreSQL (SPEC §9),
 once each, none lost while PostgreSQL is down; orphaned calls are reaped."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from callstate.store import CallState
-from control.ledger import Ledger
+from control.billing.ledger import Ledger
 from tests.kamailio_harness import number, unique_email
 from tollgate.v1 import account_pb2 as apb
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from google.protobuf import descriptor_pool, field_mask_pb2, message_factory
 
-from control import permissions
+from control.api import permissions
 from control.server import SERVICE_NAMES
 from tests.helpers import failure, unique_email
 from tollgate.v1 import account_pb2, auth_pb2, company_pb2, operator_pb2, rating_pb2, trunks_pb2

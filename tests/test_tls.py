@@ -1,5 +1,5 @@
 """TLS and mutual TLS on the gRPC port (SPEC §11, issue 10 finding 9), with the private CA that
-scripts/start-stack.sh makes (control/tls.py), for the service and for tollgate-admin."""
+scripts/start-stack.sh makes (control/access/tls.py), for the service and for tollgate-admin."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from control import tls
+from control.access import tls
 from control.config import Config
 from control.server import create_server
 from tests.helpers import clean_env, ok, run_cli, stubs_for

@@ -1,0 +1,61 @@
+"""CdrService and InvoiceService: reading CDRs and invoices, generating invoices (control/billing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from psycopg import sql
+
+from control.api import calls
+from control.api.errors import failed_precondition
+from control.billing import cdrs, invoices
+from control.db import Database
+from tollgate.v1 import account_pb2, cdr_pb2, cdr_pb2_grpc, invoice_pb2, invoice_pb2_grpc
+
+
+class CdrService(cdr_pb2_grpc.CdrServiceServicer):
+    def __init__(self, db: Database):
+        self._db = db
+
+    def ListCdrs(self, request: cdr_pb2.ListCdrsRequest, context) -> cdr_pb2.ListCdrsResponse:
+        with self._db.transaction() as conn:
+            return cdrs.list_page(conn, calls.principal(), request)
+
+    def ExportCdrsCsv(self, request: cdr_pb2.ExportCdrsCsvRequest, context) -> Iterator[account_pb2.CsvChunk]:
+        query = cdrs.CdrQuery.build(calls.principal(), request.filter)
+        with self._db.transaction(long=True) as conn:
+            yield from cdrs.csv_chunks(conn, query)
+
+
+class InvoiceService(invoice_pb2_grpc.InvoiceServiceServicer):
+    def __init__(self, db: Database):
+        self._db = db
+
+    def GenerateInvoices(self, request: invoice_pb2.GenerateInvoicesRequest,
+                         context) -> invoice_pb2.GenerateInvoicesResponse:
+        as_of = request.as_of.ToDatetime(tzinfo=UTC) if request.HasField("as_of") else datetime.now(UTC)
+        with self._db.connection(long=True) as conn:
+            made = invoices.generate_due(conn, as_of)
+        return invoice_pb2.GenerateInvoicesResponse(invoices=[invoices.to_message(r) for r in made])
+
+    def GetInvoice(self, request: invoice_pb2.GetInvoiceRequest, context) -> invoice_pb2.Invoice:
+        with self._db.transaction() as conn:
+            return invoices.to_message(invoices.fetch(conn, calls.principal(), request.name))
+
+    def ListInvoices(self, request: invoice_pb2.ListInvoicesRequest, context) -> invoice_pb2.ListInvoicesResponse:
+        with self._db.transaction() as conn:
+            return invoices.list_page(conn, calls.principal(), request)
+
+    def ExportInvoiceCdrsCsv(self, request: invoice_pb2.ExportInvoiceCdrsCsvRequest,
+                             context) -> Iterator[account_pb2.CsvChunk]:
+        principal = calls.principal()
+        with self._db.transaction(long=True) as conn:
+            invoice = invoices.fetch(conn, principal, request.name)
+            if invoice["invoice_with_cdr"] == "PDF":
+                raise failed_precondition("PDF rendering is not built; use CSV")
+            # The CdrService view: an account token sees only its own side of each call (no route, no cost).
+            on_invoice = sql.SQL("(c.sort_account, c.call_id) IN "
+                                 "(SELECT account_number, call_id FROM cdrs WHERE invoice_id = %s)")
+            query = cdrs.CdrQuery.build(principal, "").also(on_invoice, [invoice["id"]])
+            yield from cdrs.csv_chunks(conn, query)

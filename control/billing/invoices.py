@@ -1,0 +1,266 @@
+"""Postpaid invoices (SPEC §10): made on each account's billing day, in its timezone, for the period since the
+previous invoice (the first one: since the account was created).
+
+- Period: [previous period_end or account creation, the latest billing day 00:00 local <= now). A CDR belongs
+  to the period its call was set up in (setup_time; recorded_at for the rare CDR without one): the price was
+  fixed at setup. A payment or charge belongs to the period it was posted in.
+- Each CDR and payment is assigned to one invoice (its invoice_id) in the transaction that makes the invoice:
+  every uninvoiced one of the account before period_end, so a CDR that reaches PostgreSQL after its period
+  was invoiced lands on the next invoice instead of on none.
+- Numbers come from a one-row counter updated in the same transaction: gapless, a rollback gives it back.
+- total = usage + non-call charges + tax; tax = round-half-up((usage + charges) x company tax_percent / 100)
+  to the micro, once per invoice. Payments are listed, not subtracted (the balance says what is owed).
+- An invoice whose total is 0 is made only with generate_zero_invoice; without one, the next invoice covers
+  the period since the last one that was made.
+- Only what the account placed as a customer is invoiced. A provider's earnings (the provider_cost credited
+  for calls it carried) are on no invoice yet.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import psycopg
+from google.type import date_pb2
+from psycopg import sql
+from psycopg.rows import dict_row, tuple_row
+
+from control.access import audit
+from control.access.principals import Principal
+from control.accounts import company
+from control.accounts.accounts import NAME_PREFIX as ACCOUNT_PREFIX
+from control.api import calls, paging
+from control.api.errors import invalid, not_found
+from control.api.fields import timestamp
+from control.api.listing import Column, parse_filter
+from tollgate.v1 import account_pb2, invoice_pb2
+
+NAME_PREFIX = "invoices/"
+DUE_DAYS = 15  # the due date: issue date + 15 days (net 15, usual for wholesale voice)
+DIRECTIONS = ("outbound", "local", "inbound")
+_MICROS_PER_PERCENT_UNIT = 100 * 10_000  # tax_percent is applied as an integer of 1/10,000 percent
+
+FIELDS = {
+    "account": Column("i.account_number", "number", prefix=ACCOUNT_PREFIX),
+    "number": Column("i.number", "text", prefix=NAME_PREFIX),
+    "issue_date": Column("i.issue_date", "time"),
+    "due_date": Column("i.due_date", "time"),
+    "period_start": Column("i.period_start", "time"),
+    "period_end": Column("i.period_end", "time"),
+    "total": Column("i.total", "int", unit="micros"),
+}
+
+
+class _NothingToInvoice(Exception):
+    """Rolls back an invoice that must not be made (zero total), its number included."""
+
+
+# ---------------------------------------------------------------------------------------------- periods
+
+
+def period_end(now: datetime, timezone: str, billing_day: int) -> datetime:
+    """The latest billing day 00:00 in the account's timezone that is not after `now`, in UTC."""
+    zone = ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    year, month = local.year, local.month
+    boundary = datetime(year, month, billing_day, tzinfo=zone)
+    if boundary > local:
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+        boundary = datetime(year, month, billing_day, tzinfo=zone)
+    return boundary.astimezone(UTC)
+
+
+def tax_of(taxable: int, percent: Decimal) -> int:
+    """round-half-up(taxable x percent / 100) in integer micros; taxable is never negative here."""
+    return (taxable * int(percent * 10_000) + _MICROS_PER_PERCENT_UNIT // 2) // _MICROS_PER_PERCENT_UNIT
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+def _rows(conn: psycopg.Connection, query: str | sql.Composable, params: dict | tuple = ()) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(query, params).fetchall()
+
+
+def _scalar(conn: psycopg.Connection, query: str, params: tuple = ()):
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        return cursor.execute(query, params).fetchone()[0]
+
+
+_CANDIDATES = """
+SELECT a.account_number, a.timezone, a.billing_day,
+       coalesce((SELECT max(i.period_end) FROM invoices i WHERE i.account_number = a.account_number),
+                a.created_at) AS period_start
+FROM accounts a
+WHERE a.account_type = 'POSTPAID' AND a.deleted_at IS NULL
+ORDER BY a.id
+"""
+
+
+def generate_due(conn: psycopg.Connection, now: datetime) -> list[dict]:
+    """Every invoice due at `now`, each in its own transaction (a savepoint when the caller holds one); the
+    rows made, in order of number. Running it again makes nothing."""
+    with conn.transaction():
+        candidates = _rows(conn, _CANDIDATES)
+    made = []
+    for account in candidates:
+        if period_end(now, account["timezone"], account["billing_day"]) <= account["period_start"]:
+            continue  # not due: most accounts, most hours
+        try:
+            with conn.transaction():
+                row = _invoice_account(conn, account["account_number"], now)
+        except _NothingToInvoice:
+            continue
+        if row is not None:
+            made.append(row)
+    return made
+
+
+def _invoice_account(conn: psycopg.Connection, number: str, now: datetime) -> dict | None:
+    """The account's invoice, under its row lock: a second generator waits here, then finds nothing due."""
+    locked = _rows(conn, _CANDIDATES.replace("ORDER BY a.id", "AND a.account_number = %s FOR UPDATE OF a"),
+                   (number,))
+    if not locked:  # deleted or made prepaid meanwhile
+        return None
+    account = _rows(conn, "SELECT * FROM accounts WHERE account_number = %s", (number,))[0]
+    start, end = locked[0]["period_start"], period_end(now, account["timezone"], account["billing_day"])
+    if end <= start:
+        return None
+    invoice_id = _insert_header(conn, account, start, end)
+    usage = _assign_cdrs(conn, invoice_id, number, end)
+    payments, charges = _assign_payments(conn, invoice_id, number, end)
+    percent = _scalar(conn, "SELECT tax_percent FROM company WHERE id = 1")
+    taxable = sum(u["amount"] for u in usage.values()) + charges
+    tax = tax_of(taxable, percent)
+    if taxable + tax == 0 and not account["generate_zero_invoice"]:
+        raise _NothingToInvoice
+    totals = {f"{d}_{k}": usage[d][k] for d in DIRECTIONS for k in ("calls", "seconds", "amount")}
+    totals |= {"charges": charges, "payments": payments, "tax_percent": percent, "tax_amount": tax,
+               "total": taxable + tax, "id": invoice_id}
+    assignments = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k))
+                                     for k in totals if k != "id")
+    row = _rows(conn, sql.SQL("UPDATE invoices SET {} WHERE id = %(id)s RETURNING *").format(assignments), totals)[0]
+    audit.record(conn, NAME_PREFIX + row["number"], audit.diff(None, {
+        "account": row["account_number"], "period_start": row["period_start"], "period_end": row["period_end"],
+        "total": row["total"]}), rpc=None if calls.current() else "ledger/GenerateInvoices")
+    return row
+
+
+def _insert_header(conn: psycopg.Connection, account: dict, start: datetime, end: datetime) -> int:
+    """The invoice's number (the counter row stays locked until commit) and what it copies from the account."""
+    serial = _scalar(conn, "UPDATE invoice_counter SET last_number = last_number + 1 WHERE id = 1 "
+                           "RETURNING last_number")
+    issue = end.astimezone(ZoneInfo(account["timezone"])).date()
+    return _scalar(
+        conn, "INSERT INTO invoices (number, account_number, period_start, period_end, issue_date, due_date, timezone,"
+        " tax_number, invoice_note, invoice_with_cdr) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (f"INV_{serial:06d}", account["account_number"], start, end, issue, issue + timedelta(days=DUE_DAYS),
+         account["timezone"], account["tax_number"], account["invoice_note"], account["invoice_with_cdr"]))
+
+
+_ASSIGN_CDRS = """
+WITH moved AS (
+    UPDATE cdrs SET invoice_id = %(id)s
+    WHERE account_number = %(account)s AND invoice_id IS NULL AND coalesce(setup_time, recorded_at) < %(end)s
+    RETURNING direction, billable_seconds, customer_cost
+)
+SELECT CASE WHEN direction IN ('local', 'inbound') THEN direction ELSE 'outbound' END AS direction,
+       count(*) AS calls, coalesce(sum(billable_seconds), 0)::bigint AS seconds,
+       coalesce(sum(customer_cost), 0)::bigint AS amount
+FROM moved GROUP BY 1
+"""
+
+
+def _assign_cdrs(conn: psycopg.Connection, invoice_id: int, account: str, end: datetime) -> dict[str, dict]:
+    """Every uninvoiced CDR of the account set up before `end` goes on this invoice; the usage by direction
+    (a CDR without a known direction counts as outbound, the default call type)."""
+    usage = {d: {"calls": 0, "seconds": 0, "amount": 0} for d in DIRECTIONS}
+    for row in _rows(conn, _ASSIGN_CDRS, {"id": invoice_id, "account": account, "end": end}):
+        usage[row["direction"]] = {k: int(row[k]) for k in ("calls", "seconds", "amount")}
+    return usage
+
+
+_ASSIGN_PAYMENTS = """
+WITH moved AS (
+    UPDATE payments SET invoice_id = %(id)s
+    WHERE account_number = %(account)s AND invoice_id IS NULL AND created_at < %(end)s
+    RETURNING amount
+)
+SELECT coalesce(sum(amount) FILTER (WHERE amount > 0), 0)::bigint AS payments,
+       coalesce(-sum(amount) FILTER (WHERE amount < 0), 0)::bigint AS charges
+FROM moved
+"""
+
+
+def _assign_payments(conn: psycopg.Connection, invoice_id: int, account: str, end: datetime) -> tuple[int, int]:
+    """(payments received, non-call charges owed), both >= 0, of the uninvoiced payments before `end`."""
+    row = _rows(conn, _ASSIGN_PAYMENTS, {"id": invoice_id, "account": account, "end": end})[0]
+    return row["payments"], row["charges"]
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+def _date(value: date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def to_message(row: dict) -> invoice_pb2.Invoice:
+    invoice = invoice_pb2.Invoice(
+        name=NAME_PREFIX + row["number"], number=row["number"], account=ACCOUNT_PREFIX + row["account_number"],
+        period_start=timestamp(row["period_start"]), period_end=timestamp(row["period_end"]),
+        issue_date=_date(row["issue_date"]), due_date=_date(row["due_date"]),
+        charges=row["charges"], payments=row["payments"], tax_percent=company.percent_text(row["tax_percent"]),
+        tax_amount=row["tax_amount"], total=row["total"], tax_number=row["tax_number"],
+        invoice_note=row["invoice_note"], timezone=row["timezone"], create_time=timestamp(row["created_at"]),
+        invoice_with_cdr=account_pb2.InvoiceWithCdr.Value("INVOICE_WITH_CDR_" + row["invoice_with_cdr"]),
+    )
+    for direction in DIRECTIONS:
+        getattr(invoice, direction).CopyFrom(invoice_pb2.Usage(
+            calls=row[f"{direction}_calls"], billable_seconds=row[f"{direction}_seconds"],
+            amount=row[f"{direction}_amount"]))
+    return invoice
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def fetch(conn: psycopg.Connection, principal: Principal, name: str) -> dict:
+    """The invoice row. Another account's invoice is NOT_FOUND to an account token, exactly like a missing
+    one: a different answer would let any customer count the invoices of the whole switch."""
+    number = name.removeprefix(NAME_PREFIX)
+    if not name.startswith(NAME_PREFIX) or not number:
+        raise invalid("name", "must be a resource name like invoices/INV_000001")
+    query, params = "SELECT * FROM invoices WHERE number = %s", [number]
+    if not principal.is_operator:
+        query += " AND account_number = %s"
+        params.append(principal.account_number)
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise not_found(f"invoice {number}")
+    return row
+
+
+def list_page(conn: psycopg.Connection, principal: Principal,
+              request: invoice_pb2.ListInvoicesRequest) -> invoice_pb2.ListInvoicesResponse:
+    size = paging.page_size(request.page_size)
+    terms = parse_filter(request.filter, FIELDS)
+    conditions, params = [t[0] for t in terms], [t[1] for t in terms]
+    if not principal.is_operator:
+        conditions.append(sql.SQL("i.account_number = %s"))
+        params.append(principal.account_number)
+    fingerprint = paging.fingerprint("invoices", request.filter)
+    after = paging.decode_token(request.page_token, fingerprint)
+    if after is not None:
+        conditions.append(sql.SQL("i.id > %s"))
+        params.append(after)
+    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+    query = sql.SQL("SELECT i.* FROM invoices i WHERE {} ORDER BY i.id LIMIT %s").format(where)
+    rows = conn.execute(query, [*params, size + 1]).fetchall()
+    response = invoice_pb2.ListInvoicesResponse(invoices=[to_message(r) for r in rows[:size]])
+    if len(rows) > size:
+        response.next_page_token = paging.encode_token(rows[size - 1]["id"], fingerprint)
+    return response
