@@ -102,14 +102,14 @@ ServerFactory = Callable[..., ControlServer]
 
 
 @pytest.fixture(scope="session")
-def server_factory(database_dsn: str, redis_client: redis.Redis) -> Iterator[ServerFactory]:
-    """Start another control server: `server_factory(fresh_database=False, **config_overrides)`. It has its own
-    Redis namespace (its ledger must not consume the session server's streams) and, with fresh_database, its
-    own database; servers stop and databases go at the end of the session."""
+def server_factory(redis_client: redis.Redis) -> Iterator[ServerFactory]:
+    """Start another control server: `server_factory(**config_overrides)`. It has a database and a Redis namespace
+    of its own: its ledger would otherwise push the session's payments into its own namespace, and its login
+    counts, invoicing and fuzzing would reach the session's data. Servers stop and databases go at the end."""
     started: list[RunningServer] = []
     with ExitStack() as stack:
-        def start(fresh_database: bool = False, **overrides) -> ControlServer:
-            dsn = stack.enter_context(_scratch_database()) if fresh_database else database_dsn
+        def start(**overrides) -> ControlServer:
+            dsn = stack.enter_context(_scratch_database())
             namespace = f"{REDIS_NAMESPACE}s{len(started)}"
             token = "tga_" + secrets.token_urlsafe(24)
             config = dataclasses.replace(_test_config(dsn, namespace, token), **({"workers": 4} | overrides))

@@ -60,7 +60,7 @@ def changes(event: audit_pb2.AuditEvent) -> dict:
 @pytest.fixture(scope="module")
 def scenario(server_factory, connect):
     """Every mutating RPC once, successfully, on a database of its own (GenerateInvoices invoices everyone)."""
-    server = server_factory(fresh_database=True)
+    server = server_factory()
     s = connect(server)
     md = s.metadata
     traced = (*md, ("x-request-id", "audit-trace-1"))

@@ -196,7 +196,7 @@ def _snapshot(dsn: str) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def target(server_factory):
-    server = server_factory(fresh_database=True, workers=8)
+    server = server_factory(workers=8)
     channel = grpc.insecure_channel(server.address)
     admin = stubs_for(channel, server.admin_token)
     md = admin.metadata

@@ -26,7 +26,7 @@ LOCK_SECONDS = 3
 @pytest.fixture(scope="module")
 def per_login(server_factory):
     """5 free failures, then 1 s, 2 s…; locked for LOCK_SECONDS at the 8th. No per-source limit."""
-    return server_factory(fresh_database=True, login_free_attempts=5, login_max_attempts=8,
+    return server_factory(login_free_attempts=5, login_max_attempts=8,
                           login_lock_seconds=LOCK_SECONDS)
 
 
@@ -108,7 +108,7 @@ def test_a_success_clears_the_logins_count(per_login, connect):
 
 
 def test_failures_are_counted_per_source_across_logins(server_factory, connect):
-    server = server_factory(fresh_database=True, login_source_free_attempts=3, login_source_max_attempts=4,
+    server = server_factory(login_source_free_attempts=3, login_source_max_attempts=4,
                             login_lock_seconds=60)
     stubs = connect(server)
     account = _account(stubs)
@@ -125,7 +125,7 @@ def test_failures_are_counted_per_source_across_logins(server_factory, connect):
 
 def test_unknown_and_known_logins_cost_the_same(server_factory, connect):
     """No login oracle: a wrong password took 233 ms and an unknown login 3 ms; both now check one hash."""
-    server = server_factory(fresh_database=True, login_free_attempts=100, login_max_attempts=200)
+    server = server_factory(login_free_attempts=100, login_max_attempts=200)
     stubs = connect(server)
     known = _account(stubs).email
 
@@ -142,7 +142,7 @@ def test_unknown_and_known_logins_cost_the_same(server_factory, connect):
 
 def test_password_checks_are_bounded(server_factory, connect):
     """One check at a time and two waiting: a flood of twelve gets most of itself refused at once."""
-    server = server_factory(fresh_database=True, password_checks=1, password_checks_waiting=2,
+    server = server_factory(password_checks=1, password_checks_waiting=2,
                             login_free_attempts=1000, login_max_attempts=1000)
     stubs = connect(server)
     who = _account(stubs).email

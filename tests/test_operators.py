@@ -25,7 +25,7 @@ ROLES = {"admin": operator_pb2.OPERATOR_ROLE_ADMIN, "config": operator_pb2.OPERA
 @pytest.fixture(scope="module")
 def server(server_factory):
     """A database of its own: the role matrix below calls every RPC, GenerateInvoices included."""
-    return server_factory(fresh_database=True)
+    return server_factory()
 
 
 def bearer(token: str) -> tuple:
