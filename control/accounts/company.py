@@ -98,13 +98,12 @@ def update(conn: psycopg.Connection, company: company_pb2.Company, paths: list[s
     if shortest > changes.get("max_destination_digits", current["max_destination_digits"]):
         raise invalid("company.min_destination_digits", "must not be above max_destination_digits")
     if changes:
-        before = load(conn)
         assignments = sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
         )
         conn.execute(sql.SQL("UPDATE company SET {} WHERE id = 1").format(assignments), changes)
         projection.mark_dirty(conn, "company")
-        audit.record(conn, "company", audit.diff(before, load(conn)))
+        audit.record(conn, "company", audit.diff(current, load(conn)))
     return to_message(load(conn))
 
 
