@@ -73,7 +73,8 @@ setup(
               "control.access", "control.accounts", "control.catalog", "control.billing", "admin", "fastpath",
               "fastpath.reference", "callstate", "kemi"],
     package_dir={"tollgate": "proto/tollgate", "tollgate.v1": "proto/tollgate/v1"},
-    package_data={"tollgate.v1": ["*.proto", "*.pyi"], "control.migrations": ["*.sql"], "callstate": ["lua/*.lua"]},
+    package_data={"tollgate.v1": ["*.proto", "*.pyi"], "control.migrations": ["*.sql"],
+                  "callstate": ["lua/*.lua", "lua/lib/*.lua"]},
     cmdclass={
         "generate_stubs": GenerateStubs,
         "build_py": BuildPyWithStubs,

@@ -31,6 +31,11 @@ class StateKeys:
     def trunk(self, trunk: str, name: str) -> str:
         return f"{self.namespace}:{{t:{trunk}}}:{name}"
 
+    @property
+    def nodes(self) -> str:
+        """HASH Kamailio node -> its last heartbeat (epoch seconds)."""
+        return f"{self.namespace}:{{cfg}}:nodes"
+
     def account_pattern(self, name: str) -> str:
         """A SCAN pattern for one kind of account key (`name` = CALLS, EVENTS, ...)."""
         return f"{self.namespace}:{{a:*}}:{name}"

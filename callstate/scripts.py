@@ -21,15 +21,29 @@ class Script:
         return hashlib.sha1(self.text.encode()).hexdigest()
 
 
+_INCLUDE = "-- #include "
+
+
 def _load(name: str) -> Script:
-    return Script(name, (resources.files("callstate") / "lua" / f"{name}.lua").read_text())
+    """lua/<name>.lua, with each `-- #include LIB` line replaced by lua/lib/LIB.lua (Redis scripts cannot
+    import: the shared cost function is spliced in)."""
+    folder = resources.files("callstate") / "lua"
+    lines = []
+    for line in (folder / f"{name}.lua").read_text().splitlines(keepends=True):
+        if line.startswith(_INCLUDE):
+            line = (folder / "lib" / f"{line.removeprefix(_INCLUDE).strip()}.lua").read_text()
+        lines.append(line)
+    return Script(name, "".join(lines))
 
 
 ADMIT_CALL = _load("admit_call")
 SETTLE = _load("settle")
 MARK_ANSWERED = _load("mark_answered")
+CREDIT_PROVIDER = _load("credit_provider")
 REAP = _load("reap")
+RESTORE_ACCOUNT = _load("restore_account")
 APPLY_PAYMENT = _load("apply_payment")
 SEIZE_TRUNK = _load("seize_trunk")
 REAP_TRUNK = _load("reap_trunk")
-ALL = (ADMIT_CALL, SETTLE, MARK_ANSWERED, REAP, APPLY_PAYMENT, SEIZE_TRUNK, REAP_TRUNK)
+ALL = (ADMIT_CALL, SETTLE, MARK_ANSWERED, CREDIT_PROVIDER, REAP, RESTORE_ACCOUNT, APPLY_PAYMENT, SEIZE_TRUNK,
+       REAP_TRUNK)

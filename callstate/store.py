@@ -11,15 +11,18 @@ prepaid accounts (SPEC §1).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
 from callstate import scripts
 from callstate.events import encode_event, provider_settlement_id
 from callstate.keys import CALLS, EVENTS, MONEY, PAYMENTS, SETTLED, StateKeys
+
+Terms = tuple[int, int, int, int, int]  # connect_fee, included_seconds, rate_per_min, initial, increment
 
 # Outcomes of admit_call(); the SIP answers are the caller's business (SPEC §8).
 ADMITTED = "admitted"
@@ -28,7 +31,9 @@ CONCURRENCY_EXCEEDED = "concurrency"
 INSUFFICIENT = "insufficient"
 COUNTED = "counted"  # passed CPS and concurrency; the call was refused later, nothing reserved
 DUPLICATE = "duplicate"  # the call id is open or settled already: admitting it again would make a free call
-_OUTCOMES = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED, -4: DUPLICATE}
+RESTORING = "restoring"  # the account's live money is not restored from PostgreSQL yet: no paid call
+_OUTCOMES = {1: ADMITTED, -1: CPS_EXCEEDED, -2: CONCURRENCY_EXCEEDED, -3: INSUFFICIENT, 0: COUNTED, -4: DUPLICATE,
+             -5: RESTORING}
 
 TRUNK_SEIZED = "seized"
 TRUNK_AT_CPS = "cps"
@@ -46,6 +51,60 @@ class Grant:
     granted: int = 0  # seconds the call may last (admitted)
     reserve: int = 0  # micros reserved = cost(granted) (admitted)
     available: int = 0  # what the account could spend before this call (admitted, insufficient)
+
+
+@dataclass(frozen=True)
+class Route:
+    """The route an answered call took, as the answer mark records it (for the reaper's provider cost)."""
+
+    provider: str
+    terms: Terms
+    trunk: str
+    gateway: str
+
+    def encode(self) -> str:
+        return json.dumps(self.as_json(), separators=(",", ":"))
+
+    def as_json(self) -> dict:
+        return {"pv": self.provider, "pt": [str(t) for t in self.terms], "tr": self.trunk, "gw": self.gateway}
+
+    @classmethod
+    def from_json(cls, route: dict) -> Route:
+        return cls(route["pv"], tuple(int(t) for t in route["pt"]), route.get("tr", ""), route.get("gw", ""))
+
+    @classmethod
+    def decode(cls, text: str) -> Route:
+        return cls.from_json(json.loads(text))
+
+
+@dataclass(frozen=True)
+class OpenCall:
+    """An open call as the calls hash keeps it (JSON, numbers as strings so that Lua's cjson never rounds)."""
+
+    reserve: int
+    granted: int
+    admitted_at: int
+    node: str
+    terms: Terms
+    answered_at: float | None = None
+    route: Route | None = field(default=None)
+
+    def encode(self) -> str:
+        entry: dict = {"r": str(self.reserve), "g": str(self.granted), "t": str(self.admitted_at), "n": self.node,
+                       "c": [str(t) for t in self.terms]}
+        if self.answered_at is not None:
+            entry["a"] = f"{self.answered_at:.6f}"
+        if self.route is not None:
+            entry["p"] = self.route.as_json()
+        return json.dumps(entry, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str | bytes) -> OpenCall:
+        entry = json.loads(text)
+        route = entry.get("p")
+        return cls(int(entry["r"]), int(entry["g"]), int(entry["t"]), entry.get("n", ""),
+                   tuple(int(t) for t in entry["c"]), float(entry["a"]) if entry.get("a") else None,
+                   Route.from_json(route) if route else None)
 
 
 def grant_from_reply(reply: Sequence[int | str | bytes]) -> Grant:
@@ -76,8 +135,13 @@ class CallState:
         return int(balance or 0) + credit_limit - int(reserved or 0)
 
     def credit(self, account: str, amount: int) -> None:
-        """Add money to the live balance (tests; payments go through apply_payment)."""
-        self._redis.hincrby(self.keys.account(account, MONEY), "balance", amount)
+        """Add money to the live balance of an account whose money is known (tests and bootstrap: the balance
+        is marked restored; payments go through apply_payment, restores through restore_account)."""
+        key = self.keys.account(account, MONEY)
+        pipe = self._redis.pipeline()
+        pipe.hincrby(key, "balance", amount)
+        pipe.hset(key, "restored", "1")
+        pipe.execute()
 
     def apply_payment(self, account: str, payment_id: int, amount: int) -> bool:
         """Move the live balance by a payment posted in PostgreSQL, once per payment id; False for a repeat."""
@@ -86,44 +150,52 @@ class CallState:
 
     # ------------------------------------------------------------------ admission
     def admit_call(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
-                   terms: Sequence[int], max_call_seconds: int, decided: bool = True,
-                   reserve: bool = True) -> Grant:
+                   terms: Sequence[int], max_call_seconds: int, decided: bool = True, reserve: bool = True,
+                   node: str = "") -> Grant:
         """One round trip, in SPEC §5 order: a call id already admitted is DUPLICATE; then CPS, concurrent calls,
         and (when decided) the grant against the live balance: the longest affordable call under `terms`
         (connect_fee, included_seconds, rate_per_min, initial_increment, increment), up to max_call_seconds,
         its cost reserved (unless reserve=False: checked only, as a redirect server does). INSUFFICIENT when
-        not even one second is affordable."""
+        not even one second is affordable; RESTORING for a paid call while the account's money is not restored.
+        `node` names the Kamailio node that holds the call (the reaper watches its heartbeat)."""
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
         keys = [self.keys.account(account, CALLS), self.keys.account(account, MONEY), self.keys.cps(account, now),
                 self.keys.account(account, SETTLED)]
         numbers = (cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial, increment, now)
-        return grant_from_reply(self._run(scripts.ADMIT_CALL, keys, [call_id, *(str(int(n)) for n in numbers)]))
+        return grant_from_reply(self._run(scripts.ADMIT_CALL, keys,
+                                          [call_id, *(str(int(n)) for n in numbers), node or "-"]))
 
     def admit_call_command(self, account: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
-                           terms: Sequence[int], max_call_seconds: int, decided: bool = True,
-                           reserve: bool = True) -> str | None:
+                           terms: Sequence[int], max_call_seconds: int, decided: bool = True, reserve: bool = True,
+                           node: str = "") -> str | None:
         """admit_call() as one hiredis command format with a single `%s`, to be filled with the call id: the
         same script through a client other than redis-py (Kamailio's ndb_redis: redis_cmd_p1(server, command,
         call_id, reply)). Its reply goes to grant_from_reply(). None when the account or namespace holds a
         character a format cannot carry literally (then use admit_call()). The script must have been loaded
         (load_scripts()); a NOSCRIPT error says it was not. Built as one f-string: it runs once per INVITE."""
         base = self.keys.account_prefix(account)
-        if not _FORMAT_SAFE.fullmatch(base):
+        if not _FORMAT_SAFE.fullmatch(base + (node or "-")):
             return None
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
         return (f"EVALSHA {scripts.ADMIT_CALL.sha} 4 {base}{CALLS} {base}{MONEY} {base}cps:{int(now)} {base}{SETTLED} "
                 f"%s {int(cps)} "
                 f"{int(max_calls)} {int(credit_limit)} {mode} {int(max_call_seconds)} {int(fee)} {int(included)} "
-                f"{int(rate)} {int(initial)} {int(increment)} {int(now)}")
+                f"{int(rate)} {int(initial)} {int(increment)} {int(now)} {node or '-'}")
 
-    def mark_answered(self, account: str, call_id: str, answered_at: int) -> bool:
-        """Note that the open call was answered (the reaper then counts its granted seconds from here)."""
-        return bool(self._run(scripts.MARK_ANSWERED, [self.keys.account(account, CALLS)], [call_id, answered_at]))
+    def mark_answered(self, account: str, call_id: str, answered_at: float, route: Route | None = None) -> bool:
+        """Note that the open call was answered, over which route (kamailio.cfg does this natively; this is
+        its fallback and the tests')."""
+        return bool(self._run(scripts.MARK_ANSWERED, [self.keys.account(account, CALLS)],
+                              [call_id, f"{answered_at:.6f}", route.encode() if route else "-"]))
 
     def open_calls(self, account: str) -> int:
         return int(self._redis.hlen(self.keys.account(account, CALLS)))
+
+    def open_call(self, account: str, call_id: str) -> OpenCall | None:
+        entry = self._redis.hget(self.keys.account(account, CALLS), call_id)
+        return OpenCall.decode(entry) if entry else None
 
     # ------------------------------------------------------------------ settlement
     def settle(self, account: str, call_id: str, cost: int, event: dict[str, str | int]) -> bool:
@@ -141,11 +213,12 @@ class CallState:
         return (f"EVALSHA {scripts.SETTLE.sha} 4 {base}{CALLS} {base}{MONEY} {base}{SETTLED} {base}{EVENTS} %s "
                 f"{int(cost)} {SETTLED_TTL_SECONDS} %s")
 
-    def credit_provider(self, provider: str, customer: str, call_id: str, amount: int,
-                        event: dict[str, str | int]) -> bool:
-        """The provider's side of a settled call: credited `amount` once per (customer, call id). False for a
-        repeat."""
-        return self.settle(provider, provider_settlement_id(customer, call_id), -amount, event)
+    def credit_provider(self, provider: str, customer: str, call_id: str, amount: int) -> bool:
+        """The provider's side of a settled call, from its event (the ledger applies it): credited `amount`
+        once per (customer, call id). False for a repeat."""
+        return bool(self._run(scripts.CREDIT_PROVIDER, [self.keys.account(provider, MONEY),
+                                                        self.keys.account(provider, SETTLED)],
+                              [provider_settlement_id(customer, call_id), amount, SETTLED_TTL_SECONDS]))
 
     def _money_keys(self, account: str) -> list[str]:
         return [self.keys.account(account, name) for name in (CALLS, MONEY, SETTLED, EVENTS)]
@@ -155,15 +228,35 @@ class CallState:
         return self.keys.account(account, EVENTS)
 
     # ------------------------------------------------------------------ orphans
-    def reap(self, account: str, *, now: int, grace_seconds: int, ring_seconds: int = 120) -> list[str]:
-        """Release the calls of `account` that cannot still be running: answered more than their granted
-        seconds plus `grace_seconds` ago, or never answered and admitted more than `ring_seconds` (the
-        switch's longest ring time) plus `grace_seconds` ago. Their node died or lost their end; nobody knows
-        how long they lasted, so they are settled at no cost (once: a late real end is then a repeat) and
-        their events say end_reason "orphaned" for the operator to look into."""
+    def reap(self, account: str, *, now: int, grace_seconds: int, ring_seconds: int = 120,
+             nodes: dict[str, float] | None = None, node_dead_seconds: int = 60) -> list[tuple[str, str]]:
+        """Settle the calls of `account` that cannot still be running (callstate/lua/reap.lua): their node has
+        sent no heartbeat for `node_dead_seconds` (`nodes`: node -> last heartbeat), or they outlived their
+        grant (answered) or the ring time (unanswered) by `grace_seconds`. Each is charged up to the last moment
+        it was known alive, once (a late real end is then a repeat), its event saying end_reason "orphaned".
+        Returns (call id, trunk) per reaped call; the caller frees the trunks' channels."""
         reaped = self._run(scripts.REAP, self._money_keys(account),
-                           [now, grace_seconds, SETTLED_TTL_SECONDS, account, ring_seconds])
-        return [call_id.decode() if isinstance(call_id, bytes) else call_id for call_id in reaped]
+                           [now, grace_seconds, SETTLED_TTL_SECONDS, account, ring_seconds,
+                            json.dumps(nodes or {}), node_dead_seconds])
+        return [tuple(_text(v) for v in pair) for pair in reaped]
+
+    # ------------------------------------------------------------------ nodes and restoring
+    def heartbeat(self, node: str, at: float) -> None:
+        """A Kamailio node says it is alive (kamailio.cfg does this natively every few seconds)."""
+        self._redis.hset(self.keys.nodes, node, f"{at:.0f}")
+
+    def node_heartbeats(self) -> dict[str, float]:
+        return {_text(node): float(at) for node, at in self._redis.hgetall(self.keys.nodes).items()}
+
+    def restore_account(self, account: str, balance: int, calls: Sequence[tuple[str, OpenCall]] = ()) -> bool:
+        """Rebuild the account's live money after Redis lost it (callstate/lua/restore_account.lua): `balance`
+        added, the open `calls` reserved again; once. False when it was restored already."""
+        return bool(self._run(scripts.RESTORE_ACCOUNT, [self.keys.account(account, MONEY),
+                                                        self.keys.account(account, CALLS)],
+                              [int(balance), json.dumps([[call_id, call.encode()] for call_id, call in calls])]))
+
+    def restored(self, account: str) -> bool:
+        return bool(self._redis.hexists(self.keys.account(account, MONEY), "restored"))
 
     def accounts_with_open_calls(self) -> Iterator[str]:
         """Accounts that have a calls hash (some open call), found by SCAN."""
@@ -193,3 +286,7 @@ class CallState:
         for key in self._redis.scan_iter(match=self.keys.trunk_pattern(CALLS), count=1000, _type="hash"):
             freed += int(self._run(scripts.REAP_TRUNK, [key], [now]))
         return freed
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

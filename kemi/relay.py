@@ -15,7 +15,7 @@ import time
 import KSR
 
 from callstate.events import provider_settlement_id
-from callstate.store import TRUNK_SEIZED, CallState
+from callstate.store import TRUNK_SEIZED, CallState, Route
 from fastpath.decision import ANONYMOUS
 from kemi.plan import CallPlan, Position, gateway_uri, next_position
 
@@ -26,6 +26,7 @@ RECORD_FLAG = 7  # SPEC §5: marked for the media recorder (kamailio.cfg adds X-
 DLG_PLAN = "tollgate"  # dialog variable: the CallPlan (for the settlement)
 DLG_ACCOUNT = "tollgate_account"  # dialog variable: the calling account (kamailio.cfg's answer mark)
 DLG_AT = "tollgate_at"  # dialog variable: Position of the branch last sent
+DLG_ROUTE = "tollgate_route"  # dialog variable: that branch's callstate.store.Route (kamailio.cfg's answer mark)
 AVP_PLAN = "$avp(tollgate_call)"  # the same CallPlan, per transaction (the failure route reads it)
 AVP_AT = "$avp(tollgate_at)"
 AVP_TIMEOUT = "$avp(tollgate_timeout)"  # kamailio.cfg: dialog timeout_avp
@@ -82,6 +83,7 @@ def _open_dialog(plan: CallPlan) -> tuple[int, str] | None:
     KSR.dialog.var_sets(DLG_PLAN, encoded)
     KSR.dialog.var_sets(DLG_ACCOUNT, plan.account)
     KSR.dialog.var_sets(DLG_AT, "")
+    KSR.dialog.var_sets(DLG_ROUTE, "-")
     KSR.pv.sets(AVP_PLAN, encoded)
     KSR.rr.record_route()
     if plan.record:
@@ -97,6 +99,7 @@ def _send(state: CallState, plan: CallPlan, at: Position | None, realm: str, ini
         KSR.seturi(gateway_uri(route.destination, address, transport))
         KSR.pv.sets(AVP_AT, at.encode())
         KSR.dialog.var_sets(DLG_AT, at.encode())
+        KSR.dialog.var_sets(DLG_ROUTE, Route(route.provider, route.terms, route.trunk, address).encode())
         _present(route.caller_id, realm, to_uri=f"sip:{route.destination}@{address}", passes=route.passes)
         KSR.tm.t_set_fr(route.pdd_seconds * 1000, 0)
         KSR.tm.t_on_branch("PRESENT")

@@ -86,12 +86,13 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
            fr_timer_ms: int = 3000, fr_inv_timer_ms: int = 120000, shed_free_percent: int = 15,
            retry_after_seconds: int = 5, tcp: bool = True, tls: Tls | None = None, auth_secret: str = "",
            topoh_key: str = "", topoh_mask_ip: str = "127.0.0.8", nonce_seconds: int = 30,
-           python_module: str = "app_python3", topology_hiding: bool = True) -> str:
+           python_module: str = "app_python3", topology_hiding: bool = True, node_id: str = "") -> str:
     """The configuration text; `listen` is `udp:HOST:PORT` (TCP is added on the same port unless tcp=False,
     TLS on tls.port when given). `shed_free_percent`: new calls are answered 503 while less than this share
     of Kamailio's shared memory is free (0 never sheds). `auth_secret` (digest nonces) and `topoh_key`
     (topology hiding) must be the same on every node of a stack; random when not given (one node only).
-    topology_hiding=False leaves Kamailio's topoh out altogether (every trunk then sees the caller's topology)."""
+    topology_hiding=False leaves Kamailio's topoh out altogether (every trunk then sees the caller's topology).
+    `node_id` names the node in Redis (its heartbeat, its calls); default: the listen address."""
     if not 0 <= shed_free_percent <= 100:
         raise ValueError(f"shed_free_percent {shed_free_percent}: expected 0..100")
     if mode not in MODES:
@@ -116,13 +117,14 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "MARK_ANSWERED_SHA": scripts.MARK_ANSWERED.sha,
         "PYTHON_MODULE": f"{python_module}.so", "PYTHON_MODULE_NAME": python_module,
         "PYTHON_EXEC": PYTHON_MODULES[python_module],
+        "NODE_ID": node_id or listen.partition(":")[2],
     }
     for name, value in values.items():
         if (not value and name not in _OPTIONAL) or any(c in value for c in '"\r'):
             raise ValueError(f"{name}={value!r}: must be non-empty, without quotes")
         if "\n" in value and name != "LISTEN":
             raise ValueError(f"{name}={value!r}: must be one line")
-    for name in ("AUTH_SECRET", "TOPOH_KEY"):
+    for name in ("AUTH_SECRET", "TOPOH_KEY", "NODE_ID"):
         if not _FORMAT_SAFE.fullmatch(values[name]):
             raise ValueError(f"{name}: letters, digits and _.:- only")
 
@@ -153,13 +155,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--topoh-key", default="")
     parser.add_argument("--python-module", choices=sorted(PYTHON_MODULES), default="app_python3")
     parser.add_argument("--no-topology-hiding", action="store_true", help="leave Kamailio's topoh out")
+    parser.add_argument("--node-id", default="", help="the node's name in Redis (default: the listen address)")
     args = parser.parse_args(argv)
     tls = Tls(args.tls_port, args.tls_certificate, args.tls_key) if args.tls_port else None
     sys.stdout.write(render(listen=args.listen, rundir=args.rundir, redis_url=args.redis_url,
                             namespace=args.namespace, image_dir=args.image_dir, mode=args.mode,
                             children=args.children, shed_free_percent=args.shed_free_percent, tls=tls,
                             auth_secret=args.auth_secret, topoh_key=args.topoh_key,
-                            python_module=args.python_module, topology_hiding=not args.no_topology_hiding))
+                            python_module=args.python_module, topology_hiding=not args.no_topology_hiding,
+                            node_id=args.node_id))
 
 
 if __name__ == "__main__":

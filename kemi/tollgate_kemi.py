@@ -50,7 +50,7 @@ _bootstrap_path()
 import redis  # noqa: E402  (importable only after the bootstrap)
 
 from callstate import store  # noqa: E402
-from callstate.events import encode_event, provider_settlement_id  # noqa: E402
+from callstate.events import encode_event  # noqa: E402
 from callstate.store import CallState  # noqa: E402
 from fastpath.decision import BEFORE_BALANCE  # noqa: E402
 from fastpath.runtime import FastPath, redis_client  # noqa: E402
@@ -80,6 +80,7 @@ class Settings:
         self.namespace = _define("TOLLGATE_NAMESPACE")
         self.image_dir = _define("TOLLGATE_IMAGE_DIR")
         self.mode = _define("TOLLGATE_MODE")
+        self.node = _define("TOLLGATE_NODE")
 
 
 class KamailioLogHandler(logging.Handler):
@@ -294,13 +295,16 @@ class Tollgate:
         grant = self._admit(caller.account, call_id, now=now, cps=account.cps,
                             max_calls=account.max_concurrent_calls if self.relay else 0,
                             credit_limit=credit_limit, terms=decision.terms,
-                            max_call_seconds=world.max_call_seconds, decided=decided, reserve=self.relay)
+                            max_call_seconds=world.max_call_seconds, decided=decided, reserve=self.relay,
+                            node=self.settings.node)
         if grant is None:
             KSR.hdr.append_to_reply(f"Retry-After: {RETRY_AFTER_SECONDS}\r\n")
             KSR.sl.send_reply(503, "Call state unreachable")
             return
         answer = _refusal(grant, decision)
         if answer:
+            if answer[0] == 503 and grant.outcome == store.RESTORING:
+                KSR.hdr.append_to_reply(f"Retry-After: {RETRY_AFTER_SECONDS}\r\n")
             KSR.sl.send_reply(*answer)
             return
         if not self.relay:
@@ -354,7 +358,10 @@ class Tollgate:
         encoded = KSR.dialog.var_get(relay.DLG_PLAN)
         if encoded:
             plan = CallPlan.decode(encoded)
-            self._state().mark_answered(plan.account, plan.call_id, int(time.time()))
+            route = KSR.dialog.var_get(relay.DLG_ROUTE) or "-"
+            answered = float(KSR.dialog.var_get(DLG_ANSWER) or time.time())
+            self._state().mark_answered(plan.account, plan.call_id, answered,
+                                        None if route == "-" else store.Route.decode(route))
 
     # ---------------------------------------------------------------------------------------- helpers
     def _state(self) -> CallState:
@@ -394,8 +401,9 @@ class Tollgate:
             tuple(decision.terms), grant.granted, grant.reserve, time.time(), decision.record, tuple(routes))
 
     def _settle(self, plan: CallPlan, at: Position | None, *, answer: float | None, end: float, code: int) -> None:
-        """The call's money and event, once per call id (the scripts are idempotent): the customer debited
-        cost(billable) under the plan's terms, the provider credited its termination cost."""
+        """The call's money and event, once per call id (the script is idempotent): the customer debited
+        cost(billable) under the plan's terms; the event carries the provider's termination cost, which the
+        ledger credits (one atomic step decides both)."""
         settled = settle_call(plan, at, answer=answer, end=end, code=code)
         state = self.state
         if settled.route is not None:
@@ -405,11 +413,6 @@ class Tollgate:
         first = _ndb_int(state.settle_command(account, settled.customer_cost), call_id, encoded)
         if first is None:  # (see _admit: the same fallback)
             first = state.settle(account, call_id, settled.customer_cost, settled.event)
-        if settled.route is not None and settled.provider_cost > 0:
-            provider = settled.route.provider
-            seat = provider_settlement_id(account, call_id)
-            if _ndb_int(state.settle_command(provider, -settled.provider_cost), seat, encoded) is None:
-                state.credit_provider(provider, account, call_id, settled.provider_cost, settled.event)
         if not first:
             KSR.info(f"tollgate: call {call_id} already settled\n")
 
@@ -418,6 +421,8 @@ def _refusal(grant: store.Grant, decision) -> tuple[int, str] | None:
     """The answer for a call that cannot go ahead, in SPEC §8 order; None when it goes ahead."""
     if grant.outcome == store.DUPLICATE:  # a new INVITE reusing a call's Call-ID: never a second (free) call
         return 400, "Call-ID already used"
+    if grant.outcome == store.RESTORING:  # Redis lost the account's money: restored from PostgreSQL shortly
+        return 503, "Call state being restored"
     if grant.outcome == store.CPS_EXCEEDED:
         return 503, "CPS limit exceeded"
     if grant.outcome == store.CONCURRENCY_EXCEEDED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 
@@ -65,6 +66,7 @@ def test_reservations_cannot_overdraw_a_prepaid_account(admissions):
 
 
 def test_postpaid_may_go_down_to_its_credit_limit(admissions):
+    admissions.credit("1001", 0)  # a known balance of 0
     assert admit(admissions, "c1", reserve=30 * EUR, credit_limit=50 * EUR).outcome == adm.ADMITTED
     assert admit(admissions, "c2", reserve=30 * EUR, credit_limit=50 * EUR).outcome == adm.INSUFFICIENT
     admissions.settle("1001", "c1", 45 * EUR, {"call_id": "c1"})
@@ -100,10 +102,12 @@ def test_settlement_debits_exactly_once_and_queues_one_event(admissions, redis_c
     assert events == [{"call_id": "c1", "billable": "61"}]
 
 
-def test_provider_is_credited_once_with_the_termination_cost(admissions):
-    assert admissions.settle("9000", "c1", -700_000, {"call_id": "c1", "role": "provider"})
-    assert not admissions.settle("9000", "c1", -700_000, {"call_id": "c1", "role": "provider"})
-    assert admissions.available("9000", 0) == 700_000
+def test_provider_is_credited_once_per_customer_and_call_id(admissions):
+    """A Call-ID is the caller's: two customers' calls may share one, and each credits the provider."""
+    assert admissions.credit_provider("9000", "1001", "c1", 700_000)
+    assert not admissions.credit_provider("9000", "1001", "c1", 700_000)
+    assert admissions.credit_provider("9000", "1002", "c1", 300_000)
+    assert admissions.available("9000", 0) == 1_000_000
 
 
 def test_concurrent_admissions_never_exceed_the_limit(admissions):
@@ -262,29 +266,67 @@ def test_admit_call_command_refuses_what_a_format_cannot_carry(admissions, accou
     assert admissions.admit_call_command(account, **values) is None
 
 
-def test_reap_releases_only_calls_that_cannot_still_be_running(admissions, redis_client):
-    """A node that died mid-call leaves its reservations. An answered call is released once its granted seconds
-    from the answer plus the grace have passed, an unanswered one once the longest ring time plus the grace
-    have; at no cost, once (the call's real end, arriving late, is a repeat). The others stay."""
+def test_reap_charges_orphans_up_to_the_last_moment_they_were_known_alive(admissions, redis_client):
+    """SPEC §9: a call whose node died is charged up to its node's last heartbeat (at least one second, at most
+    its grant), never free; its provider's cost rides on the event. A node's calls wait `node_dead` seconds
+    for it to come back. A call on a live node whose end was lost is charged its grant, an unanswered one
+    nothing. Once each: the real end, arriving late, is a repeat."""
     admissions.credit("3001", 10 * EUR)
-    for call in ("talking", "ringing", "young"):
-        grant = admit(admissions, call, account="3001", max_call_seconds=60, now=NOW + (100 if call == "young" else 0))
+    terms = (10_000, 0, 600_000, 1, 1)  # 0.01 connect fee, 0.60 a minute per second
+    provider_terms = (0, 0, 300_000, 1, 1)
+
+    def admit_on(call: str, node: str, at: int = NOW) -> None:
+        grant = admissions.admit_call("3001", call, now=at, cps=0, max_calls=0, credit_limit=0, terms=terms,
+                                      max_call_seconds=60, node=node)
         assert grant.outcome == adm.ADMITTED
-    assert admissions.mark_answered("3001", "talking", NOW + 50) is True
-    assert admissions.mark_answered("3001", "talking", NOW + 51) is False  # once
-    reap = admissions.reap
-    assert reap("3001", now=NOW + 50 + 60 + 180, grace_seconds=180, ring_seconds=120) == []  # nothing past yet
-    assert reap("3001", now=NOW + 50 + 60 + 181, grace_seconds=180, ring_seconds=120) == ["talking"]
-    assert reap("3001", now=NOW + 120 + 180, grace_seconds=180, ring_seconds=120) == []
-    assert reap("3001", now=NOW + 120 + 181, grace_seconds=180, ring_seconds=120) == ["ringing"]
-    assert admissions.open_calls("3001") == 1
-    assert admissions.available("3001", 0) == 10 * EUR - EUR  # only the young call's reservation is left
-    assert list(admissions.accounts_with_open_calls()) == ["3001"]
-    events = [decode_event(fields) for _id, fields in redis_client.xrange(admissions.events_key("3001"))]
-    assert [(e["call_id"], e["end_reason"], e["customer_cost"]) for e in events] == [
-        ("talking", "orphaned", "0"), ("ringing", "orphaned", "0")]
-    assert admissions.settle("3001", "talking", EUR, {"call_id": "talking"}) is False  # its real end, late
-    assert admissions.available("3001", 0) == 9 * EUR
+
+    route = adm.Route("9000", provider_terms, "fra1", "10.0.0.1:5060")
+    for call in ("died-talking", "died-ringing"):
+        admit_on(call, "node-a")
+    admit_on("lost-end", "node-b")
+    admit_on("talking", "node-b", NOW + 100)
+    assert admissions.mark_answered("3001", "died-talking", NOW + 10.5, route) is True
+    assert admissions.mark_answered("3001", "died-talking", NOW + 11, route) is False  # once
+    assert admissions.mark_answered("3001", "lost-end", NOW + 5, route)
+    assert admissions.mark_answered("3001", "talking", NOW + 101, route)
+    heartbeats = {"node-a": NOW + 35, "node-b": NOW + 500}
+
+    def reap(now):
+        return admissions.reap("3001", now=now, grace_seconds=180, ring_seconds=120, nodes=heartbeats,
+                               node_dead_seconds=60)
+
+    assert reap(NOW + 35 + 60) == []  # node-a might still come back
+    assert sorted(reap(NOW + 35 + 61)) == [("died-ringing", ""), ("died-talking", "fra1")]
+    assert reap(NOW + 5 + 60 + 180) == []
+    assert reap(NOW + 5 + 60 + 181) == [("lost-end", "fra1")]
+    assert admissions.open_call("3001", "talking") is not None and admissions.open_calls("3001") == 1
+    events = {e["call_id"]: e for e in (decode_event(fields) for _id, fields in
+                                        redis_client.xrange(admissions.events_key("3001")))}
+    talked = math.ceil(NOW + 35 - (NOW + 10.5))  # 25 s: answer to the last heartbeat
+    assert (events["died-talking"]["billable_seconds"], events["died-talking"]["customer_cost"],
+            events["died-talking"]["provider_cost"], events["died-talking"]["provider"]) == (
+        str(talked), str(cost(talked, Terms(*terms))), str(cost(talked, Terms(*provider_terms))), "9000")
+    assert (events["died-ringing"]["billable_seconds"], events["died-ringing"]["customer_cost"]) == ("0", "0")
+    assert events["lost-end"]["billable_seconds"] == "60"  # its node lived: it ran to its grant
+    assert {e["end_reason"] for e in events.values()} == {"orphaned"}
+    charged = cost(talked, Terms(*terms)) + cost(60, Terms(*terms))
+    assert admissions.available("3001", 0) == 10 * EUR - charged - cost(60, Terms(*terms))  # talking reserves
+    assert admissions.settle("3001", "died-talking", EUR, {"call_id": "died-talking"}) is False  # late real end
+
+
+def test_a_paid_call_waits_for_the_account_to_be_restored_a_free_one_does_not(admissions):
+    """After Redis lost its state, guessing the balance could overdraw (a postpaid account would get its used
+    credit back): paid calls are refused until the control service restored the account from PostgreSQL."""
+    paid = dict(now=NOW, cps=0, max_calls=0, credit_limit=EUR, terms=(0, 0, 600_000, 1, 1), max_call_seconds=60)
+    assert admissions.admit_call("4001", "c1", **paid).outcome == adm.RESTORING
+    assert admissions.admit_call("4001", "c2", **(paid | {"terms": (0, 0, 0, 1, 1)})).outcome == adm.ADMITTED
+    admissions.settle("4001", "c9", 100_000, {"call_id": "c9"})  # a call that ended meanwhile
+    open_call = adm.OpenCall(200_000, 20, NOW, "node-a", (0, 0, 600_000, 1, 1), NOW + 1.0)
+    assert admissions.restore_account("4001", -500_000, [("talking", open_call)]) is True
+    assert admissions.restore_account("4001", -500_000, [("talking", open_call)]) is False  # once
+    assert admissions.open_call("4001", "talking") == open_call
+    assert admissions.available("4001", EUR) == EUR - 500_000 - 100_000 - 200_000
+    assert admissions.admit_call("4001", "c3", **paid).outcome == adm.ADMITTED
 
 
 def test_trunk_channels_and_cps_are_counted_once_per_call_and_reaped_when_lost(admissions):

@@ -1,26 +1,56 @@
--- The open calls of one account that cannot still be running - answered more than granted + grace seconds ago,
--- or never answered and admitted more than ring + grace seconds ago - released and settled at no cost, their
--- events saying so (end_reason "orphaned").
--- KEYS: calls, money, settled, events stream. ARGV: now, grace seconds, settled TTL, account, ring seconds.
--- Returns the call ids.
-local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- The open calls of one account that cannot still be running, settled at what they cost up to the last moment
+-- they were known alive (SPEC §9: never free, never their whole grant when nobody knows), their events saying
+-- end_reason "orphaned":
+-- - their node is dead (no heartbeat for node_dead seconds; a node restarting sooner keeps its calls): an
+--   answered call is charged from its answer to the node's last heartbeat (it would have been settled had it
+--   ended before), at least one second, at most its grant; an unanswered one costs nothing;
+-- - their node is alive but the call outlived any end it could have (answered: its grant + grace seconds ago;
+--   unanswered: the ring time + grace): its end was lost; answered, it is charged its grant.
+-- KEYS: calls, money, settled, events stream. ARGV: now, grace seconds, settled TTL, account, ring seconds,
+-- nodes (JSON {node = last heartbeat, epoch seconds}), node_dead seconds.
+-- Returns {call id, trunk or ""} per reaped call (the caller frees the trunk's channel: another slot).
+-- #include cost
+local now, grace, ring = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
+local nodes, node_dead = cjson.decode(ARGV[6]), tonumber(ARGV[7])
 local reaped = {}
 local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
-  local call_id = entries[i]
-  local r, g, t, a = string.match(entries[i + 1], '^(-?%d+):(%d+):(%d+):?(%d*)$')
-  local deadline = nil
-  if a and a ~= '' then deadline = tonumber(a) + tonumber(g) + grace
-  elseif t then deadline = tonumber(t) + tonumber(ARGV[5]) + grace end
-  if deadline and deadline < now and redis.call('SISMEMBER', KEYS[3], call_id) == 0 then
+  local call_id, call = entries[i], cjson.decode(entries[i + 1])
+  local admitted, granted = tonumber(call.t), tonumber(call.g)
+  local answered = call.a and tonumber(call.a)
+  local heartbeat = tonumber(nodes[call.n or ''] or admitted)
+  local last_alive = nil  -- the end to charge up to; nil: not an orphan (yet)
+  if now - heartbeat > node_dead then
+    last_alive = heartbeat
+  elseif answered and answered + granted + grace < now then
+    last_alive = answered + granted
+  elseif not answered and admitted + ring + grace < now then
+    last_alive = now
+  end
+  if last_alive and redis.call('SISMEMBER', KEYS[3], call_id) == 0 then
+    local billable = 0
+    if answered then billable = math.min(math.max(math.ceil(last_alive - answered), 1), granted) end
+    local terms = {}
+    for k = 1, 5 do terms[k] = tonumber(call.c[k]) end
+    local customer_cost = cost(billable, terms)
+    local provider_cost, route = 0, call.p or {}
+    if route.pt then
+      local provider_terms = {}
+      for k = 1, 5 do provider_terms[k] = tonumber(route.pt[k]) end
+      provider_cost = cost(billable, provider_terms)
+    end
     redis.call('HDEL', KEYS[1], call_id)
-    redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(r))
+    redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(call.r))
+    redis.call('HINCRBY', KEYS[2], 'balance', 0 - customer_cost)
     redis.call('SADD', KEYS[3], call_id)
     redis.call('EXPIRE', KEYS[3], ARGV[3])
-    redis.call('XADD', KEYS[4], '*', 'event', cjson.encode({call_id = call_id, account = ARGV[4], setup_time = t,
-               end_time = tostring(now), billable_seconds = '0', sip_code = '0', customer_cost = '0',
-               provider_cost = '0', end_reason = 'orphaned'}))
-    reaped[#reaped + 1] = call_id
+    redis.call('XADD', KEYS[4], '*', 'event', cjson.encode({
+      call_id = call_id, account = ARGV[4], setup_time = call.t, answer_time = call.a or '',
+      end_time = string.format('%.3f', answered and last_alive or now), billable_seconds = int(billable),
+      sip_code = answered and '200' or '0', customer_cost = int(customer_cost), provider = route.pv or '',
+      trunk = route.tr or '', gateway = route.gw or '', provider_cost = int(provider_cost),
+      end_reason = 'orphaned'}))
+    reaped[#reaped + 1] = {call_id, route.tr or ''}
   end
 end
 return reaped
