@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import KSR
 
+from callstate.plan import gateway_uri
 from fastpath.decision import ANONYMOUS
-from kemi.plan import gateway_uri
 from kemi.relay import lookup_registered
 
 

@@ -15,9 +15,9 @@ import time
 import KSR
 
 from callstate.events import provider_settlement_id
+from callstate.plan import CallPlan, Position, gateway_uri, next_position
 from callstate.store import TRUNK_SEIZED, CallState, Route
 from fastpath.decision import ANONYMOUS
-from kemi.plan import CallPlan, Position, gateway_uri, next_position
 
 # A trunk channel is held at most this long past the call's granted seconds (ring time and margin) when the
 # call's end never comes (its node died); the ledger's reaper frees it then.
@@ -79,6 +79,8 @@ def _open_dialog(plan: CallPlan) -> tuple[int, str] | None:
     KSR.pv.seti(AVP_TIMEOUT, max(plan.granted, 1))
     if KSR.dialog.dlg_manage() < 0:
         return 500, "Dialog not created"
+    KSR.dialog.dlg_set_property("ka-src")  # probe both parties once answered (kamailio.cfg: ka_interval)
+    KSR.dialog.dlg_set_property("ka-dst")
     encoded = plan.encode()
     KSR.dialog.var_sets(DLG_PLAN, encoded)
     KSR.dialog.var_sets(DLG_ACCOUNT, plan.account)

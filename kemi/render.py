@@ -28,7 +28,7 @@ PYTHON_MODULES = {"app_python3": "python_exec", "app_python3s": "app_python3s_ex
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_0-9]+)\}\}")
 # What a value spliced into a quoted cfg string or a hiredis command format may hold.
 _FORMAT_SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
-_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE"})  # may render as nothing
+_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE", "DIALOG_DB_DEFINE"})  # may render as nothing
 
 
 def python_path() -> str:
@@ -54,6 +54,15 @@ def ndb_redis_server(redis_url: str, name: str = NDB_SERVER_NAME) -> str:
         raise ValueError("redis URL: ndb_redis cannot carry a password containing ';'")
     password = f";pass={password}" if password else ""
     return f"name={name};{where};db={db}{password}"
+
+
+@dataclass(frozen=True)
+class DialogDb:
+    """Where the node keeps its dialogs (callstate.dialogs: a db_postgres URL and the node's two tables)."""
+
+    url: str
+    table: str
+    vars_table: str
 
 
 @dataclass(frozen=True)
@@ -86,13 +95,18 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
            fr_timer_ms: int = 3000, fr_inv_timer_ms: int = 120000, shed_free_percent: int = 15,
            retry_after_seconds: int = 5, tcp: bool = True, tls: Tls | None = None, auth_secret: str = "",
            topoh_key: str = "", topoh_mask_ip: str = "127.0.0.8", nonce_seconds: int = 30,
-           python_module: str = "app_python3", topology_hiding: bool = True, node_id: str = "") -> str:
+           python_module: str = "app_python3", topology_hiding: bool = True, node_id: str = "",
+           dialog_db: DialogDb | None = None, keepalive_seconds: int = 30) -> str:
     """The configuration text; `listen` is `udp:HOST:PORT` (TCP is added on the same port unless tcp=False,
     TLS on tls.port when given). `shed_free_percent`: new calls are answered 503 while less than this share
     of Kamailio's shared memory is free (0 never sheds). `auth_secret` (digest nonces) and `topoh_key`
     (topology hiding) must be the same on every node of a stack; random when not given (one node only).
     topology_hiding=False leaves Kamailio's topoh out altogether (every trunk then sees the caller's topology).
-    `node_id` names the node in Redis (its heartbeat, its calls); default: the listen address."""
+    `node_id` names the node in Redis (its heartbeat, its calls); default: the listen address. With `dialog_db`
+    the node keeps its dialogs in PostgreSQL (they survive its restart). `keepalive_seconds`: how often an
+    answered call's parties are probed (in-dialog OPTIONS; Kamailio's minimum is 30)."""
+    if keepalive_seconds < 30:
+        raise ValueError(f"keepalive_seconds {keepalive_seconds}: Kamailio's dialog keepalives need 30 or more")
     if not 0 <= shed_free_percent <= 100:
         raise ValueError(f"shed_free_percent {shed_free_percent}: expected 0..100")
     if mode not in MODES:
@@ -118,6 +132,11 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "PYTHON_MODULE": f"{python_module}.so", "PYTHON_MODULE_NAME": python_module,
         "PYTHON_EXEC": PYTHON_MODULES[python_module],
         "NODE_ID": node_id or listen.partition(":")[2],
+        "KA_INTERVAL": str(int(keepalive_seconds)),
+        "DIALOG_DB_DEFINE": "#!define WITH_DIALOG_DB" if dialog_db else "",
+        "DIALOG_DB_URL": dialog_db.url if dialog_db else "-",
+        "DIALOG_TABLE": dialog_db.table if dialog_db else "-",
+        "DIALOG_VARS_TABLE": dialog_db.vars_table if dialog_db else "-",
     }
     for name, value in values.items():
         if (not value and name not in _OPTIONAL) or any(c in value for c in '"\r'):
@@ -156,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--python-module", choices=sorted(PYTHON_MODULES), default="app_python3")
     parser.add_argument("--no-topology-hiding", action="store_true", help="leave Kamailio's topoh out")
     parser.add_argument("--node-id", default="", help="the node's name in Redis (default: the listen address)")
+    parser.add_argument("--dialog-db", nargs=3, metavar=("URL", "TABLE", "VARS_TABLE"),
+                        help="keep dialogs in PostgreSQL (python -m callstate.dialogs prints these three)")
     args = parser.parse_args(argv)
     tls = Tls(args.tls_port, args.tls_certificate, args.tls_key) if args.tls_port else None
     sys.stdout.write(render(listen=args.listen, rundir=args.rundir, redis_url=args.redis_url,
@@ -163,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                             children=args.children, shed_free_percent=args.shed_free_percent, tls=tls,
                             auth_secret=args.auth_secret, topoh_key=args.topoh_key,
                             python_module=args.python_module, topology_hiding=not args.no_topology_hiding,
-                            node_id=args.node_id))
+                            node_id=args.node_id, dialog_db=DialogDb(*args.dialog_db) if args.dialog_db else None))
 
 
 if __name__ == "__main__":

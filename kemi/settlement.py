@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from callstate.plan import CallPlan, Position, RoutePlan
 from fastpath.reference.rating import Terms, cost
-from kemi.plan import CallPlan, Position, RoutePlan
 
 
 def billable_seconds(answer: float | None, end: float, granted: int) -> int:

@@ -8,7 +8,7 @@ over (ksr_failover), the call's end (ksr_settle), and the answer mark when Redis
 
 Each entry is guarded: a Python fault answers 500 (when there is a request to answer) and logs one line,
 never a traceback. The work lives in plain modules: kemi/identify.py (who calls), kemi/relay.py (relay and
-failover), kemi/redirect.py (routing-server answers), kemi/plan.py and kemi/settlement.py (the call's plan
+failover), kemi/redirect.py (routing-server answers), callstate/plan.py and kemi/settlement.py (the call's plan
 and what its end costs; no KSR, unit-tested), callstate/ (the Redis side), fastpath/ (the decision).
 
 Settings come from kamailio.cfg `#!define TOLLGATE_*` (filled in by kemi/render.py), read with
@@ -51,11 +51,11 @@ import redis  # noqa: E402  (importable only after the bootstrap)
 
 from callstate import store  # noqa: E402
 from callstate.events import encode_event  # noqa: E402
+from callstate.plan import CallPlan, Position, RoutePlan  # noqa: E402
 from callstate.store import CallState  # noqa: E402
 from fastpath.decision import BEFORE_BALANCE  # noqa: E402
 from fastpath.runtime import FastPath, redis_client  # noqa: E402
 from kemi import identify, redirect, relay  # noqa: E402
-from kemi.plan import CallPlan, Position, RoutePlan  # noqa: E402
 from kemi.render import NDB_SERVER_NAME as NDB_SERVER  # noqa: E402
 from kemi.settlement import settle_call  # noqa: E402
 

@@ -13,7 +13,8 @@ cd "$ROOT"
 PACKAGES=(
     postgresql redis-server
     python3-venv python3-dev build-essential
-    kamailio kamailio-python3-modules kamailio-redis-modules kamailio-tls-modules sip-tester openssl
+    kamailio kamailio-python3-modules kamailio-redis-modules kamailio-tls-modules kamailio-postgres-modules
+    sip-tester openssl
     curl ca-certificates
 )
 PYTHON="${PYTHON:-python3}"          # the interpreter that creates .venv

@@ -150,9 +150,10 @@ def connect() -> Iterator[Callable[[ControlServer], Stubs]]:
 FR_TIMER_MS = 1000
 
 
-def start_relay(control_server, workdir: Path) -> Kamailio:
+def start_relay(control_server, workdir: Path, **options) -> Kamailio:
+    """A relay node as the stack runs one: its dialogs kept in the control service's database."""
     return start_kamailio(workdir, redis_url=control_server.redis_url, namespace=control_server.keys.namespace,
-                          mode="relay", fr_timer_ms=FR_TIMER_MS)
+                          mode="relay", fr_timer_ms=FR_TIMER_MS, dialog_dsn=control_server.dsn, **options)
 
 
 @pytest.fixture(scope="module")

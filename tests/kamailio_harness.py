@@ -24,10 +24,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
+from callstate.dialogs import kamailio_db_url, node_tables
 from callstate.events import decode_event
 from callstate.store import CallState
 from fastpath.runtime import FastPath
-from kemi.render import Tls, render
+from kemi.render import DialogDb, Tls, render
 from tests.helpers import unique_email
 from tollgate.v1 import account_pb2 as apb
 from tollgate.v1 import common_pb2, directory_pb2, rating_pb2, trunks_pb2
@@ -167,10 +170,12 @@ class Kamailio:
 
 def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: int = 2, host: str = LOOPBACK,
                    timeout: float = 10.0, attempts: int = 3, mode: str = "relay", fr_timer_ms: int = 3000,
-                   shed_free_percent: int = 15, tls: bool = False, nonce_seconds: int = 30) -> Kamailio:
+                   shed_free_percent: int = 15, tls: bool = False, nonce_seconds: int = 30,
+                   dialog_dsn: str | None = None, port: int | None = None) -> Kamailio:
     """Kamailio running tollgate's cfg on a free UDP port of `host` (TCP on the same port, TLS on another when
     `tls`), answering; raises with the log's end otherwise. Every node of a test session shares the digest
-    and topology-hiding secrets, as the nodes of one stack do."""
+    and topology-hiding secrets, as the nodes of one stack do. With `dialog_dsn` the node keeps its dialogs
+    in that PostgreSQL database; `port` restarts a node where it was (its dialogs name its address)."""
     workdir.mkdir(parents=True, exist_ok=True)
     rundir = workdir / "run"
     rundir.mkdir(exist_ok=True)
@@ -178,12 +183,14 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
     pidfile = rundir / "kamailio.pid"
     cfg = workdir / "kamailio.cfg"
     for _ in range(attempts):  # another process may take the port between our probe and Kamailio's bind
-        port = free_port(host)
+        port = port or free_port(host)
         tls_settings = Tls(free_port(host), *self_signed_certificate()) if tls else None
+        dialog_db = _dialog_db(dialog_dsn, f"{host}:{port}") if dialog_dsn else None
         cfg.write_text(render(listen=f"udp:{host}:{port}", rundir=str(rundir), redis_url=redis_url,
                               namespace=namespace, image_dir=str(workdir / "images"), children=children, mode=mode,
                               fr_timer_ms=fr_timer_ms, shed_free_percent=shed_free_percent, tls=tls_settings,
-                              auth_secret=NODE_SECRETS[0], topoh_key=NODE_SECRETS[1], nonce_seconds=nonce_seconds))
+                              auth_secret=NODE_SECRETS[0], topoh_key=NODE_SECRETS[1], nonce_seconds=nonce_seconds,
+                              dialog_db=dialog_db))
         pidfile.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
@@ -201,6 +208,11 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
             kamailio.stop()
             raise RuntimeError(f"kamailio on {kamailio.address} does not answer OPTIONS:\n{_tail(log_path)}")
     return kamailio
+
+
+def _dialog_db(dsn: str, node: str) -> DialogDb:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return DialogDb(kamailio_db_url(dsn), *node_tables(conn, node))
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -1,6 +1,6 @@
 """The KEMI script's Python, without Kamailio: its KSR-free modules directly, its entry points on a fake KSR.
 
-kemi/plan.py and kemi/settlement.py are plain Python (the call's plan, what its end costs). The entry points of
+callstate/plan.py and kemi/settlement.py are plain Python (the call's plan, what its end costs). The entry points of
 kemi/tollgate_kemi.py run here against a recording stand-in for Kamailio's KSR module: a Python fault answers
 500 with one log line, every entry kamailio.cfg names exists for app_python3 and app_python3s alike, and a
 call's end reported several times settles once.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from callstate.plan import CallPlan, Position, RoutePlan, next_position
 from fastpath.reference.rating import Terms, cost
 from kemi import render
-from kemi.plan import CallPlan, Position, RoutePlan, next_position
 from kemi.settlement import billable_seconds, settle_call
 from tests.kamailio_harness import CALLER, DESTINATION, EUR, balance, events, suffix
 
