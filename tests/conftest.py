@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import psycopg
@@ -28,7 +27,7 @@ from control.server import RunningServer, create_server
 from fastpath import runtime
 from fastpath import snapshot_format as fmt
 from tests.helpers import Stubs, stubs_for
-from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_kamailio
+from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_relay
 
 PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A Redis database apart from the demo stack's, and a namespace of this session's own, so that test
@@ -146,15 +145,6 @@ def connect() -> Iterator[Callable[[ControlServer], Stubs]]:
 
 # ---------------------------------------------------------------------------------------------- Kamailio
 # Real Kamailio nodes on free loopback ports (tests/kamailio_harness.py), one per test module that asks.
-
-FR_TIMER_MS = 1000
-
-
-def start_relay(control_server, workdir: Path, **options) -> Kamailio:
-    """A relay node as the stack runs one: its dialogs kept in the control service's database."""
-    return start_kamailio(workdir, redis_url=control_server.redis_url, namespace=control_server.keys.namespace,
-                          mode="relay", fr_timer_ms=FR_TIMER_MS, dialog_dsn=control_server.dsn, **options)
-
 
 @pytest.fixture(scope="module")
 def relay(control_server, tmp_path_factory) -> Kamailio:

@@ -171,7 +171,7 @@ class Kamailio:
 def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: int = 2, host: str = LOOPBACK,
                    timeout: float = 10.0, attempts: int = 3, mode: str = "relay", fr_timer_ms: int = 3000,
                    shed_free_percent: int = 15, tls: bool = False, nonce_seconds: int = 30,
-                   dialog_dsn: str | None = None, port: int | None = None) -> Kamailio:
+                   dialog_dsn: str | None = None, port: int | None = None, max_cps: int = 0) -> Kamailio:
     """Kamailio running tollgate's cfg on a free UDP port of `host` (TCP on the same port, TLS on another when
     `tls`), answering; raises with the log's end otherwise. Every node of a test session shares the digest
     and topology-hiding secrets, as the nodes of one stack do. With `dialog_dsn` the node keeps its dialogs
@@ -190,7 +190,7 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
                               namespace=namespace, image_dir=str(workdir / "images"), children=children, mode=mode,
                               fr_timer_ms=fr_timer_ms, shed_free_percent=shed_free_percent, tls=tls_settings,
                               auth_secret=NODE_SECRETS[0], topoh_key=NODE_SECRETS[1], nonce_seconds=nonce_seconds,
-                              dialog_db=dialog_db))
+                              dialog_db=dialog_db, max_cps=max_cps))
         pidfile.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
@@ -208,6 +208,15 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
             kamailio.stop()
             raise RuntimeError(f"kamailio on {kamailio.address} does not answer OPTIONS:\n{_tail(log_path)}")
     return kamailio
+
+
+FR_TIMER_MS = 1000
+
+
+def start_relay(control_server, workdir: Path, **options) -> Kamailio:
+    """A relay node as the stack runs one: its dialogs kept in the control service's database."""
+    return start_kamailio(workdir, redis_url=control_server.redis_url, namespace=control_server.keys.namespace,
+                          mode="relay", fr_timer_ms=FR_TIMER_MS, dialog_dsn=control_server.dsn, **options)
 
 
 def _dialog_db(dsn: str, node: str) -> DialogDb:

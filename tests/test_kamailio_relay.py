@@ -34,6 +34,7 @@ from tests.kamailio_harness import (
     run_sipp,
     settled,
     start_kamailio,
+    start_relay,
     user_of,
     wait_routable,
 )
@@ -367,3 +368,37 @@ def test_settling_a_zero_cost(money):
                             max_call_seconds=60).reserve == 50
     assert money.settle(account, "c1", 0, {"call_id": "c1"})
     assert money.available(account, 0) == 100 and money.open_calls(account) == 0
+
+
+def test_past_its_capacity_a_node_sheds_new_calls_before_any_work(admin, money, fast, control_server, tmp_path,
+                                                                  redis_client):
+    """A node told it carries 5 new calls a second answers the rest of a burst 503 Overloaded with Retry-After at
+    once (statelessly: no Python, no Redis), says so to keepalives meanwhile, and takes calls again a second
+    later."""
+    from tests.sip_wire import Gateway, Peer, request, sdp
+
+    node = start_relay(control_server, tmp_path / "capacity", max_cps=5)
+    gateway = Gateway(486)
+    try:
+        rate_group, _trunks, _provider = make_carrier(
+            admin, [([gateway.address], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
+        account, tech_prefix = customer_on(admin, money, fast, rate_group, balance=1_000 * EUR)
+        with Peer() as caller:
+            time.sleep(1 - time.time() % 1)  # the burst within one second
+            for i in range(30):
+                caller.send(request("INVITE", f"sip:{tech_prefix}{DESTINATION}@{node.address}", via=caller.address,
+                                    call_id=f"burst{i}-{_suffix()}", body=sdp()), (node.host, node.port))
+            finals = {m.header("Call-ID"): m for m in caller.collect(2.0) if (m.status or 0) >= 200}
+            answers = list(finals.values())
+            overloaded = [m for m in answers if m.status == 503]
+            assert options_probe(node.host, node.port) in (200, 503)
+        assert len(answers) == 30 and len(overloaded) == 25, [m.first_line for m in answers]
+        assert {m.first_line for m in overloaded} == {"SIP/2.0 503 Overloaded"}
+        assert {m.header("Retry-After") for m in overloaded} == {"5"}
+        assert len(gateway.requests("INVITE")) == 5 and money.open_calls(account) == 0
+        time.sleep(1.1)
+        assert options_probe(node.host, node.port) == 200
+    finally:
+        gateway.stop()
+        node.stop()
+    assert not node.faults(), node.faults()
