@@ -21,7 +21,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-from control import decks
+from control.catalog import decks
 from control.config import Config
 from control.projection import Publisher
 from control.server import create_server
@@ -69,7 +69,8 @@ def main() -> None:
     dsn = psycopg.conninfo.make_conninfo(PG, dbname=name)
     client = redis.Redis.from_url(REDIS)
     client.flushdb()
-    running = create_server(Config(listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS, admin_tokens=("bench",)))
+    running = create_server(Config(listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS, admin_tokens=("bench",),
+                                   plaintext=True))
     try:
         data = deck_csv(args.rows)
         print(f"deck: {args.rows:,} rows, {len(data) / 1e6:.1f} MB of CSV")

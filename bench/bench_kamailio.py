@@ -308,7 +308,7 @@ def control_service():
         token = secrets.token_urlsafe(24)
         config = Config(listen="127.0.0.1:0", dsn=psycopg.conninfo.make_conninfo(PG_SERVER_DSN, dbname=database),
                         redis_url=REDIS_URL, redis_namespace=namespace, admin_tokens=(token,), workers=8,
-                        projection_interval_seconds=0.5)
+                        projection_interval_seconds=0.5, plaintext=True)
         running = create_server(config)
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield Stubs(

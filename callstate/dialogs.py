@@ -5,7 +5,7 @@ restarted node loads its calls again. The same rows tell the control service, wh
 which calls are in progress: their plans (dialog variable `tollgate`), answer times and routes become the
 open calls restore_account() reserves again.
 
-    python -m callstate.dialogs --dsn DSN --node NODE   # prints: db_url dialog_table vars_table
+    python -m callstate.dialogs --dsn DSN --node NODE --namespace NS   # prints: db_url dialog_table vars_table
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ CONFIRMED = 4  # Kamailio's DLG_STATE_CONFIRMED: answered and acknowledged
 PLAN, ANSWER, ROUTE = "tollgate", "tollgate_answer", "tollgate_route"  # the dialog variables (kemi/relay.py)
 
 
-def node_tables(conn: psycopg.Connection, node: str) -> tuple[str, str]:
-    """The node's (dialog table, vars table), made on first use."""
-    row = conn.execute("SELECT * FROM tollgate_node_dialog_tables(%s)", (node,)).fetchone()
+def node_tables(conn: psycopg.Connection, node: str, namespace: str) -> tuple[str, str]:
+    """The node's (dialog table, vars table), made on first use; the node belongs to the stack of `namespace`."""
+    row = conn.execute("SELECT * FROM tollgate_node_dialog_tables(%s, %s)", (node, namespace)).fetchone()
     return (row["dialog_table"], row["vars_table"]) if isinstance(row, dict) else (row[0], row[1])
 
 
@@ -42,10 +42,12 @@ def kamailio_db_url(dsn: str) -> str:
     return f"postgres://{credentials}@{host}:{params.get('port') or 5432}/{params.get('dbname', 'tollgate')}"
 
 
-def open_calls(conn: psycopg.Connection) -> dict[str, list[tuple[str, OpenCall]]]:
-    """The calls in progress on every node, by calling account: (call id, OpenCall) as admission wrote them."""
+def open_calls(conn: psycopg.Connection, namespace: str) -> dict[str, list[tuple[str, OpenCall]]]:
+    """The calls in progress on every node of the stack, by calling account: (call id, OpenCall) as admission
+    wrote them."""
     found: dict[str, list[tuple[str, OpenCall]]] = defaultdict(list)
-    nodes = conn.execute("SELECT node, dialog_table, vars_table FROM kamailio_nodes ORDER BY node").fetchall()
+    nodes = conn.execute("SELECT node, dialog_table, vars_table FROM kamailio_nodes WHERE namespace = %s "
+                         "ORDER BY node", (namespace,)).fetchall()
     for node, dialogs, variables in (_values(row) for row in nodes):
         query = sql.SQL(
             "SELECT d.callid, v.dialog_key, v.dialog_value FROM {} d JOIN {} v"
@@ -75,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="prepare a Kamailio node's dialog tables")
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--node", required=True)
+    parser.add_argument("--namespace", required=True)
     args = parser.parse_args(argv)
     with psycopg.connect(args.dsn, autocommit=True) as conn:
-        dialog_table, vars_table = node_tables(conn, args.node)
+        dialog_table, vars_table = node_tables(conn, args.node, args.namespace)
     print(kamailio_db_url(args.dsn), dialog_table, vars_table)
 
 

@@ -57,12 +57,15 @@ class Config:
     housekeeping_interval_seconds: float = 300.0
     # How often the Redis projection is checked against PostgreSQL besides the change notifications.
     projection_interval_seconds: float = 2.0
-    # How often CDRs are moved from Redis into PostgreSQL and orphaned calls are looked for (control/billing/ledger.py).
+    # How often the billing jobs run (control/billing/worker.py): restore, payments, reaping, CDRs, invoices.
     ledger_interval_seconds: float = 1.0
     # An open call is orphaned (its node died) this long after it must have ended: answered, its granted
     # seconds after the answer; unanswered, max_ring_seconds (>= Kamailio's fr_inv_timer) after its admission.
     reap_grace_seconds: int = 300
     max_ring_seconds: int = 120
+    # A Kamailio node that sent no heartbeat (every 5 s) for this long is dead: its calls are settled at what
+    # they cost up to its last heartbeat and their slots freed. A node restarting sooner keeps its calls.
+    node_dead_seconds: int = 60
 
 
 def env_name(key: str) -> str:

@@ -28,7 +28,7 @@ from control.api.servicers.access import AuditService, AuthService, OperatorServ
 from control.api.servicers.accounts import AccountService, CompanyService
 from control.api.servicers.billing import CdrService, InvoiceService
 from control.api.servicers.configuration import DirectoryService, RateGroupService, TrunkService
-from control.billing.ledger import Ledger
+from control.billing.worker import BillingWorker, Settings
 from control.config import Config, describe, load_config
 from control.projection import Publisher
 from tollgate.v1 import (
@@ -77,14 +77,14 @@ class RunningServer:
     port: int
     pool: ConnectionPool
     publisher: Publisher
-    ledger: Ledger
+    billing: BillingWorker
     _stop_health: threading.Event
 
     def stop(self, grace: float = 2.0) -> None:
         self._stop_health.set()
         self.server.stop(grace).wait()
         self.publisher.close()
-        self.ledger.stop()
+        self.billing.stop()
         self.pool.close()
 
 
@@ -155,6 +155,11 @@ def _servicers(server: grpc.Server, database: db.Database, config: Config) -> No
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(database), server)
 
 
+def billing_settings(config: Config) -> Settings:
+    return Settings(config.ledger_interval_seconds, config.reap_grace_seconds, config.max_ring_seconds,
+                    config.node_dead_seconds)
+
+
 def create_server(config: Config) -> RunningServer:
     db.migrate(config.dsn)
     pool = db.open_pool(config.dsn, config.pool_max_size, config.statement_timeout_seconds)
@@ -182,14 +187,13 @@ def create_server(config: Config) -> RunningServer:
         raise SystemExit(f"cannot listen on {config.listen}: address in use or invalid")
     publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace)
     publisher.start()
-    ledger = Ledger(config.dsn, config.redis_url, config.redis_namespace, config.ledger_interval_seconds,
-                    config.reap_grace_seconds, config.max_ring_seconds)
-    ledger.start()
+    billing = BillingWorker(pool, config.dsn, config.redis_url, config.redis_namespace, billing_settings(config))
+    billing.start()
     server.start()
     stop = threading.Event()
     threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
     threading.Thread(target=_housekeeping, args=(pool, config, stop), name="housekeeping", daemon=True).start()
-    return RunningServer(server, port, pool, publisher, ledger, stop)
+    return RunningServer(server, port, pool, publisher, billing, stop)
 
 
 def main(argv: list[str] | None = None) -> None:

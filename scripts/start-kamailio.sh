@@ -70,7 +70,7 @@ say "starting Kamailio on $LISTEN ($MODE mode, TLS port $TLS_PORT, log $LOG)"
 printf '\n=== %s start-kamailio.sh\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" >>"$LOG"
 # -E with a log file: Kamailio logs to stderr.
 rm -f "$RUNDIR/kamailio.pid"
-kamailio -f "$RUNDIR/kamailio.cfg" -P "$RUNDIR/kamailio.pid" -Y "$RUNDIR" -E -m "$SHM_MB" -M 16 </dev/null >>"$LOG" 2>&1 \
+kamailio -f "$RUNDIR/kamailio.cfg" -P "$RUNDIR/kamailio.pid" -Y "$RUNDIR" -E -m "$SHM_MB" -M 16 -x tlsf </dev/null >>"$LOG" 2>&1 \
     || true  # (a failed start is reported below, with the log's end)
 for _ in $(seq 1 40); do
     [[ -s "$RUNDIR/kamailio.pid" ]] && break

@@ -20,8 +20,9 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from control import db
 from control.billing import invoices
-from control.billing.ledger import Ledger
+from control.billing.worker import BillingWorker, Settings
 from tests.helpers import clean_env, failure, ok, ok_json, run_cli, unique_email, unique_number
 from tests.test_cdrs import cdr, insert
 from tollgate.v1 import account_pb2, auth_pb2, company_pb2, invoice_pb2
@@ -348,10 +349,11 @@ def test_cli_generates_lists_shows_and_exports(cli, admin, control_server, tmp_p
 # --------------------------------------------------------------------------------------------- automatic run
 
 
-def test_the_ledger_invoices_by_itself_at_most_once_an_hour(admin, control_server):
+def test_the_billing_worker_invoices_by_itself_at_most_once_an_hour(admin, control_server):
     dsn = control_server.dsn
     overdue = postpaid(admin, dsn, "2020-01-01T00:00:00", generate_zero_invoice=True)  # due by the real clock
-    ledger = Ledger(dsn, control_server.redis_url, control_server.keys.namespace)
+    pool = db.open_pool(dsn, 2)
+    ledger = BillingWorker(pool, dsn, control_server.redis_url, control_server.keys.namespace, Settings())
     try:
         assert ledger.invoice_if_due() >= 1
         assert len(list_all(admin, f"account = {overdue.account_number}")) == 1
@@ -360,3 +362,4 @@ def test_the_ledger_invoices_by_itself_at_most_once_an_hour(admin, control_serve
         assert list_all(admin, f"account = {later.account_number}") == []
     finally:
         ledger.stop()
+        pool.close()

@@ -76,3 +76,18 @@ def to_message(row: dict) -> account_pb2.Payment:
         note=row["note"], request_id=row["request_id"] or "", create_time=timestamp(row["created_at"]),
         balance_after=row["balance_after"], posted_by=row["posted_by"],
     )
+
+
+def push_pending(conn: psycopg.Connection, state) -> int:
+    """Every payment PostgreSQL has and the switch's live balance (Redis) may not: applied there once (Redis
+    remembers the payment ids it applied), then marked pushed. A crash in between only applies nothing the
+    next time. `state`: a callstate.store.CallState."""
+    pushed = 0
+    while rows := conn.execute("SELECT id, account_number, amount FROM payments WHERE pushed_at IS NULL "
+                               "ORDER BY id LIMIT 500").fetchall():
+        for row in rows:
+            state.apply_payment(row["account_number"], row["id"], row["amount"])
+        conn.execute("UPDATE payments SET pushed_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],))
+        conn.commit()
+        pushed += len(rows)
+    return pushed

@@ -45,16 +45,19 @@ CREATE TABLE kamailio_dialog_vars_template (
     dialog_value text    NOT NULL
 );
 
--- Which tables belong to which node (its id, as kamailio.cfg's TOLLGATE_NODE says).
+-- Which tables belong to which node (its id, as kamailio.cfg's TOLLGATE_NODE says), of which stack (its Redis
+-- namespace: stacks sharing a database restore only their own calls).
 CREATE TABLE kamailio_nodes (
     node         text PRIMARY KEY,
+    namespace    text NOT NULL,
     dialog_table text NOT NULL UNIQUE,
     vars_table   text NOT NULL UNIQUE,
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 
 -- The node's dialog tables, made once: (dialog table, vars table).
-CREATE FUNCTION tollgate_node_dialog_tables(node_id text, OUT dialog_table text, OUT vars_table text)
+CREATE FUNCTION tollgate_node_dialog_tables(node_id text, node_namespace text, OUT dialog_table text,
+                                            OUT vars_table text)
 LANGUAGE plpgsql AS $$
 DECLARE
     suffix text := substr(md5(node_id), 1, 12);
@@ -78,6 +81,7 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (hash_entry, hash_id)', vars_table || '_hash', vars_table);
     INSERT INTO version (table_name, table_version) VALUES (dialog_table, 7), (vars_table, 1)
         ON CONFLICT (table_name) DO NOTHING;
-    INSERT INTO kamailio_nodes (node, dialog_table, vars_table) VALUES (node_id, dialog_table, vars_table);
+    INSERT INTO kamailio_nodes (node, namespace, dialog_table, vars_table)
+        VALUES (node_id, node_namespace, dialog_table, vars_table);
 END
 $$;
