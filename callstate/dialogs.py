@@ -69,6 +69,25 @@ def open_calls(conn: psycopg.Connection, namespace: str) -> dict[str, list[tuple
     return dict(found)
 
 
+def forget(conn: psycopg.Connection, namespace: str, call_ids: list[str]) -> int:
+    """Remove ended calls' rows from the stack's dialog tables (the ledger calls this once their CDRs are
+    written). Kamailio deletes a dialog's row itself when it ends; a row it could not delete (PostgreSQL was
+    down then) would otherwise be loaded again by a restarted node, or reserved again by a restore."""
+    if not call_ids:
+        return 0
+    removed = 0
+    nodes = conn.execute("SELECT dialog_table, vars_table FROM kamailio_nodes WHERE namespace = %s",
+                         (namespace,)).fetchall()
+    for dialogs_table, vars_table in (_values(row) for row in nodes):
+        gone = conn.execute(sql.SQL("DELETE FROM {} WHERE callid = ANY(%s) RETURNING hash_entry, hash_id").format(
+            sql.Identifier(dialogs_table)), (call_ids,)).fetchall()
+        for hash_entry, hash_id in (_values(row) for row in gone):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE hash_entry = %s AND hash_id = %s").format(
+                sql.Identifier(vars_table)), (hash_entry, hash_id))
+        removed += len(gone)
+    return removed
+
+
 def _values(row) -> tuple:
     return tuple(row.values()) if isinstance(row, dict) else tuple(row)
 

@@ -252,7 +252,8 @@ class CallState:
         """Rebuild the account's live money after Redis lost it (callstate/lua/restore_account.lua): `balance`
         added, the open `calls` reserved again; once. False when it was restored already."""
         return bool(self._run(scripts.RESTORE_ACCOUNT, [self.keys.account(account, MONEY),
-                                                        self.keys.account(account, CALLS)],
+                                                        self.keys.account(account, CALLS),
+                                                        self.keys.account(account, SETTLED)],
                               [int(balance), json.dumps([[call_id, call.encode()] for call_id, call in calls])]))
 
     def restored(self, account: str) -> bool:

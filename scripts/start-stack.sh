@@ -8,7 +8,8 @@
 #   4. ~/.config/tollgate/admin.toml for tollgate-admin, with that token and the client certificate;
 #   5. the control service (re)started in the background: pid run/control.pid, log run/control.log;
 #   6. demo data (scripts/demo_data.sh), then a summary.
-# Safe to run again: it keeps the configuration and the data, and restarts the control service.
+# Safe to run again: it keeps the configuration and the data, and restarts the control service only: a running
+# Kamailio keeps its calls (restart it on its own with scripts/start-kamailio.sh; its calls survive that too).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -171,7 +172,7 @@ if [[ -n "${SUDO_USER:-}" && "$SUDO_USER" != root && "$SUDO_USER" != "$(id -un)"
 fi
 
 # --- control service ---------------------------------------------------------------------------------
-bash scripts/stop-stack.sh
+bash scripts/stop-control.sh
 if "$PY" - "$ADDRESS" <<'EOF'
 import socket, sys
 host, _, port = sys.argv[1].rpartition(":")
@@ -228,7 +229,12 @@ say "control service is SERVING on $ADDRESS (pid $(cat "$PIDFILE"))"
 TOLLGATE_ADDRESS="$ADDRESS" TOLLGATE_TOKEN="$TOKEN" bash scripts/demo_data.sh
 
 # --- Kamailio ----------------------------------------------------------------------------------------
-bash scripts/start-kamailio.sh
+# Started when it is not running; a running one keeps its calls and follows the projection by itself.
+if pid="$(cat run/kamailio/kamailio.pid 2>/dev/null)" && [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+    say "Kamailio keeps running (pid $pid); to restart it: bash scripts/start-kamailio.sh (calls survive)"
+else
+    bash scripts/start-kamailio.sh
+fi
 
 # --- summary -----------------------------------------------------------------------------------------
 cat <<EOF

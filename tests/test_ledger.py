@@ -78,7 +78,7 @@ def worker(control_server, private):
     """A BillingWorker on the private namespace (not started: tests call run_once)."""
     pool = db.open_pool(control_server.dsn, 2)
     started = BillingWorker(pool, control_server.dsn, control_server.redis_url, private,
-                            Settings(reap_grace_seconds=300, node_dead_seconds=60))
+                            Settings(reap_grace_seconds=300, node_dead_seconds=60, restore_settle_seconds=0))
     yield started
     started.stop()
     pool.close()

@@ -12,45 +12,56 @@
 -- #include cost
 local now, grace, ring = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 local nodes, node_dead = cjson.decode(ARGV[6]), tonumber(ARGV[7])
+
+local function numbers(strings)
+  local out = {}
+  for k = 1, #strings do out[k] = tonumber(strings[k]) end
+  return out
+end
+
+-- The moment to charge the call up to, or nil while it may still be running.
+local function last_alive(call, answered)
+  local admitted, granted = tonumber(call.t), tonumber(call.g)
+  local heartbeat = tonumber(nodes[call.n or ''] or admitted)
+  if now - heartbeat > node_dead then return heartbeat end
+  if answered and answered + granted + grace < now then return answered + granted end
+  if not answered and admitted + ring + grace < now then return now end
+  return nil
+end
+
+local function settle_orphan(call_id, call, answered, ended)
+  local billable = 0
+  if answered then billable = math.min(math.max(math.ceil(ended - answered), 1), tonumber(call.g)) end
+  local customer_cost = cost(billable, numbers(call.c))
+  local route = call.p or {}
+  local provider_cost = route.pt and cost(billable, numbers(route.pt)) or 0
+  redis.call('HINCRBY', KEYS[2], 'balance', 0 - customer_cost)
+  redis.call('SADD', KEYS[3], call_id)
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  redis.call('XADD', KEYS[4], '*', 'event', cjson.encode({
+    call_id = call_id, account = ARGV[4], setup_time = call.t, answer_time = call.a or '',
+    end_time = string.format('%.3f', answered and ended or now), billable_seconds = int(billable),
+    sip_code = answered and '200' or '0', customer_cost = int(customer_cost), provider = route.pv or '',
+    trunk = route.tr or '', gateway = route.gw or '', provider_cost = int(provider_cost), end_reason = 'orphaned'}))
+  return route.tr or ''
+end
+
 local reaped = {}
 local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
   local call_id, call = entries[i], cjson.decode(entries[i + 1])
-  local admitted, granted = tonumber(call.t), tonumber(call.g)
   local answered = call.a and tonumber(call.a)
-  local heartbeat = tonumber(nodes[call.n or ''] or admitted)
-  local last_alive = nil  -- the end to charge up to; nil: not an orphan (yet)
-  if now - heartbeat > node_dead then
-    last_alive = heartbeat
-  elseif answered and answered + granted + grace < now then
-    last_alive = answered + granted
-  elseif not answered and admitted + ring + grace < now then
-    last_alive = now
-  end
-  if last_alive and redis.call('SISMEMBER', KEYS[3], call_id) == 0 then
-    local billable = 0
-    if answered then billable = math.min(math.max(math.ceil(last_alive - answered), 1), granted) end
-    local terms = {}
-    for k = 1, 5 do terms[k] = tonumber(call.c[k]) end
-    local customer_cost = cost(billable, terms)
-    local provider_cost, route = 0, call.p or {}
-    if route.pt then
-      local provider_terms = {}
-      for k = 1, 5 do provider_terms[k] = tonumber(route.pt[k]) end
-      provider_cost = cost(billable, provider_terms)
-    end
+  if redis.call('SISMEMBER', KEYS[3], call_id) == 1 then
+    -- Settled already (a restore raced its end): only its reservation and slot are left to free.
     redis.call('HDEL', KEYS[1], call_id)
     redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(call.r))
-    redis.call('HINCRBY', KEYS[2], 'balance', 0 - customer_cost)
-    redis.call('SADD', KEYS[3], call_id)
-    redis.call('EXPIRE', KEYS[3], ARGV[3])
-    redis.call('XADD', KEYS[4], '*', 'event', cjson.encode({
-      call_id = call_id, account = ARGV[4], setup_time = call.t, answer_time = call.a or '',
-      end_time = string.format('%.3f', answered and last_alive or now), billable_seconds = int(billable),
-      sip_code = answered and '200' or '0', customer_cost = int(customer_cost), provider = route.pv or '',
-      trunk = route.tr or '', gateway = route.gw or '', provider_cost = int(provider_cost),
-      end_reason = 'orphaned'}))
-    reaped[#reaped + 1] = {call_id, route.tr or ''}
+  else
+    local ended = last_alive(call, answered)
+    if ended then
+      redis.call('HDEL', KEYS[1], call_id)
+      redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(call.r))
+      reaped[#reaped + 1] = {call_id, settle_orphan(call_id, call, answered, ended)}
+    end
   end
 end
 return reaped

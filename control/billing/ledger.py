@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import psycopg
 import redis
 
+from callstate import dialogs
 from callstate.events import decode_event, provider_settlement_id
 from callstate.keys import EVENTS
 from callstate.store import CallState
@@ -90,14 +91,17 @@ class Ledger:
     def _write(self, conn: psycopg.Connection, entries: list[tuple[bytes, tuple[bytes, dict]]]) -> int:
         """One transaction for a batch; then the providers' live credits (once each); then XACK. A crash in
         between only re-reads the batch, and every step repeats as a no-op."""
-        credits = []
+        credits, ended = [], []
         with conn.transaction():
             for stream, (_entry_id, fields) in entries:
                 if not fields:  # pending, but deleted from the stream meanwhile: nothing left to record
                     continue
-                credit = _record_entry(conn, self._account_of(stream), decode_event(fields))
+                event = decode_event(fields)
+                ended.append(event["call_id"])
+                credit = _record_entry(conn, self._account_of(stream), event)
                 if credit is not None:
                     credits.append(credit)
+            dialogs.forget(conn, self._state.keys.namespace, ended)
         for provider, customer, call_id, amount in credits:
             self._state.credit_provider(provider, customer, call_id, amount)
         by_stream: dict[bytes, list[bytes]] = {}

@@ -10,6 +10,11 @@ ledger has yet to push, is added to what calls settled since the loss, and the c
 tables show in progress are reserved again. Accounts created later are restored as they appear. Kamailio's
 keepalive answers 503 while the key is missing (kamailio.cfg), so balancers send calls elsewhere.
 
+The restore waits SETTLE_SECONDS after the loss is seen: a call that ended just before the loss keeps its
+row in Kamailio's dialog table for a few seconds more (its BYE transaction's wait timer), and must not be
+reserved again as if it were in progress. Meanwhile the other money jobs wait too (a payment pushed, or an
+event recorded, before the restore would be counted twice).
+
 What Redis held and PostgreSQL did not is lost with it: settled calls whose events the ledger had not yet
 recorded (a second of them with `appendfsync everysec`; see the README's "Redis" section).
 """
@@ -17,6 +22,7 @@ recorded (a second of them with `appendfsync everysec`; see the README's "Redis"
 from __future__ import annotations
 
 import logging
+import time
 
 import psycopg
 import redis
@@ -26,33 +32,62 @@ from callstate.store import CallState
 
 log = logging.getLogger("tollgate.restore")
 BATCH = 500
+# Longer than Kamailio's tm wait timer (5 s): a dialog that ended is gone from its table by then.
+SETTLE_SECONDS = 7.0
+RING_SECONDS = 120  # the longest a call rings (Kamailio's fr_inv_timer) before its grant starts
 
 
 class LiveState:
-    def __init__(self, state: CallState, client: redis.Redis):
+    def __init__(self, state: CallState, client: redis.Redis, settle_seconds: float = SETTLE_SECONDS):
         self._state = state
         self._redis = client
+        self._settle_seconds = settle_seconds
         self._last_account_id = 0  # accounts up to this id are known restored
+        self._lost_at: float | None = None  # when the loss was first seen (time.monotonic())
+        self.ready = False  # the live money is restored: the other money jobs may run
 
     @property
     def marker(self) -> str:
         return f"{self._state.keys.namespace}:{{cfg}}:state"
 
     def keep(self, conn: psycopg.Connection) -> int:
-        """Restore what needs it; the number of accounts restored now."""
+        """Restore what needs it (the whole namespace once its loss has settled); the number of accounts
+        restored now. `ready` says whether the live money may be used."""
         epoch = str(conn.execute("SELECT epoch FROM projection_epoch").fetchone()["epoch"])
-        if _text(self._redis.get(self.marker)) != epoch:
-            restored = self._restore_all(conn)
-            self._redis.set(self.marker, epoch)
-            if restored:
-                log.warning("restored the live money of %d account(s) from PostgreSQL", restored)
-            return restored
-        return self._restore_new(conn)
+        if _text(self._redis.get(self.marker)) == epoch:
+            self.ready = True
+            return self._restore_new(conn)
+        self.ready = False
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            log.warning("Redis has no restored live money: restoring from PostgreSQL in %g s", self._settle_seconds)
+        if time.monotonic() - self._lost_at < self._settle_seconds and self._has_calls(conn):
+            return 0
+        restored = self._restore_all(conn)
+        self._redis.set(self.marker, epoch)
+        self._lost_at, self.ready = None, True
+        log.warning("restored the live money of %d account(s) from PostgreSQL", restored)
+        return restored
+
+    def _has_calls(self, conn: psycopg.Connection) -> bool:
+        """Whether Kamailio's tables show any call (without one, there is nothing to wait for)."""
+        return bool(dialogs.open_calls(conn, self._state.keys.namespace))
 
     def _restore_all(self, conn: psycopg.Connection) -> int:
         self._last_account_id = 0
+        return self._restore_from(conn, self._calls_in_progress(conn))
+
+    def _calls_in_progress(self, conn: psycopg.Connection) -> dict:
+        """The calls of Kamailio's dialog tables that may still be running: none with a CDR (they ended), none
+        past its grant (it would have been cut)."""
         calls = dialogs.open_calls(conn, self._state.keys.namespace)
-        return self._restore_from(conn, calls)
+        ended = {(row["account_number"], row["call_id"]) for row in conn.execute(
+            "SELECT account_number, call_id FROM cdrs WHERE call_id = ANY(%s)",
+            ([call_id for listed in calls.values() for call_id, _call in listed],)).fetchall()}
+        now = time.time()
+        return {account: [(call_id, call) for call_id, call in listed if (account, call_id) not in ended
+                          and (call.answered_at or call.admitted_at) + call.granted + RING_SECONDS > now]
+                for account, listed in calls.items()}
 
     def _restore_new(self, conn: psycopg.Connection) -> int:
         return self._restore_from(conn, {})

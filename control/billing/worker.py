@@ -29,7 +29,7 @@ from control.billing import invoices
 from control.billing.ledger import Ledger
 from control.billing.payments import PAYMENTS_CHANNEL, push_pending
 from control.billing.reaper import Reaper
-from control.billing.restore import LiveState
+from control.billing.restore import SETTLE_SECONDS, LiveState
 
 log = logging.getLogger("tollgate.billing")
 INVOICE_INTERVAL_SECONDS = 3600  # billing days pass at local midnights: hourly is soon enough for every zone
@@ -55,6 +55,8 @@ class Settings:
     max_ring_seconds: int = 120
     # A Kamailio node silent this long is dead: its calls are settled up to its last heartbeat.
     node_dead_seconds: int = 60
+    # After Redis lost its state, the restore waits this long (control/billing/restore.py SETTLE_SECONDS).
+    restore_settle_seconds: float = SETTLE_SECONDS
 
 
 class BillingWorker:
@@ -64,7 +66,7 @@ class BillingWorker:
         self._settings = settings
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
         state = CallState(self._redis, namespace)
-        self.live = LiveState(state, self._redis)
+        self.live = LiveState(state, self._redis, settings.restore_settle_seconds)
         self.reaper = Reaper(state, grace_seconds=settings.reap_grace_seconds, ring_seconds=settings.max_ring_seconds,
                              node_dead_seconds=settings.node_dead_seconds)
         self.ledger = Ledger(state, self._redis)
@@ -109,6 +111,8 @@ class BillingWorker:
         with self._pool.connection() as conn:
             restored = self.live.keep(conn)
             conn.commit()
+            if not self.live.ready:  # Redis lost its money and is not restored yet: nothing may build on it
+                return Tick(restored)
             pushed = push_pending(conn, self.state)
             reaped = self.reaper.reap(now)
             recorded = self.ledger.record(conn)
