@@ -58,6 +58,11 @@ _FAULT = re.compile(r"Traceback|app_python3 \[|tollgate: \w+ failed:|Python exce
 DIALOG_BYE_RACE = "send_bye(): terminating non-confirmed dialogs not supported"
 
 
+# What scripts/start-kamailio.sh gives Kamailio: a clean environment, so that the test's own Python (a venv, a
+# pyenv interpreter, PYTHONHOME / PYTHONPATH) never leaks into Kamailio's embedded one.
+KAMAILIO_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+
+
 def free_udp_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
@@ -196,8 +201,7 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
             # TLSF: Kamailio's fastest allocator (the default, qm, costs ~13 % of a relayed call in malloc)
             started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
                                       "-m", "256", "-M", "16", "-x", "tlsf"], stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=log,
-                                     timeout=timeout)
+                                     stderr=log, timeout=timeout, env=KAMAILIO_ENVIRONMENT)
         if started.returncode == 0 and pidfile.exists():
             break
     else:

@@ -260,6 +260,7 @@ def test_redis_restarted_empty_is_restored_and_loses_only_unrecorded_events(stac
     stack.redis.kill()
     killed = time.time()
     stack.redis.start()  # empty
+    assert {options_probe(n.host, n.port) for n in stack.nodes} == {503}  # balancers: route elsewhere meanwhile
     restored = _until(lambda: all(options_probe(n.host, n.port) == 200 for n in stack.nodes) and time.time(),
                       20, "the nodes say they can route again")
     time.sleep(LOAD_SECONDS / 2)
