@@ -22,6 +22,7 @@ SUMMARY_HEADERS = [
     "trunk",
     "billable s",
     "SIP code",
+    "ended",
     "customer cost",
     "provider cost",
 ]
@@ -63,6 +64,7 @@ def summary_row(cdr: cdr_pb2.Cdr) -> list[str]:
         calls.last_segment(cdr.trunk),
         str(cdr.billable_seconds),
         str(cdr.sip_code),
+        f"{cdr.end_reason} ({cdr.stage})" if cdr.stage else cdr.end_reason,  # e.g. "refused (cps)"
         format_money(cdr.customer_cost),
         format_money(cdr.provider_cost),
     ]

@@ -17,6 +17,7 @@ Terms = tuple[int, int, int, int, int]  # connect_fee, included_seconds, rate_pe
 # Which of the customer's identity headers a trunk lets through (the cfg's branch_route[PRESENT] reads these
 # letters): Diversion, Privacy, History-Info.
 PASS_DIVERSION, PASS_PRIVACY, PASS_HISTORY_INFO = "d", "p", "h"
+RELAY_FAILED = (500, "Relay failed")  # no gateway could be sent the INVITE (a local send failure)
 
 
 @dataclass(frozen=True)
@@ -108,3 +109,14 @@ def next_position(plan: CallPlan, at: Position) -> Position | None:
 
 def gateway_uri(user: str, address: str, transport: str) -> str:
     return f"sip:{user}@{address}" + ("" if transport == "udp" else f";transport={transport}")
+
+
+def final_answer(code: int, reason: str) -> tuple[int, str]:
+    """What the caller gets when every gateway failed: the last failure (SPEC §8), except that a gateway's 503
+    is answered 500 (RFC 3261 §16.7: the caller must not think the switch itself is unavailable) and a local
+    send failure (477, 478: no gateway could be reached) is 500 Relay failed, as at the first send."""
+    if code == 503:
+        return 500, "Server Internal Error"
+    if code in (477, 478):
+        return RELAY_FAILED
+    return int(code), reason or "Failed"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import redis
 
 from callstate import scripts
-from callstate.events import encode_event, provider_settlement_id
+from callstate.events import CallEvent, provider_settlement_id
 from callstate.keys import CALLS, EVENTS, MONEY, PAYMENTS, SETTLED, StateKeys
 
 Terms = tuple[int, int, int, int, int]  # connect_fee, included_seconds, rate_per_min, initial, increment
@@ -107,6 +107,11 @@ class OpenCall:
                    Route.from_json(route) if route else None)
 
 
+def outcome_of(code: int) -> str:
+    """The outcome an admission reply code means (ADMITTED, CPS_EXCEEDED, ...)."""
+    return _OUTCOMES[code]
+
+
 def grant_from_reply(reply: Sequence[int | str | bytes]) -> Grant:
     """The Grant in the admission script's reply {code, granted, reserve, available}."""
     code, granted, reserve, available = (int(value) for value in reply)
@@ -151,38 +156,52 @@ class CallState:
     # ------------------------------------------------------------------ admission
     def admit_call(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
                    terms: Sequence[int], max_call_seconds: int, decided: bool = True, reserve: bool = True,
-                   node: str = "") -> Grant:
+                   node: str = "", refusal: CallEvent | None = None) -> Grant:
         """One round trip, in SPEC §5 order: a call id already admitted is DUPLICATE; then CPS, concurrent calls,
         and (when decided) the grant against the live balance: the longest affordable call under `terms`
         (connect_fee, included_seconds, rate_per_min, initial_increment, increment), up to max_call_seconds,
         its cost reserved (unless reserve=False: checked only, as a redirect server does). INSUFFICIENT when
         not even one second is affordable; RESTORING for a paid call while the account's money is not restored.
-        `node` names the Kamailio node that holds the call (the reaper watches its heartbeat)."""
+        `node` names the Kamailio node that holds the call (the reaper watches its heartbeat). `refusal`: the
+        call's event should it be refused (not decided, or by this admission), recorded as its CDR."""
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
-        keys = [self.keys.account(account, CALLS), self.keys.account(account, MONEY), self.keys.cps(account, now),
-                self.keys.account(account, SETTLED)]
         numbers = (cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial, increment, now)
-        return grant_from_reply(self._run(scripts.ADMIT_CALL, keys,
-                                          [call_id, *(str(int(n)) for n in numbers), node or "-"]))
+        return grant_from_reply(self._run(scripts.ADMIT_CALL, self._admission_keys(account, now),
+                                          [call_id, *(str(int(n)) for n in numbers), node or "-",
+                                           refusal.encode() if refusal else ""]))
 
     def admit_call_command(self, account: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
                            terms: Sequence[int], max_call_seconds: int, decided: bool = True, reserve: bool = True,
                            node: str = "") -> str | None:
-        """admit_call() as one hiredis command format with a single `%s`, to be filled with the call id: the
-        same script through a client other than redis-py (Kamailio's ndb_redis: redis_cmd_p1(server, command,
-        call_id, reply)). Its reply goes to grant_from_reply(). None when the account or namespace holds a
-        character a format cannot carry literally (then use admit_call()). The script must have been loaded
-        (load_scripts()); a NOSCRIPT error says it was not. Built as one f-string: it runs once per INVITE."""
+        """admit_call() as one hiredis command format with two `%s`, to be filled with the call id and the
+        refusal's event (CallEvent.encode, or ""): the same script through a client other than redis-py
+        (Kamailio's ndb_redis: redis_cmd_p2(server, command, call_id, event, reply)). Its reply goes to
+        grant_from_reply(). None when the account or namespace holds a character a format cannot carry
+        literally (then use admit_call()). The script must have been loaded (load_scripts()); a NOSCRIPT error
+        says it was not. Built as one f-string: it runs once per INVITE."""
         base = self.keys.account_prefix(account)
         if not _FORMAT_SAFE.fullmatch(base + (node or "-")):
             return None
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
-        return (f"EVALSHA {scripts.ADMIT_CALL.sha} 4 {base}{CALLS} {base}{MONEY} {base}cps:{int(now)} {base}{SETTLED} "
-                f"%s {int(cps)} "
+        return (f"EVALSHA {scripts.ADMIT_CALL.sha} 5 {base}{CALLS} {base}{MONEY} {base}cps:{int(now)} {base}{SETTLED} "
+                f"{base}{EVENTS} %s {int(cps)} "
                 f"{int(max_calls)} {int(credit_limit)} {mode} {int(max_call_seconds)} {int(fee)} {int(included)} "
-                f"{int(rate)} {int(initial)} {int(increment)} {int(now)} {node or '-'}")
+                f"{int(rate)} {int(initial)} {int(increment)} {int(now)} {node or '-'} %s")
+
+    def _admission_keys(self, account: str, now: int) -> list[str]:
+        return [self.keys.account(account, CALLS), self.keys.account(account, MONEY), self.keys.cps(account, now),
+                self.keys.account(account, SETTLED), self.keys.account(account, EVENTS)]
+
+    def record_refusal(self, account: str, event: CallEvent) -> None:
+        """A call refused before its admission (its account is disabled): its event, as its CDR."""
+        self._redis.xadd(self.keys.account(account, EVENTS), {"event": event.encode()})
+
+    def record_refusal_command(self, account: str) -> str | None:
+        """record_refusal() as a hiredis command format with one `%s`: the event (see admit_call_command)."""
+        base = self.keys.account_prefix(account)
+        return f"XADD {base}{EVENTS} * event %s" if _FORMAT_SAFE.fullmatch(base) else None
 
     def mark_answered(self, account: str, call_id: str, answered_at: float, route: Route | None = None) -> bool:
         """Note that the open call was answered, over which route (kamailio.cfg does this natively; this is
@@ -198,14 +217,14 @@ class CallState:
         return OpenCall.decode(entry) if entry else None
 
     # ------------------------------------------------------------------ settlement
-    def settle(self, account: str, call_id: str, cost: int, event: dict[str, str | int]) -> bool:
+    def settle(self, account: str, call_id: str, cost: int, event: CallEvent) -> bool:
         """Release the call's reservation and debit its cost, once per call id; False for a repeat."""
         return bool(self._run(scripts.SETTLE, self._money_keys(account),
-                              [call_id, cost, SETTLED_TTL_SECONDS, encode_event(event)]))
+                              [call_id, cost, SETTLED_TTL_SECONDS, event.encode()]))
 
     def settle_command(self, account: str, cost: int) -> str | None:
         """settle() as a hiredis command format with two `%s`: the settlement id (call id), then the event
-        (encode_event). None when the account or namespace cannot be carried literally (see
+        (CallEvent.encode). None when the account or namespace cannot be carried literally (see
         admit_call_command)."""
         base = self.keys.account_prefix(account)
         if not _FORMAT_SAFE.fullmatch(base):
@@ -219,6 +238,17 @@ class CallState:
         return bool(self._run(scripts.CREDIT_PROVIDER, [self.keys.account(provider, MONEY),
                                                         self.keys.account(provider, SETTLED)],
                               [provider_settlement_id(customer, call_id), amount, SETTLED_TTL_SECONDS]))
+
+    def credit_providers(self, credits: Sequence[tuple[str, str, str, int]]) -> None:
+        """credit_provider() for each (provider, customer, call id, amount), in one round trip."""
+        if not credits:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for provider, customer, call_id, amount in credits:
+            self._scripts[scripts.CREDIT_PROVIDER.name](
+                keys=[self.keys.account(provider, MONEY), self.keys.account(provider, SETTLED)],
+                args=[provider_settlement_id(customer, call_id), amount, SETTLED_TTL_SECONDS], client=pipe)
+        pipe.execute()
 
     def _money_keys(self, account: str) -> list[str]:
         return [self.keys.account(account, name) for name in (CALLS, MONEY, SETTLED, EVENTS)]

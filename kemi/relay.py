@@ -15,7 +15,7 @@ import time
 import KSR
 
 from callstate.events import provider_settlement_id
-from callstate.plan import CallPlan, Position, gateway_uri, next_position
+from callstate.plan import RELAY_FAILED, CallPlan, Position, final_answer, gateway_uri, next_position
 from callstate.store import TRUNK_SEIZED, CallState, Route
 from fastpath.decision import ANONYMOUS
 
@@ -57,12 +57,13 @@ def relay_registered(plan: CallPlan, callees: tuple[str, ...], realm: str) -> tu
     KSR.tm.t_on_branch("PRESENT")
     KSR.tm.t_on_failure("FAILOVER")  # keeps the last failure's code for the CDR (no failover: no position)
     if KSR.tm.t_relay() < 0:
-        return 500, "Relay failed"
+        return RELAY_FAILED
     return 0, ""
 
 
-def failover(state: CallState, realm: str) -> None:
-    """failure_route[FAILOVER]: the trunk's next gateway, else the next trunk with a free channel."""
+def failover(state: CallState, realm: str) -> tuple[int, str] | None:
+    """failure_route[FAILOVER]: the trunk's next gateway, else the next trunk with a free channel. None once
+    the call went on; else the answer the caller gets (final_answer), which the KEMI script sends."""
     plan = CallPlan.decode(KSR.pv.get(AVP_PLAN))
     at = Position.decode(KSR.pv.get(AVP_AT) or "")
     following = next_position(plan, at) if at is not None else None
@@ -71,7 +72,11 @@ def failover(state: CallState, realm: str) -> None:
         route = seize_from(state, plan, following.route)
         following = None if route is None else Position(route, 0)
     if following is not None:
-        _send(state, plan, following, realm, initial=False)
+        code, reason = _send(state, plan, following, realm, initial=False)
+        if not code:
+            return None
+        return code, reason
+    return final_answer(KSR.pv.get("$T_reply_code") or 500, KSR.pv.get("$T_reply_reason") or "")
 
 
 def _open_dialog(plan: CallPlan) -> tuple[int, str] | None:
@@ -117,7 +122,7 @@ def _send(state: CallState, plan: CallPlan, at: Position | None, realm: str, ini
             route_index = seize_from(state, plan, following.route)
             following = None if route_index is None else Position(route_index, 0)
         at = following
-    return 500, "Relay failed"
+    return RELAY_FAILED
 
 
 def _present(caller_id: str, realm: str, to_uri: str | None, passes: str) -> None:

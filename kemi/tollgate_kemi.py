@@ -49,15 +49,14 @@ _bootstrap_path()
 
 import redis  # noqa: E402  (importable only after the bootstrap)
 
-from callstate import store  # noqa: E402
-from callstate.events import encode_event  # noqa: E402
-from callstate.plan import CallPlan, Position, RoutePlan  # noqa: E402
+from callstate import events, store  # noqa: E402
+from callstate.plan import RELAY_FAILED, CallPlan, Position, RoutePlan  # noqa: E402
 from callstate.store import CallState  # noqa: E402
 from fastpath.decision import BEFORE_BALANCE  # noqa: E402
 from fastpath.runtime import FastPath, redis_client  # noqa: E402
 from kemi import identify, redirect, relay  # noqa: E402
 from kemi.render import NDB_SERVER_NAME as NDB_SERVER  # noqa: E402
-from kemi.settlement import settle_call  # noqa: E402
+from kemi.settlement import refused_call, settle_call  # noqa: E402
 
 RELAY, REDIRECT = "relay", "redirect"
 POSTPAID = "POSTPAID"
@@ -68,7 +67,11 @@ NDB_REPLY = "tollgate"  # the ndb_redis reply container of the scripts run throu
 NDB_REPLY_VALUE = f"$redis({NDB_REPLY}=>value)"
 NDB_REPLY_VALUES = tuple(f"$redis({NDB_REPLY}=>value[{i}])" for i in range(4))
 DLG_ANSWER = "tollgate_answer"  # dialog variable: "seconds.micros" of the 200 OK (kamailio.cfg dialog:start)
-DLG_CODE = "tollgate_code"  # dialog variable: the last final failure (kamailio.cfg failure_route)
+DLG_CODE = "tollgate_code"  # dialog variable: the final failure's code (kamailio.cfg failure_route, ksr_failover)
+DLG_REASON = "tollgate_reason"  # dialog variable: its reason phrase
+DLG_STAGE = "tollgate_stage"  # dialog variable: "relay" when the switch could not send the INVITE
+# ksr_settle's kinds (kamailio.cfg's event routes) -> how an answered call ended
+ENDED_BY = {"end": events.HANGUP, "expired": events.DURATION_LIMIT}
 PASSES = {"pass_diversion": "d", "pass_privacy": "p", "pass_history_info": "h"}
 # RFC 3261 Call-ID characters (no space, no control character), bounded: it is a Redis field and a C string.
 CALL_ID = re.compile(r"[!-~]{1,255}")
@@ -284,6 +287,7 @@ class Tollgate:
         decision = fast.engine.decide(caller.account, caller.caller_id, caller.dialled, PLENTY, now, entropy)
         if decision.stage == "account":  # unknown, inactive, deleted or expired: before any counting
             KSR.sl.send_reply(decision.code, decision.reason)
+            self._record_refusal(caller, call_id, decision)
             return
         if decision.stage not in BEFORE_BALANCE and decision.code != 200:
             # Refused after the balance stage (no route): the real balance decides between 402 and this
@@ -291,8 +295,11 @@ class Tollgate:
             decision = fast.engine.decide(caller.account, caller.caller_id, caller.dialled,
                                           self.state.available(caller.account, credit_limit), now, entropy)
         decided = decision.code == 200
+        # The call's CDR should it be refused (by the decision, or by the admission's counting or money).
+        refusal = refused_call(call_id, caller.account, decision, received=(caller.caller_id, caller.dialled),
+                               at=time.time())
         # A redirect server never sees the end: it checks the money but reserves nothing, counts no calls.
-        grant = self._admit(caller.account, call_id, now=now, cps=account.cps,
+        grant = self._admit(caller.account, call_id, refusal, now=now, cps=account.cps,
                             max_calls=account.max_concurrent_calls if self.relay else 0,
                             credit_limit=credit_limit, terms=decision.terms,
                             max_call_seconds=world.max_call_seconds, decided=decided, reserve=self.relay,
@@ -322,17 +329,30 @@ class Tollgate:
                 code, reason = relay.relay_registered(plan, callees, realm)
         except Exception:
             try:  # release the reservation; the fault itself is logged (and answered 500) by the guard
-                self._settle(plan, None, answer=None, end=time.time(), code=500)
+                self._settle(plan, None, answer=None, end=time.time(), code=500, reason="Server Internal Error",
+                             stage="relay", end_reason=events.FAILED)
             except Exception as exc:
                 KSR.err(f"tollgate: releasing {plan.call_id} failed too: {_one_line(exc)}\n")
             raise
         if code:  # not relayed: the call ends here, and its reservation is released
+            # No route (SPEC §8) or no registered callee: refused; a local send failure: the relay failed.
+            refused = (code, reason) != RELAY_FAILED
+            stage = "route" if refused else "relay"
+            # The reply is stateful once t_relay made a transaction: the dialog, if any, fails with it and
+            # dialog:failed settles the call there and then, from these (the settlement below is then a repeat).
+            for name, value in ((DLG_CODE, str(code)), (DLG_REASON, reason), (DLG_STAGE, stage)):
+                KSR.dialog.var_sets(name, value)
             KSR.sl.send_reply(code, reason)
-            self._settle(plan, None, answer=None, end=time.time(), code=code)
+            self._settle(plan, None, answer=None, end=time.time(), code=code, reason=reason, stage=stage,
+                         end_reason=events.REFUSED if refused else events.FAILED)
 
     @guarded_event
     def ksr_failover(self, msg):
-        relay.failover(self._state(), self._fast().world.sip_realm)
+        answer = relay.failover(self._state(), self._fast().world.sip_realm)
+        if answer is not None:  # no gateway left: this answer, and the CDR says so (set first: the reply
+            KSR.dialog.var_sets(DLG_CODE, str(answer[0]))  # ends the dialog, and dialog:failed settles it)
+            KSR.dialog.var_sets(DLG_REASON, answer[1])
+            KSR.tm.t_reply(*answer)
 
     @guarded_event
     def ksr_settle(self, msg, kind: str = "end"):
@@ -345,11 +365,14 @@ class Tollgate:
         plan = CallPlan.decode(encoded)
         at = Position.decode(KSR.dialog.var_get(relay.DLG_AT) or "")
         answered = KSR.dialog.var_get(DLG_ANSWER) or ""
-        code = KSR.dialog.var_get(DLG_CODE) or ""
         if kind != "failed" and answered:
-            self._settle(plan, at, answer=float(answered), end=time.time(), code=200)
+            self._settle(plan, at, answer=float(answered), end=time.time(), code=200, reason="OK",
+                         end_reason=ENDED_BY.get(kind, events.HANGUP))
         else:
-            self._settle(plan, at, answer=None, end=time.time(), code=int(code or 0))
+            code = KSR.dialog.var_get(DLG_CODE) or ""
+            self._settle(plan, at, answer=None, end=time.time(), code=int(code or 0),
+                         reason=KSR.dialog.var_get(DLG_REASON) or "", stage=KSR.dialog.var_get(DLG_STAGE) or "",
+                         end_reason=events.FAILED)
 
     @guarded_event
     def ksr_mark_answered(self, msg):
@@ -371,20 +394,33 @@ class Tollgate:
             self._open()
         return self.state
 
-    def _admit(self, account: str, call_id: str, **admission) -> store.Grant | None:
+    def _admit(self, account: str, call_id: str, refusal: events.CallEvent, **admission) -> store.Grant | None:
         """CallState.admit_call through Kamailio's ndb_redis (one round trip without Python's socket and
         protocol code); through redis-py when the command cannot be formatted or ndb_redis fails (Redis
         restarted without the script: redis-py loads it again). None when Redis is unreachable."""
         command = self.state.admit_call_command(account, **admission)
-        if command is not None and KSR.ndb_redis.redis_cmd_p1(NDB_SERVER, command, call_id, NDB_REPLY) >= 0:
+        if command is not None and KSR.ndb_redis.redis_cmd_p2(NDB_SERVER, command, call_id, refusal.encode(),
+                                                             NDB_REPLY) >= 0:
             reply = [KSR.pv.get(pv) for pv in NDB_REPLY_VALUES]  # (it returns 0 on success, -1 on failure)
             if None not in reply:  # an error reply (NOSCRIPT) has no elements
                 return store.grant_from_reply(reply)
         try:
-            return self.state.admit_call(account, call_id, **admission)
+            return self.state.admit_call(account, call_id, refusal=refusal, **admission)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             KSR.err(f"tollgate: call state unreachable, answering 503: {_one_line(exc)}\n")
             return None
+
+    def _record_refusal(self, caller: identify.Caller, call_id: str, decision) -> None:
+        """The CDR of a call refused before its admission (its account is disabled): appended to the account's
+        stream (through ndb_redis; redis-py as the fallback). Lost only while Redis is unreachable."""
+        event = refused_call(call_id, caller.account, decision, received=(caller.caller_id, caller.dialled),
+                             at=time.time())
+        command = self.state.record_refusal_command(caller.account)
+        if command is None or KSR.ndb_redis.redis_cmd_p1(NDB_SERVER, command, event.encode(), NDB_REPLY) < 0:
+            try:
+                self.state.record_refusal(caller.account, event)
+            except redis.RedisError as exc:
+                KSR.err(f"tollgate: refused call {call_id} not recorded: {_one_line(exc)}\n")
 
     def _plan(self, world, caller: identify.Caller, call_id: str, decision, grant: store.Grant) -> CallPlan:
         """Everything the failure route and the settlement need, fixed at admission."""
@@ -400,15 +436,17 @@ class Tollgate:
             decision.destination, decision.rate_group, decision.prefix, decision.rate_per_min,
             tuple(decision.terms), grant.granted, grant.reserve, time.time(), decision.record, tuple(routes))
 
-    def _settle(self, plan: CallPlan, at: Position | None, *, answer: float | None, end: float, code: int) -> None:
+    def _settle(self, plan: CallPlan, at: Position | None, *, answer: float | None, end: float, code: int,
+                reason: str, end_reason: str, stage: str = "") -> None:
         """The call's money and event, once per call id (the script is idempotent): the customer debited
         cost(billable) under the plan's terms; the event carries the provider's termination cost, which the
         ledger credits (one atomic step decides both)."""
-        settled = settle_call(plan, at, answer=answer, end=end, code=code)
+        settled = settle_call(plan, at, answer=answer, end=end, code=code, reason=reason, end_reason=end_reason,
+                              stage=stage)
         state = self.state
         if settled.route is not None:
             relay.release_trunk(state, plan, at.route)
-        encoded = encode_event(settled.event)
+        encoded = settled.event.encode()
         account, call_id = plan.account, plan.call_id
         first = _ndb_int(state.settle_command(account, settled.customer_cost), call_id, encoded)
         if first is None:  # (see _admit: the same fallback)
@@ -418,20 +456,19 @@ class Tollgate:
 
 
 def _refusal(grant: store.Grant, decision) -> tuple[int, str] | None:
-    """The answer for a call that cannot go ahead, in SPEC §8 order; None when it goes ahead."""
+    """The answer for a call that cannot go ahead, in SPEC §8 order; None when it goes ahead. (The admission
+    recorded the refused call's CDR with the same answer: callstate.events.REFUSALS.)"""
     if grant.outcome == store.DUPLICATE:  # a new INVITE reusing a call's Call-ID: never a second (free) call
         return 400, "Call-ID already used"
-    if grant.outcome == store.RESTORING:  # Redis lost the account's money: restored from PostgreSQL shortly
-        return 503, "Call state being restored"
-    if grant.outcome == store.CPS_EXCEEDED:
-        return 503, "CPS limit exceeded"
-    if grant.outcome == store.CONCURRENCY_EXCEEDED:
-        return 503, "Concurrent call limit"
+    if grant.outcome in _ADMISSION_REFUSALS:  # CPS, concurrency; money and restoring (only for decided calls)
+        return _ADMISSION_REFUSALS[grant.outcome]
     if decision.code != 200:
         return decision.code, decision.reason
-    if grant.outcome == store.INSUFFICIENT:  # not even one second is affordable
-        return 402, "Insufficient balance"
     return None
+
+
+# store outcome -> (code, reason), from the one table of the admission's refusals
+_ADMISSION_REFUSALS = {store.outcome_of(code): (sip, reason) for code, (sip, reason, _stage) in events.REFUSALS.items()}
 
 
 def _passes(trunk) -> str:

@@ -108,6 +108,23 @@ if ! pg_tcp_ok; then
     wait_for 10 "PostgreSQL on 127.0.0.1 as postgres" pg_tcp_ok
 fi
 
+# Every Kamailio node keeps its dialogs in PostgreSQL over one connection per process (about 13 for a node
+# of the default size); a few nodes, the control service's pool and the test suite's nodes outgrow the
+# stock 100 connections.
+PG_MAX_CONNECTIONS=300
+connections="$(psql -w -X -At -h 127.0.0.1 -U postgres -d postgres -c 'show max_connections')"
+if (( connections < PG_MAX_CONNECTIONS )); then
+    need_root "raising PostgreSQL's max_connections"
+    cluster="$(pg_lsclusters --no-header 2>/dev/null | awk '$3 == 5432 { print $1, $2; exit }')"
+    [[ -n "$cluster" ]] || die "PostgreSQL allows $connections connections; tollgate needs $PG_MAX_CONNECTIONS:
+    set max_connections = $PG_MAX_CONNECTIONS in postgresql.conf and restart it"
+    say "raising PostgreSQL's max_connections from $connections to $PG_MAX_CONNECTIONS (restarting $cluster)"
+    psql -w -X -q -h 127.0.0.1 -U postgres -d postgres -c "ALTER SYSTEM SET max_connections = $PG_MAX_CONNECTIONS"
+    # shellcheck disable=SC2086  # "<version> <name>"
+    pg_ctlcluster --skip-systemctl-redirect $cluster restart
+    wait_for 30 "PostgreSQL" pg_tcp_ok
+fi
+
 # --- Redis -------------------------------------------------------------------------------------------
 redis_ready() { [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" == PONG ]]; }
 if redis_ready; then

@@ -28,6 +28,7 @@ from fastpath import runtime
 from fastpath import snapshot_format as fmt
 from tests.helpers import Stubs, stubs_for
 from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_relay
+from tests.sip_wire import Gateway
 
 PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A Redis database apart from the demo stack's, and a namespace of this session's own, so that test
@@ -185,6 +186,21 @@ def gateways(tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def carriers():
+    """carriers(behaviour, **options) -> a started sip_wire.Gateway; all stopped at the end."""
+    started: list[Gateway] = []
+
+    def start(behaviour="answer", **options) -> Gateway:
+        gateway = Gateway(behaviour, **options)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
 
 
 @pytest.fixture(scope="module")

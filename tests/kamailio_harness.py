@@ -11,6 +11,8 @@ its output and the SIP messages it exchanged (-trace_msg), parsed.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import secrets
@@ -25,13 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from google.protobuf import field_mask_pb2
 
 from callstate.dialogs import kamailio_db_url, node_tables
-from callstate.events import decode_event
+from callstate.events import CallEvent
 from callstate.store import CallState
 from fastpath.runtime import FastPath
 from kemi.render import DialogDb, Tls, render
 from tests.helpers import unique_email
+from tests.sip_wire import Gateway, Message, Peer, request, sdp
 from tollgate.v1 import account_pb2 as apb
 from tollgate.v1 import common_pb2, directory_pb2, rating_pb2, trunks_pb2
 
@@ -48,7 +52,9 @@ _FAULT = re.compile(r"Traceback|app_python3 \[|tollgate: \w+ failed:|Python exce
                     r"|(ERROR|CRITICAL|ALERT|BUG): (?!<core> \[core/kemi\.c:\d+\]: sr_kemi_core_err"
                     r"|ndb_redis \[redis_client\.c:\d+\]: redisc_exec\(\): Redis error:NOSCRIPT"
                     r"|<core> \[core/tcp_main\.c:\d+\]: tcpconn_1st_send\(\)"
-                    r"|tm \[\.\./\.\./core/forward\.h:\d+\]: msg_send_buffer\(\): tcp_send failed)")
+                    r"|tm \[\.\./\.\./core/forward\.h:\d+\]: msg_send_buffer\(\): tcp_send failed"
+                    # an unreachable gateway, tried from the failure route (the next one is tried, or 500)
+                    r"|tm \[tm\.c:\d+\]: _w_t_relay_to\(\): t_forward_noack failed)")
 
 
 # Kamailio 5.6's dialog module, ending an expired dialog (send_bye), sends the caller's BYE and then the
@@ -204,6 +210,7 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
                                      stderr=log, timeout=timeout, env=KAMAILIO_ENVIRONMENT)
         if started.returncode == 0 and pidfile.exists():
             break
+        _kill_half_started(pidfile)
     else:
         raise RuntimeError(f"kamailio did not start (exit {started.returncode}):\n{_tail(log_path)}")
     kamailio = Kamailio(host, port, workdir, int(pidfile.read_text()), log_path,
@@ -214,6 +221,17 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
             kamailio.stop()
             raise RuntimeError(f"kamailio on {kamailio.address} does not answer OPTIONS:\n{_tail(log_path)}")
     return kamailio
+
+
+def _kill_half_started(pidfile: Path) -> None:
+    """A Kamailio whose start failed may have left its main process (and some children) behind: they hold
+    ports and database connections for the rest of the session."""
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)  # its main process ends its children
 
 
 FR_TIMER_MS = 1000
@@ -517,8 +535,29 @@ def eventually_balance(money: CallState, account: str, expected: int, timeout: f
 
 
 def events(redis_client, control_server, account: str) -> list[dict[str, str]]:
+    """The account's calls as their events (callstate.events.CallEvent, every value a string): those the
+    control service's ledger recorded (PostgreSQL's CDRs, which it then trims from Redis), then those still in
+    the account's stream. One per call id, the recorded one first."""
     key = f"{control_server.keys.namespace}:{{a:{account}}}:events"
-    return [decode_event(fields) for _id, fields in redis_client.xrange(key)]
+    waiting = [CallEvent.decode(fields) for _id, fields in redis_client.xrange(key)]
+    with psycopg.connect(control_server.dsn) as conn:
+        rows = conn.execute(f"SELECT {', '.join(_CDR_AS_EVENT)} FROM cdrs WHERE account_number = %s "
+                            "ORDER BY setup_time, call_id", (account,)).fetchall()
+    found: dict[str, CallEvent] = {}
+    for row in rows:
+        values = dict(zip(_CDR_AS_EVENT.values(), row, strict=True))
+        for name in ("setup_time", "answer_time", "end_time"):
+            values[name] = values[name].timestamp() if values[name] is not None else None
+        found[values["call_id"]] = CallEvent(**values)
+    for event in waiting:
+        found.setdefault(event.call_id, event)
+    return [json.loads(event.encode()) for event in found.values()]
+
+
+# cdrs column -> CallEvent field
+_CDR_AS_EVENT = {name: name for name in CallEvent.__dataclass_fields__} | {"account_number": "account",
+                                                                           "recorded": "record"}
+del _CDR_AS_EVENT["account"], _CDR_AS_EVENT["record"]
 
 
 def settled(redis_client, control_server, account: str, count: int = 1, timeout: float = 5.0) -> list[dict]:
@@ -530,3 +569,73 @@ def settled(redis_client, control_server, account: str, count: int = 1, timeout:
 
 def user_of(uri_header: str) -> str:
     return uri_header.split("sip:", 1)[1].split("@", 1)[0]
+
+
+@dataclass
+class Customer:
+    account: str
+    tech_prefix: str
+    trunks: list[str]
+    provider: str
+
+    def dialled(self, number: str = DESTINATION) -> str:
+        return self.tech_prefix + number
+
+
+def customer_over(admin, money, fast, gateways: list[Gateway], **settings) -> Customer:
+    """An IP-authenticated customer whose rate group has one trunk per gateway (in that order)."""
+    rate_group, trunks, provider = make_carrier(
+        admin, [([g.address], "prefix,rate_per_min\n44,0.01\n") for g in gateways], "prefix,rate_per_min\n44,0.05\n")
+    account, tech_prefix = customer_on(admin, money, fast, rate_group, trunks=len(gateways), **settings)
+    return Customer(account, tech_prefix, trunks, provider)
+
+
+def update_trunk(admin, fast, trunk_id: str, ready, **fields) -> None:
+    """Change a trunk and wait until the projection (and so Kamailio, ~0.3 s later) has it."""
+    admin.trunks.UpdateTrunk(trunks_pb2.UpdateTrunkRequest(
+        trunk=trunks_pb2.Trunk(name=f"trunks/{trunk_id}", **fields),
+        update_mask=field_mask_pb2.FieldMask(paths=list(fields))), metadata=admin.metadata)
+    deadline = time.monotonic() + 5
+    while True:
+        fast.load()
+        trunk = fast.world.trunks.get(trunk_id)
+        if trunk is not None and ready(trunk):
+            break
+        assert time.monotonic() < deadline, f"trunk {trunk_id} never changed: {trunk}"
+        time.sleep(0.05)
+    time.sleep(0.6)
+
+
+# ---------------------------------------------------------------------------------------------- raw SIP calls
+
+
+def node_address(relay) -> tuple[str, int]:
+    return relay.host, relay.port
+
+
+def invite(peer: Peer, relay, user: str, *, call_id: str | None = None, headers: list[str] = (),
+           from_user: str = CALLER, from_tag: str | None = None, cseq: int = 1) -> tuple[str, Message | None]:
+    """An initial INVITE to the node for `user`; (the request's text, its final answer)."""
+    text = request("INVITE", f"sip:{user}@{relay.address}", via=peer.address, call_id=call_id or new_call_id(),
+                   from_user=from_user, from_host=peer.address[0], from_tag=from_tag, cseq=cseq,
+                   headers=[*headers, "Content-Type: application/sdp"], body=sdp(peer.address[0]))
+    peer.send(text, node_address(relay))
+    return text, peer.final(timeout=6, method="INVITE")
+
+
+def new_call_id() -> str:
+    return f"{uuid.uuid4().hex}@attack"
+
+
+def ack_and_bye(peer: Peer, relay, sent: str, ok: Message) -> Message | None:
+    """ACK the 200 and hang up (BYE) along its Record-Route; the BYE's final answer."""
+    sent_message = Message(sent.encode())
+    target = ok.header("Contact").strip("<>").split(">", 1)[0]
+    routes = [f"Route: {r}" for r in reversed(ok.headers("Record-Route"))]
+    common = dict(via=peer.address, call_id=sent_message.header("Call-ID"), from_user=CALLER,
+                  from_host=peer.address[0], from_tag=sent_message.tag("From"), to_uri=sent_message.header("To"),
+                  to_tag=ok.tag("To"))
+    common["to_uri"] = common["to_uri"].strip("<>")
+    peer.send(request("ACK", target, cseq=1, headers=routes, **common), node_address(relay))
+    peer.send(request("BYE", target, cseq=2, headers=routes, **common), node_address(relay))
+    return peer.final(timeout=3, method="BYE")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import threading
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from callstate import store as adm
-from callstate.events import decode_event, encode_event
+from callstate.events import ORPHANED, REFUSED, CallEvent
 from callstate.store import CallState
 from fastpath.reference.rating import Terms, cost, max_duration
 
@@ -46,7 +47,7 @@ def test_concurrent_call_limit_and_release_at_settlement(admissions):
     admissions.credit("1001", 100 * EUR)
     assert [admit(admissions, f"c{i}", max_calls=2).outcome for i in range(3)] == [
         adm.ADMITTED, adm.ADMITTED, adm.CONCURRENCY_EXCEEDED]
-    assert admissions.settle("1001", "c0", 300_000, {"call_id": "c0"})
+    assert admissions.settle("1001", "c0", 300_000, CallEvent(call_id="c0", account="1001"))
     assert admit(admissions, "c3", max_calls=2).outcome == adm.ADMITTED
 
 
@@ -54,6 +55,61 @@ def test_cps_is_checked_before_concurrency(admissions):
     admissions.credit("1001", 100 * EUR)
     admit(admissions, "c0", cps=1, max_calls=1)
     assert admit(admissions, "c1", cps=1, max_calls=1).outcome == adm.CPS_EXCEEDED
+
+
+def _refusal(call_id: str, **fields) -> CallEvent:
+    """The event the KEMI script prepares for the admission, should it refuse the call."""
+    return CallEvent(call_id, "1001", direction="outbound", destination_dialled="4420", setup_time=NOW,
+                     end_time=NOW, end_reason=REFUSED, **fields)
+
+
+def _recorded(redis_client, admissions, account: str = "1001") -> list[CallEvent]:
+    return [CallEvent.decode(fields) for _id, fields in redis_client.xrange(admissions.events_key(account))]
+
+
+def test_a_call_refused_by_the_admission_gets_its_cdr_from_the_same_script(admissions, redis_client):
+    """SPEC §9: every identified call yields a CDR; the refusal's is written atomically with the counting."""
+    admissions.credit("1001", 5 * EUR)
+    assert admit(admissions, "ok", cps=2, max_calls=2, refusal=_refusal("ok")).outcome == adm.ADMITTED
+    assert admit(admissions, "poor", reserve=6 * EUR, cps=2, max_calls=2,
+                 refusal=_refusal("poor")).outcome == adm.INSUFFICIENT
+    assert admit(admissions, "fast", cps=2, refusal=_refusal("fast")).outcome == adm.CPS_EXCEEDED
+    assert admit(admissions, "busy", max_calls=1, refusal=_refusal("busy")).outcome == adm.CONCURRENCY_EXCEEDED
+    assert admit(admissions, "ok", refusal=_refusal("ok")).outcome == adm.DUPLICATE  # its call has its CDR
+    cli = _refusal("cli", sip_code=403, sip_reason="CLI not allowed", stage="cli")
+    assert admit(admissions, "cli", decided=False, refusal=cli).outcome == adm.COUNTED  # the decision refused it
+    recorded = {e.call_id: (e.sip_code, e.sip_reason, e.stage, e.end_reason) for e in _recorded(redis_client,
+                                                                                              admissions)}
+    assert recorded == {
+        "poor": (402, "Insufficient balance", "balance", REFUSED),
+        "fast": (503, "CPS limit exceeded", "cps", REFUSED),
+        "busy": (503, "Concurrent call limit", "concurrency", REFUSED),
+        "cli": (403, "CLI not allowed", "cli", REFUSED),
+    }
+    assert admissions.available("1001", 0) == 4 * EUR  # only "ok" reserved anything
+
+
+def test_a_restoring_account_s_refusal_is_recorded_too(admissions, redis_client):
+    grant = admit(admissions, "early", refusal=_refusal("early"))  # its money was never restored
+    assert grant.outcome == adm.RESTORING
+    assert [(e.sip_code, e.stage) for e in _recorded(redis_client, admissions)] == [(503, "call_state")]
+
+
+def test_refusals_are_counted_not_recorded_while_the_ledger_is_far_behind(admissions, redis_client):
+    """A flood must not fill Redis's memory while the ledger cannot keep up: past REFUSAL_BACKLOG entries the
+    admission counts refusals instead (a settled call's event is always written)."""
+    admissions.credit("1001", 100 * EUR)
+    stream = admissions.events_key("1001")
+    pipe = redis_client.pipeline(transaction=False)
+    for n in range(100_000):
+        pipe.xadd(stream, {"event": "{}"}, id=f"1-{n + 1}")
+    pipe.execute()
+    assert admit(admissions, "flood", cps=1, refusal=_refusal("flood")).outcome == adm.ADMITTED
+    assert admit(admissions, "flood2", cps=1, refusal=_refusal("flood2")).outcome == adm.CPS_EXCEEDED
+    assert redis_client.xlen(stream) == 100_000
+    assert redis_client.hget(admissions.keys.account("1001", "money"), "unrecorded_refusals") == b"1"
+    assert admissions.settle("1001", "flood", EUR, CallEvent("flood", "1001"))
+    assert redis_client.xlen(stream) == 100_001
 
 
 def test_reservations_cannot_overdraw_a_prepaid_account(admissions):
@@ -69,7 +125,7 @@ def test_postpaid_may_go_down_to_its_credit_limit(admissions):
     admissions.credit("1001", 0)  # a known balance of 0
     assert admit(admissions, "c1", reserve=30 * EUR, credit_limit=50 * EUR).outcome == adm.ADMITTED
     assert admit(admissions, "c2", reserve=30 * EUR, credit_limit=50 * EUR).outcome == adm.INSUFFICIENT
-    admissions.settle("1001", "c1", 45 * EUR, {"call_id": "c1"})
+    admissions.settle("1001", "c1", 45 * EUR, CallEvent(call_id="c1", account="1001"))
     assert admissions.available("1001", 50 * EUR) == 5 * EUR  # balance -45, limit 50
 
 
@@ -87,7 +143,7 @@ def test_a_call_id_is_admitted_once(admissions):
     assert (first.outcome, first.reserve) == (adm.ADMITTED, 4 * EUR)
     assert admit(admissions, "c1", reserve=4 * EUR, max_calls=2).outcome == adm.DUPLICATE  # while it is open
     assert admissions.available("1001", 0) == 6 * EUR
-    admissions.settle("1001", "c1", EUR, {"call_id": "c1"})
+    admissions.settle("1001", "c1", EUR, CallEvent(call_id="c1", account="1001"))
     assert admit(admissions, "c1", reserve=4 * EUR, max_calls=2).outcome == adm.DUPLICATE  # once it is settled
     assert admissions.available("1001", 0) == 9 * EUR and admissions.open_calls("1001") == 0
 
@@ -95,11 +151,12 @@ def test_a_call_id_is_admitted_once(admissions):
 def test_settlement_debits_exactly_once_and_queues_one_event(admissions, redis_client):
     admissions.credit("1001", 10 * EUR)
     admit(admissions, "c1", reserve=4 * EUR)
-    assert admissions.settle("1001", "c1", 1_234_567, {"call_id": "c1", "billable": 61}) is True
-    assert admissions.settle("1001", "c1", 1_234_567, {"call_id": "c1", "billable": 61}) is False
+    event = CallEvent(call_id="c1", account="1001", billable_seconds=61)
+    assert admissions.settle("1001", "c1", 1_234_567, event) is True
+    assert admissions.settle("1001", "c1", 1_234_567, event) is False
     assert admissions.available("1001", 0) == 10 * EUR - 1_234_567
-    events = [decode_event(fields) for _id, fields in redis_client.xrange(admissions.events_key("1001"))]
-    assert events == [{"call_id": "c1", "billable": "61"}]
+    events = [CallEvent.decode(fields) for _id, fields in redis_client.xrange(admissions.events_key("1001"))]
+    assert events == [CallEvent("c1", "1001", billable_seconds=61)]
 
 
 def test_provider_is_credited_once_per_customer_and_call_id(admissions):
@@ -136,7 +193,7 @@ def test_concurrent_admissions_never_exceed_the_limit(admissions):
 def test_an_unanswered_call_settles_at_zero_and_frees_its_reservation(admissions):
     admissions.credit("1001", 10 * EUR)
     admit(admissions, "c1", reserve=4 * EUR)
-    assert admissions.settle("1001", "c1", 0, {"call_id": "c1", "sip_code": 486})
+    assert admissions.settle("1001", "c1", 0, CallEvent(call_id="c1", sip_code=486, account="1001"))
     assert admissions.available("1001", 0) == 10 * EUR and admissions.open_calls("1001") == 0
 
 
@@ -180,7 +237,7 @@ def test_admit_call_reserves_once_and_settles_like_admit(admissions):
     first = admit_call(admissions, "c1", max_calls=1)
     assert admit_call(admissions, "c1", max_calls=1) == adm.Grant(adm.DUPLICATE)
     assert admissions.available("1001", 0) == 10 * EUR - first.reserve
-    assert admissions.settle("1001", "c1", 600_000, {"call_id": "c1"})
+    assert admissions.settle("1001", "c1", 600_000, CallEvent(call_id="c1", account="1001"))
     assert admissions.available("1001", 0) == 10 * EUR - 600_000 and admissions.open_calls("1001") == 0
 
 
@@ -300,18 +357,20 @@ def test_reap_charges_orphans_up_to_the_last_moment_they_were_known_alive(admiss
     assert reap(NOW + 5 + 60 + 180) == []
     assert reap(NOW + 5 + 60 + 181) == [("lost-end", "fra1")]
     assert admissions.open_call("3001", "talking") is not None and admissions.open_calls("3001") == 1
-    events = {e["call_id"]: e for e in (decode_event(fields) for _id, fields in
-                                        redis_client.xrange(admissions.events_key("3001")))}
+    entries = [fields for _id, fields in redis_client.xrange(admissions.events_key("3001"))]
+    assert not any(CallEvent.unknown_names(fields) for fields in entries)  # the reaper writes CallEvents
+    events = {e["call_id"]: e for e in (json.loads(CallEvent.decode(fields).encode()) for fields in entries)}
     talked = math.ceil(NOW + 35 - (NOW + 10.5))  # 25 s: answer to the last heartbeat
     assert (events["died-talking"]["billable_seconds"], events["died-talking"]["customer_cost"],
             events["died-talking"]["provider_cost"], events["died-talking"]["provider"]) == (
         str(talked), str(cost(talked, Terms(*terms))), str(cost(talked, Terms(*provider_terms))), "9000")
     assert (events["died-ringing"]["billable_seconds"], events["died-ringing"]["customer_cost"]) == ("0", "0")
     assert events["lost-end"]["billable_seconds"] == "60"  # its node lived: it ran to its grant
-    assert {e["end_reason"] for e in events.values()} == {"orphaned"}
+    assert {e["end_reason"] for e in events.values()} == {ORPHANED}
     charged = cost(talked, Terms(*terms)) + cost(60, Terms(*terms))
     assert admissions.available("3001", 0) == 10 * EUR - charged - cost(60, Terms(*terms))  # talking reserves
-    assert admissions.settle("3001", "died-talking", EUR, {"call_id": "died-talking"}) is False  # late real end
+    late_end = CallEvent(call_id="died-talking", account="3001")
+    assert admissions.settle("3001", "died-talking", EUR, late_end) is False  # its real end, late
 
 
 def test_a_paid_call_waits_for_the_account_to_be_restored_a_free_one_does_not(admissions):
@@ -320,7 +379,7 @@ def test_a_paid_call_waits_for_the_account_to_be_restored_a_free_one_does_not(ad
     paid = dict(now=NOW, cps=0, max_calls=0, credit_limit=EUR, terms=(0, 0, 600_000, 1, 1), max_call_seconds=60)
     assert admissions.admit_call("4001", "c1", **paid).outcome == adm.RESTORING
     assert admissions.admit_call("4001", "c2", **(paid | {"terms": (0, 0, 0, 1, 1)})).outcome == adm.ADMITTED
-    admissions.settle("4001", "c9", 100_000, {"call_id": "c9"})  # a call that ended meanwhile
+    admissions.settle("4001", "c9", 100_000, CallEvent(call_id="c9", account="4001"))  # a call that ended meanwhile
     open_call = adm.OpenCall(200_000, 20, NOW, "node-a", (0, 0, 600_000, 1, 1), NOW + 1.0)
     assert admissions.restore_account("4001", -500_000, [("talking", open_call)]) is True
     assert admissions.restore_account("4001", -500_000, [("talking", open_call)]) is False  # once
@@ -347,7 +406,7 @@ def test_settle_command_does_what_its_redis_py_twin_does(admissions, redis_clien
     admissions.load_scripts()
     admissions.credit("4001", 10 * EUR)
     admit(admissions, "c 1%", account="4001", reserve=4 * EUR)
-    event = encode_event({"call_id": "c 1%", "customer_cost": 1_500_000})
+    event = CallEvent("c 1%", "4001", customer_cost=1_500_000).encode()
     settle = admissions.settle_command("4001", 1_500_000)
     sends = settle.split(" ")
     sends[sends.index("%s")] = "c 1%"
@@ -356,5 +415,5 @@ def test_settle_command_does_what_its_redis_py_twin_does(admissions, redis_clien
     assert redis_client.execute_command(*sends) == 0  # once
     assert admissions.available("4001", 0) == 10 * EUR - 1_500_000 and admissions.open_calls("4001") == 0
     (entry,) = redis_client.xrange(admissions.events_key("4001"))
-    assert decode_event(entry[1]) == {"call_id": "c 1%", "customer_cost": "1500000"}
+    assert CallEvent.decode(entry[1]) == CallEvent("c 1%", "4001", customer_cost=1_500_000)
     assert admissions.settle_command("40 01", 0) is None and admissions.settle_command("4%01", 0) is None

@@ -29,8 +29,8 @@ PASSWORD = "cdr-reader-pass"
 CSV_HEADER = [
     "call_id", "account_number", "direction", "caller_id_received", "caller_id_presented", "destination_dialled",
     "destination_sent", "rate_group", "prefix", "rate_per_min", "trunk", "provider", "gateway", "setup_time",
-    "answer_time", "end_time", "billable_seconds", "sip_code", "customer_cost", "provider_cost", "recorded",
-    "end_reason", "create_time",
+    "answer_time", "end_time", "billable_seconds", "sip_code", "sip_reason", "stage", "customer_cost",
+    "provider_cost", "recorded", "end_reason", "create_time",
 ]
 
 
@@ -49,8 +49,8 @@ def cdr(account: str, call_id: str, minute: float, **overrides) -> dict:
         caller_id_presented="4930111", destination_dialled="004940123", destination_sent="4940123",
         rate_group="retail", prefix="4940", rate_per_min=12_000, trunk="fra1", provider="", gateway="192.0.2.10:5060",
         setup_time=at(minute), answer_time=at(minute) + timedelta(seconds=5),
-        end_time=at(minute) + timedelta(seconds=65), billable_seconds=60, sip_code=200, customer_cost=12_000,
-        provider_cost=4_200, recorded=False, end_reason="",
+        end_time=at(minute) + timedelta(seconds=65), billable_seconds=60, sip_code=200, sip_reason="OK", stage="",
+        customer_cost=12_000, provider_cost=4_200, recorded=False, end_reason="hangup",
     )
     row.update(overrides)
     return row
@@ -100,12 +100,15 @@ def sample(control_server) -> dict:
             customer_cost=2_460_000, provider_cost=900_000),
         cdr(a, "a1", 0, provider=provider, caller_id_received="=1+2", destination_dialled="+494012345",
             customer_cost=1_230_000, provider_cost=420_000, recorded=True),
-        cdr(a, "a2", 5, answer_time=None, sip_code=486, billable_seconds=0, customer_cost=0, provider_cost=0,
-            trunk="", gateway="", destination_sent="4930999"),
+        cdr(a, "a2", 5, answer_time=None, sip_code=486, sip_reason="Busy Here", billable_seconds=0, customer_cost=0,
+            provider_cost=0, trunk="", gateway="", destination_sent="4930999", end_reason="failed"),
         cdr(b, "0b1", 5, direction="local", trunk="", destination_sent="200"),
         cdr(a, "a5-y", 20), cdr(a, "a5-x", 20),  # the same setup time: call id decides
         cdr(b, "b2", 30, answer_time=None, sip_code=0, billable_seconds=0, customer_cost=0, provider_cost=0,
             end_reason="orphaned"),
+        cdr(b, "b3", 31, answer_time=None, end_time=at(31), sip_code=503, sip_reason="CPS limit exceeded",
+            stage="cps", billable_seconds=0, customer_cost=0, provider_cost=0, trunk="", gateway="",
+            end_reason="refused"),
     ]
     insert(control_server.dsn, rows)
     return {"a": a, "b": b, "provider": provider}
@@ -127,7 +130,7 @@ def test_list_returns_rows_in_setup_order_with_every_field(admin, sample):
     assert (first.prefix, first.rate_per_min, first.gateway) == ("4940", 12_000, "192.0.2.10:5060")
     assert (first.billable_seconds, first.sip_code, first.customer_cost, first.provider_cost) == (
         60, 200, 1_230_000, 420_000)
-    assert first.recorded and first.end_reason == ""
+    assert first.recorded and (first.end_reason, first.sip_reason, first.stage) == ("hangup", "OK", "")
     assert first.setup_time.ToDatetime(UTC) == at(0)
     assert first.answer_time.ToDatetime(UTC) == at(0) + timedelta(seconds=5)
     assert first.end_time.ToDatetime(UTC) == at(0) + timedelta(seconds=65)
@@ -166,8 +169,9 @@ def test_filters_narrow(admin, sample, clause, expected):
 
 def test_account_and_provider_filters_take_numbers_or_names(admin, sample):
     a, b, provider = sample["a"], sample["b"], sample["provider"]
-    assert call_ids(list_all(admin, f"account = accounts/{b}")) == ["0b1", "b2"]
+    assert call_ids(list_all(admin, f"account = accounts/{b}")) == ["0b1", "b2", "b3"]
     assert call_ids(list_all(admin, f'account = "{b}" and end_reason = orphaned')) == ["b2"]
+    assert call_ids(list_all(admin, f'account = "{b}" and stage = CPS and sip_reason : "limit"')) == ["b3"]
     assert call_ids(list_all(admin, f"provider = accounts/{provider}")) == ["a1", "a3"]
     assert call_ids(list_all(admin, f"provider = {provider} AND account != {a}")) == []
     assert call_ids(list_all(admin, f"account : {b[1:8]} AND direction = LOCAL")) == ["0b1"]
@@ -325,7 +329,8 @@ def test_export_has_header_decimal_money_and_safe_cells(admin, sample, two_decim
     assert first["rate_per_min"] == "0.012000"  # a rate keeps every digit
     assert (first["caller_id_received"], first["destination_dialled"]) == ("'=1+2", "'+494012345")
     assert first["caller_id_presented"] == "4930111"  # plain text untouched
-    assert (first["recorded"], first["end_reason"], first["sip_code"]) == ("yes", "", "200")
+    assert (first["recorded"], first["end_reason"], first["sip_code"], first["sip_reason"]) == (
+        "yes", "hangup", "200", "OK")
     assert datetime.fromisoformat(first["setup_time"]) == at(0)
     assert rows[1]["answer_time"] == "" and rows[1]["recorded"] == "no"
     assert datetime.fromisoformat(first["create_time"]).year >= 2024
@@ -366,11 +371,14 @@ def cli(control_server, tmp_path: Path):
 def test_cli_lists_a_table_following_pages(cli, sample):
     table = ok(cli("cdrs", "list", "--account", sample["a"], "--page-size", "2")).splitlines()
     for column in ("call id", "account", "setup time", "destination sent", "trunk", "billable s", "SIP code",
-                   "customer cost", "provider cost"):
+                   "ended", "customer cost", "provider cost"):
         assert column in table[0]
     body = [line.split() for line in table[2:]]
     assert [cells[0] for cells in body] == ["a1", "a2", "a3", "a5-x", "a5-y"]
-    assert body[0] == ["a1", sample["a"], "2031-05-04T10:00:00Z", "4940123", "fra1", "60", "200", "1.23", "0.42"]
+    assert body[0] == ["a1", sample["a"], "2031-05-04T10:00:00Z", "4940123", "fra1", "60", "200", "hangup", "1.23",
+                       "0.42"]
+    refused = ok(cli("cdrs", "list", "--account", sample["b"], "--filter", "end_reason = refused")).splitlines()
+    assert "refused (cps)" in refused[2]
 
 
 def test_cli_json_filter_account_and_limit(cli, sample):
@@ -390,7 +398,7 @@ def test_cli_exports_to_a_file_and_to_stdout(cli, sample, tmp_path: Path):
     assert not target.with_name("cdrs.csv.part").exists()
     records = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8"), newline="")))
     assert records[0] == CSV_HEADER
-    assert [r[0] for r in records[1:]] == ["0b1", "b2"]
+    assert [r[0] for r in records[1:]] == ["0b1", "b2", "b3"]
 
     stdout = ok(cli("cdrs", "export", "--account", sample["b"]))
     assert stdout.replace("\r\n", "\n") == target.read_text(encoding="utf-8").replace("\r\n", "\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from callstate.events import CallEvent
 from fastpath.reference.rating import Terms, cost
 from tests.kamailio_harness import (
     CALLER,
@@ -368,7 +369,7 @@ def test_settling_a_zero_cost(money):
     money.credit(account, 100)
     assert money.admit_call(account, "c1", now=1, cps=0, max_calls=0, credit_limit=0, terms=(50, 0, 0, 1, 1),
                             max_call_seconds=60).reserve == 50
-    assert money.settle(account, "c1", 0, {"call_id": "c1"})
+    assert money.settle(account, "c1", 0, CallEvent("c1", account))
     assert money.available(account, 0) == 100 and money.open_calls(account) == 0
 
 

@@ -228,6 +228,10 @@ def test_cli_pool_option_on_the_wire(option, in_set, admin, fast, relay, cli_wor
         assert seen.answer == "SIP/2.0 403 CLI not allowed"
         assert world.main.invite(seen.call_id, timeout=0) is None
         assert world.other.invite(seen.call_id, timeout=0) is None
+        refused = _event(redis_client, control_server, world.account, seen.call_id)  # SPEC §9: its CDR
+        assert refused is not None and (refused["sip_code"], refused["stage"], refused["end_reason"]) == (
+            "403", "cli", "refused")
+        assert refused["caller_id_received"] == caller_id and refused["customer_cost"] == "0"
         return
     presented, group = expected
     pool = {"keep": (caller_id,), "did": world.dids, "cid": world.cids}[presented]
@@ -286,18 +290,21 @@ def test_account_and_trunk_localization_on_the_wire(admin, money, fast, relay, t
 # ---------------------------------------------------------------------------------------------- SPEC §8 refusals
 
 
-@pytest.mark.parametrize(("case", "answer"), [
-    ("no money", "402 Insufficient balance"),
-    ("rate but no trunk rate", "503 No route available"),
-    ("no rate", "404 No rate for destination"),
+@pytest.mark.parametrize(("case", "answer", "stage"), [
+    ("no money", "402 Insufficient balance", "balance"),
+    ("rate but no trunk rate", "503 No route available", "route"),
+    ("no rate", "404 No rate for destination", "rate"),
+    ("too long", "484 Address Incomplete", "number"),
 ])
-def test_refusals_in_relay_mode(case, answer, admin, money, fast, relay, tmp_path, redis_client, control_server):
+def test_refusals_in_relay_mode(case, answer, stage, admin, money, fast, relay, tmp_path, redis_client,
+                                control_server):
+    """Each refusal of SPEC §8 answers as the table says and leaves one CDR naming its check, at no cost."""
     gateway_deck = f"prefix,rate_per_min\n{33 if case == 'rate but no trunk rate' else 44},0.01\n"
     rate_group, _trunks, _provider = make_carrier(admin, [([f"127.0.0.1:{free_udp_port()}"], gateway_deck)],
                                                   "prefix,rate_per_min\n44,0.05\n")
     customer = make_customer(admin, money, rate_group, balance=0 if case == "no money" else 10**7)
     account, tech_prefix = number(customer), map_ip(admin, customer)
-    dialled = "33123456" if case == "no rate" else DESTINATION
+    dialled = {"no rate": "33123456", "too long": DESTINATION + "0" * 12}.get(case, DESTINATION)
     code = int(answer.split()[0])
     wait_decision(fast, account, CALLER, lambda d: d.code == code, destination=dialled,
                   available=money.available(account, 0))
@@ -307,6 +314,12 @@ def test_refusals_in_relay_mode(case, answer, admin, money, fast, relay, tmp_pat
     assert result.returncode == 0, result.explain()
     assert _final(result) == f"SIP/2.0 {answer}"
     assert money.open_calls(account) == 0 and money.available(account, 0) == (0 if case == "no money" else 10**7)
+    cdr = _event(redis_client, control_server, account, _call_id(result))
+    assert cdr is not None, "no CDR for the refused call"
+    code, reason = answer.split(" ", 1)
+    assert (cdr["sip_code"], cdr["sip_reason"], cdr["stage"], cdr["end_reason"]) == (code, reason, stage, "refused")
+    assert (cdr["customer_cost"], cdr["provider_cost"], cdr["billable_seconds"]) == ("0", "0", "0")
+    assert cdr["destination_dialled"] == dialled and cdr["caller_id_received"] == CALLER
 
 
 # ---------------------------------------------------------------------------------------------- local, DID, recording

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from callstate.plan import CallPlan, Position, RoutePlan, next_position
+from callstate.events import FAILED, HANGUP, REFUSALS, REFUSED, CallEvent
+from callstate.plan import CallPlan, Position, RoutePlan, final_answer, next_position
+from fastpath.decision import Decision
 from fastpath.reference.rating import Terms, cost
 from kemi import render
-from kemi.settlement import billable_seconds, settle_call
+from kemi.settlement import billable_seconds, refused_call, settle_call
 from tests.kamailio_harness import CALLER, DESTINATION, EUR, balance, events, suffix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +76,7 @@ def test_a_300_ms_answered_call_pays_its_first_block():
     """SPEC §4: short-call fraud costs the first block (here a 60-second first increment)."""
     call = plan(route(terms=(0, 0, 300_000, 60, 60)), terms=(100, 0, 600_000, 60, 1))
     settled = settle_call(call, Position(0, 0), answer=NOW, end=NOW + 0.3, code=200)
-    assert settled.event["billable_seconds"] == 1
+    assert settled.event.billable_seconds == 1 and settled.event.end_reason == HANGUP
     assert (settled.customer_cost, settled.provider_cost) == (cost(1, Terms(100, 0, 600_000, 60, 1)),
                                                               cost(1, Terms(0, 0, 300_000, 60, 60)))
     assert settled.customer_cost == 100 + 600_000 and settled.provider_cost == 300_000
@@ -82,12 +84,42 @@ def test_a_300_ms_answered_call_pays_its_first_block():
 
 def test_the_event_names_the_trunk_and_gateway_the_call_last_went_to():
     call = plan(route("t1", 2), route("t2", destination="99" + DESTINATION, caller_id="4930111"))
-    settled = settle_call(call, Position(1, 0), answer=None, end=NOW + 5, code=503)
+    settled = settle_call(call, Position(1, 0), answer=None, end=NOW + 5, code=500, reason="Server Internal Error")
     event = settled.event
-    assert (event["trunk"], event["gateway"], event["destination_sent"], event["caller_id_presented"]) == (
+    assert (event.trunk, event.gateway, event.destination_sent, event.caller_id_presented) == (
         "t2", "127.0.0.1:5060", "99" + DESTINATION, "4930111")
-    assert (event["sip_code"], event["customer_cost"], event["provider_cost"]) == (503, 0, 0)
+    assert (event.sip_code, event.sip_reason, event.end_reason) == (500, "Server Internal Error", FAILED)
+    assert (event.customer_cost, event.provider_cost) == (0, 0)
     assert settled.route == call.routes[1]
+
+
+def test_a_refused_call_s_event_costs_nothing_and_names_the_refusing_check():
+    decision = Decision(code=403, reason="CLI not allowed", stage="cli", direction="outbound",
+                        destination="4420123456", rate_group="g", prefix="44", rate_per_min=600_000)
+    event = refused_call("r1", "a1", decision, received=(CALLER, "9" + DESTINATION), at=NOW)
+    assert (event.sip_code, event.sip_reason, event.stage, event.end_reason) == (403, "CLI not allowed", "cli",
+                                                                                 REFUSED)
+    assert (event.customer_cost, event.provider_cost, event.billable_seconds) == (0, 0, 0)
+    assert (event.caller_id_received, event.destination_dialled, event.rate_group) == (CALLER, "9" + DESTINATION,
+                                                                                       "g")
+    assert event.setup_time == event.end_time == NOW and event.answer_time is None
+    assert CallEvent.decode({"event": event.encode()}) == event
+
+
+@pytest.mark.parametrize("outcome", sorted(REFUSALS))
+def test_the_admission_s_own_refusal_overrides_the_prepared_event(outcome):
+    """admit_call.lua appends the prepared event with its `outcome`: the code, reason and stage come from it."""
+    prepared = refused_call("r1", "a1", Decision(code=200, reason="OK", stage="done"), received=(CALLER, "44"),
+                            at=NOW)
+    event = CallEvent.decode({b"event": prepared.encode().encode(), b"outcome": str(outcome).encode()})
+    assert (event.sip_code, event.sip_reason, event.stage) == REFUSALS[outcome] and event.refused
+
+
+def test_a_call_given_up_after_every_gateway_answers_what_rfc_3261_says():
+    assert final_answer(502, "Bad Gateway") == (502, "Bad Gateway")
+    assert final_answer(408, "Request Timeout") == (408, "Request Timeout")
+    assert final_answer(503, "Service Unavailable") == (500, "Server Internal Error")  # §16.7
+    assert final_answer(477, "") == (500, "Relay failed")
 
 
 # ---------------------------------------------------------------------------------------------- on a fake KSR
@@ -208,3 +240,4 @@ def test_kamailio_reporting_the_end_several_times_settles_once(load_script, tmp_
     assert 10 <= billable <= 11
     assert balance(money, account) == EUR - billable * 10_000 and money.open_calls(account) == 0
     assert (event["provider"], event["provider_cost"]) == (provider, str(billable * 5_000))
+    assert (event["sip_code"], event["end_reason"]) == ("200", "duration_limit")  # the first report counts

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from callstate.dialogs import node_tables
+from callstate.events import HANGUP, REFUSED, CallEvent
 from callstate.plan import CallPlan, RoutePlan
 from callstate.store import ADMITTED, RESTORING, CallState, OpenCall, Route
 from control import db
@@ -33,15 +34,15 @@ def _account(admin, kind=apb.CUSTOMER, **billing) -> str:
     return number(created)
 
 
-def _event(call_id: str, customer: str, provider: str, customer_cost: int, provider_cost: int) -> dict:
-    return {
-        "call_id": call_id, "account": customer, "direction": "outbound", "caller_id_received": "15550001111",
-        "caller_id_presented": "15550002222", "destination_dialled": "99944201234", "destination_sent": "4420123",
-        "rate_group": "rate-groups/g1", "prefix": "44", "rate_per_min": 600_000, "trunk": "trunks/t1",
-        "provider": provider, "gateway": "127.0.0.1:5091", "setup_time": f"{NOW}.250",
-        "answer_time": f"{NOW + 2}.000", "end_time": f"{NOW + 32}.500", "billable_seconds": 31, "sip_code": 200,
-        "customer_cost": customer_cost, "provider_cost": provider_cost, "record": "yes",
-    }
+def _event(call_id: str, customer: str, provider: str, customer_cost: int, provider_cost: int) -> CallEvent:
+    return CallEvent(
+        call_id=call_id, account=customer, direction="outbound", caller_id_received="15550001111",
+        caller_id_presented="15550002222", destination_dialled="99944201234", destination_sent="4420123",
+        rate_group="rate-groups/g1", prefix="44", rate_per_min=600_000, trunk="trunks/t1", provider=provider,
+        gateway="127.0.0.1:5091", setup_time=NOW + 0.25, answer_time=NOW + 2.0, end_time=NOW + 32.5,
+        billable_seconds=31, sip_code=200, sip_reason="OK", end_reason=HANGUP, customer_cost=customer_cost,
+        provider_cost=provider_cost, record=True,
+    )
 
 
 def _settle_call(money: CallState, call_id: str, customer: str, provider: str, customer_cost: int,
@@ -127,9 +128,11 @@ def test_nothing_is_lost_while_postgresql_is_down_and_nothing_counts_twice(admin
     assert worker.run_once(now=NOW).recorded == 0
     assert [row[0] for row in _cdrs(control_server.dsn, customer)] == ["c1", "c2"]
     assert (_balance(control_server.dsn, customer), _balance(control_server.dsn, provider)) == (-150_000, 60_000)
-    # Streams still hold the entries (the replay buffer): replaying them all changes nothing, here or in Redis.
-    for stream in redis_client.scan_iter(f"{private}:*:events"):
-        redis_client.xgroup_setid(stream, "ledger", id="0")
+    # Recorded entries are gone from Redis; the same events delivered again change nothing, here or in Redis.
+    stream = money.events_key(customer)
+    assert redis_client.xlen(stream) == 0
+    for call_id, customer_cost, provider_cost in (("c1", 100_000, 40_000), ("c2", 50_000, 20_000)):
+        redis_client.xadd(stream, {"event": _event(call_id, customer, provider, customer_cost, provider_cost).encode()})
     assert worker.run_once(now=NOW).recorded == 2
     assert (_balance(control_server.dsn, customer), _balance(control_server.dsn, provider)) == (-150_000, 60_000)
     assert money.available(provider, 0) == 60_000
@@ -243,3 +246,64 @@ def test_calls_in_progress_are_reserved_again_from_kamailio_s_dialog_tables(admi
     assert money.available(customer, 0) == 2 * EUR - 1_200_000  # its reservation holds again
     assert money.open_call(customer, plan.call_id) == OpenCall(1_200_000, 120, NOW, node, (0, 0, 600_000, 1, 1),
                                                                NOW + 5.5)
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+
+def _refused(call_id: str, customer: str, at: float, code: int = 503, reason: str = "CPS limit exceeded",
+             stage: str = "cps") -> CallEvent:
+    return CallEvent(call_id, customer, direction="outbound", destination_dialled="4420123", setup_time=at,
+                     end_time=at, sip_code=code, sip_reason=reason, stage=stage, end_reason=REFUSED)
+
+
+def _cdr_outcomes(dsn: str, account: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT call_id, sip_code, sip_reason, stage, end_reason, customer_cost FROM cdrs "
+                            "WHERE account_number = %s ORDER BY call_id", (account,)).fetchall()
+
+
+def test_a_refused_call_is_a_cdr_that_moves_no_money(admin, control_server, redis_client, private, worker):
+    customer = _account(admin)
+    money = CallState(redis_client, private)
+    money.record_refusal(customer, _refused("r1", customer, NOW, 402, "Insufficient balance", "balance"))
+    assert worker.run_once(now=NOW).recorded == 1
+    assert _cdr_outcomes(control_server.dsn, customer) == [("r1", 402, "Insufficient balance", "balance", REFUSED, 0)]
+    with psycopg.connect(control_server.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM ledger_entries WHERE account_number = %s",
+                            (customer,)).fetchone()[0] == 0
+    assert _balance(control_server.dsn, customer) == 0
+
+
+def test_a_call_id_retried_after_a_refusal_keeps_one_cdr_the_call_s_and_is_charged(admin, control_server,
+                                                                                 redis_client, private, worker):
+    """A caller retrying with the same Call-ID after 503 makes one call: its CDR says how it ended, and the
+    refusal's CDR never stands in the way of the call's debit (nor of its provider's credit)."""
+    customer, provider = _account(admin), _account(admin, apb.PROVIDER)
+    money = CallState(redis_client, private)
+    money.record_refusal(customer, _refused("retried", customer, NOW - 5))
+    assert worker.run_once(now=NOW).recorded == 1  # the refusal alone, in its own batch
+    money.record_refusal(customer, _refused("retried", customer, NOW - 3))
+    _settle_call(money, "retried", customer, provider, 100_000, 40_000)  # then admitted: in one batch with it
+    money.record_refusal(customer, _refused("retried", customer, NOW - 4))  # an old refusal, delivered late
+    assert worker.run_once(now=NOW).recorded == 3
+    assert _cdr_outcomes(control_server.dsn, customer) == [("retried", 200, "OK", "", HANGUP, 100_000)]
+    assert (_balance(control_server.dsn, customer), _balance(control_server.dsn, provider)) == (-100_000, 40_000)
+    assert money.available(provider, 0) == 40_000
+
+
+def test_an_entry_that_is_not_a_call_event_is_kept_aside_and_blocks_nothing(admin, control_server, redis_client,
+                                                                          private, worker):
+    customer = _account(admin)
+    money = CallState(redis_client, private)
+    stream = money.events_key(customer)
+    bad = redis_client.xadd(stream, {"event": '{"call_id": "no-account"}'})
+    redis_client.xadd(stream, {"nonsense": "1"})
+    money.record_refusal(customer, _refused("after", customer, NOW))
+    assert worker.run_once(now=NOW).recorded == 3
+    assert [row[0] for row in _cdr_outcomes(control_server.dsn, customer)] == ["after"]
+    with psycopg.connect(control_server.dsn) as conn:
+        kept = conn.execute("SELECT entry_id, fields->>'event' FROM rejected_events WHERE stream = %s ORDER BY "
+                            "entry_id", (stream,)).fetchall()
+    assert len(kept) == 2 and kept[0] == (bad.decode(), '{"call_id": "no-account"}')
+    assert redis_client.xlen(stream) == 0

@@ -12,113 +12,35 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
 
 import pytest
-from google.protobuf import field_mask_pb2
 
 from tests.kamailio_harness import (
     CALLER,
     DESTINATION,
+    ack_and_bye,
     add_device,
     customer_on,
+    customer_over,
     events,
+    invite,
     make_carrier,
     make_customer,
+    new_call_id,
+    node_address,
     number,
     self_signed_certificate,
     settled,
+    update_trunk,
     wait_routable,
 )
-from tests.sip_wire import Gateway, Message, Peer, challenge_nonce, digest, request, sdp
+from tests.sip_wire import Message, Peer, challenge_nonce, digest, request, sdp
 from tollgate.v1 import trunks_pb2
 
 ATTACKER = "127.0.0.9"  # no IP map covers it
 DEVICE_IP = "127.0.0.2"
 QUIET = 0.5  # how long a carrier must stay silent to count as "never reached"
 REALM = "tollgate"
-
-
-@pytest.fixture
-def carriers():
-    """carriers(behaviour, **options) -> a started sip_wire.Gateway; all stopped at the end."""
-    started: list[Gateway] = []
-
-    def start(behaviour="answer", **options) -> Gateway:
-        gateway = Gateway(behaviour, **options)
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in started:
-        gateway.stop()
-
-
-@dataclass
-class Customer:
-    account: str
-    tech_prefix: str
-    trunks: list[str]
-    provider: str
-
-    def dialled(self, number: str = DESTINATION) -> str:
-        return self.tech_prefix + number
-
-
-def customer_over(admin, money, fast, gateways: list[Gateway], **settings) -> Customer:
-    """An IP-authenticated customer whose rate group has one trunk per gateway (in that order)."""
-    rate_group, trunks, provider = make_carrier(
-        admin, [([g.address], "prefix,rate_per_min\n44,0.01\n") for g in gateways], "prefix,rate_per_min\n44,0.05\n")
-    account, tech_prefix = customer_on(admin, money, fast, rate_group, trunks=len(gateways), **settings)
-    return Customer(account, tech_prefix, trunks, provider)
-
-
-def update_trunk(admin, fast, trunk_id: str, ready, **fields) -> None:
-    """Change a trunk and wait until the projection (and so Kamailio, ~0.3 s later) has it."""
-    admin.trunks.UpdateTrunk(trunks_pb2.UpdateTrunkRequest(
-        trunk=trunks_pb2.Trunk(name=f"trunks/{trunk_id}", **fields),
-        update_mask=field_mask_pb2.FieldMask(paths=list(fields))), metadata=admin.metadata)
-    deadline = time.monotonic() + 5
-    while True:
-        fast.load()
-        trunk = fast.world.trunks.get(trunk_id)
-        if trunk is not None and ready(trunk):
-            break
-        assert time.monotonic() < deadline, f"trunk {trunk_id} never changed: {trunk}"
-        time.sleep(0.05)
-    time.sleep(0.6)
-
-
-def node_address(relay) -> tuple[str, int]:
-    return relay.host, relay.port
-
-
-def invite(peer: Peer, relay, user: str, *, call_id: str | None = None, headers: list[str] = (),
-           from_user: str = CALLER, from_tag: str | None = None, cseq: int = 1) -> tuple[str, Message | None]:
-    """An initial INVITE to the node for `user`; (the request's text, its final answer)."""
-    text = request("INVITE", f"sip:{user}@{relay.address}", via=peer.address, call_id=call_id or new_call_id(),
-                   from_user=from_user, from_host=peer.address[0], from_tag=from_tag, cseq=cseq,
-                   headers=[*headers, "Content-Type: application/sdp"], body=sdp(peer.address[0]))
-    peer.send(text, node_address(relay))
-    return text, peer.final(timeout=6, method="INVITE")
-
-
-def new_call_id() -> str:
-    return f"{uuid.uuid4().hex}@attack"
-
-
-def ack_and_bye(peer: Peer, relay, sent: str, ok: Message) -> Message | None:
-    """ACK the 200 and hang up (BYE) along its Record-Route; the BYE's final answer."""
-    sent_message = Message(sent.encode())
-    target = ok.header("Contact").strip("<>").split(">", 1)[0]
-    routes = [f"Route: {r}" for r in reversed(ok.headers("Record-Route"))]
-    common = dict(via=peer.address, call_id=sent_message.header("Call-ID"), from_user=CALLER,
-                  from_host=peer.address[0], from_tag=sent_message.tag("From"), to_uri=sent_message.header("To"),
-                  to_tag=ok.tag("To"))
-    common["to_uri"] = common["to_uri"].strip("<>")
-    peer.send(request("ACK", target, cseq=1, headers=routes, **common), node_address(relay))
-    peer.send(request("BYE", target, cseq=2, headers=routes, **common), node_address(relay))
-    return peer.final(timeout=3, method="BYE")
 
 
 # ---------------------------------------------------------------------------------------------- 1. open relay

@@ -2,7 +2,7 @@
 -- the call's event appended to the account's stream. The event carries the provider's cost: the ledger
 -- credits the provider from it (credit_provider.lua), so debit and credit are decided in this one step.
 -- KEYS: calls, money, settled, events stream. ARGV: call id, cost, settled TTL, the event (JSON,
--- callstate.events.encode_event). Returns 1 when settled now, 0 for a repeat.
+-- callstate.events.CallEvent.encode). Returns 1 when settled now, 0 for a repeat.
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
 local entry = redis.call('HGET', KEYS[1], ARGV[1])
 if entry then

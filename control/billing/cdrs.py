@@ -46,6 +46,8 @@ FIELDS = {
     "trunk": Column("c.trunk", "text", prefix="trunks/"),
     "gateway": Column("c.gateway", "text"),
     "end_reason": Column("c.end_reason", "text"),
+    "sip_reason": Column("c.sip_reason", "text"),
+    "stage": Column("c.stage", "text"),
     "sip_code": Column("c.sip_code", "int"),
     "billable_seconds": Column("c.billable_seconds", "int"),
     "rate_per_min": Column("c.rate_per_min", "int", unit="micros"),
@@ -60,8 +62,8 @@ FIELDS = {
 _COLUMNS = (
     "call_id", "account_number", "direction", "caller_id_received", "caller_id_presented", "destination_dialled",
     "destination_sent", "rate_group", "prefix", "rate_per_min", "trunk", "provider", "gateway", "setup_time",
-    "answer_time", "end_time", "billable_seconds", "sip_code", "customer_cost", "provider_cost", "recorded",
-    "end_reason", "recorded_at",
+    "answer_time", "end_time", "billable_seconds", "sip_code", "sip_reason", "stage", "customer_cost",
+    "provider_cost", "recorded", "end_reason", "recorded_at",
 )
 # What an account token sees only on its own side of a call, and what it reads instead.
 _CUSTOMER_SIDE = {"customer_cost": "0", "rate_group": "''", "prefix": "''", "rate_per_min": "0",
@@ -71,8 +73,8 @@ _MONEY = {"customer_cost", "provider_cost"}
 # Copied to the message as they are.
 _PLAIN = (
     "call_id", "direction", "caller_id_received", "caller_id_presented", "destination_dialled", "destination_sent",
-    "prefix", "rate_per_min", "gateway", "billable_seconds", "sip_code", "customer_cost", "provider_cost",
-    "recorded", "end_reason",
+    "prefix", "rate_per_min", "gateway", "billable_seconds", "sip_code", "sip_reason", "stage", "customer_cost",
+    "provider_cost", "recorded", "end_reason",
 )
 _TIMES = {"setup_time": "setup_time", "answer_time": "answer_time", "end_time": "end_time",
           "recorded_at": "create_time"}  # column -> message field

@@ -165,10 +165,10 @@ _ASSIGN_CDRS = """
 WITH moved AS (
     UPDATE cdrs SET invoice_id = %(id)s
     WHERE account_number = %(account)s AND invoice_id IS NULL AND coalesce(setup_time, recorded_at) < %(end)s
-    RETURNING direction, billable_seconds, customer_cost
+    RETURNING direction, billable_seconds, customer_cost, end_reason
 )
 SELECT CASE WHEN direction IN ('local', 'inbound') THEN direction ELSE 'outbound' END AS direction,
-       count(*) AS calls, coalesce(sum(billable_seconds), 0)::bigint AS seconds,
+       count(*) FILTER (WHERE end_reason <> 'refused') AS calls, coalesce(sum(billable_seconds), 0)::bigint AS seconds,
        coalesce(sum(customer_cost), 0)::bigint AS amount
 FROM moved GROUP BY 1
 """
@@ -176,7 +176,8 @@ FROM moved GROUP BY 1
 
 def _assign_cdrs(conn: psycopg.Connection, invoice_id: int, account: str, end: datetime) -> dict[str, dict]:
     """Every uninvoiced CDR of the account set up before `end` goes on this invoice; the usage by direction
-    (a CDR without a known direction counts as outbound, the default call type)."""
+    (a CDR without a known direction counts as outbound, the default call type; refused attempts are on the
+    invoice, as CDRs, but not counted as calls)."""
     usage = {d: {"calls": 0, "seconds": 0, "amount": 0} for d in DIRECTIONS}
     for row in _rows(conn, _ASSIGN_CDRS, {"id": invoice_id, "account": account, "end": end}):
         usage[row["direction"]] = {k: int(row[k]) for k in ("calls", "seconds", "amount")}

@@ -1,21 +1,27 @@
-"""The ledger: the switch's settled calls become CDRs and balance moves in PostgreSQL (SPEC §9).
+"""The ledger: the switch's calls become CDRs and balance moves in PostgreSQL (SPEC §9).
 
 Kamailio settles each call in Redis with one atomic script (callstate/lua/settle.lua): the customer's live
 balance debited, the call's event - its costs, the customer's and the provider's - appended to the
-customer's stream. This job reads every stream through the consumer group GROUP and writes, in one
-transaction, the call's CDR (once per calling account and call id), the customer's debit and the provider's
-credit as ledger entries (once per account and call, moving accounts.balance), then credits the provider's
-live balance in Redis (once per customer and call id, callstate/lua/credit_provider.lua), and only then
-acknowledges. While PostgreSQL or this service is down, entries wait in their streams; pending ones (read,
-not acknowledged: a crash between the two) are read again first after a restart. None is lost, none is
-counted twice. Streams are found by SCAN; entries stay RETENTION_SECONDS after they were written.
+customer's stream; a refused call's event is appended by the admission that refused it. This job reads every
+stream through the consumer group GROUP and writes a batch of events in one transaction: their CDRs (one per
+calling account and call id), the customers' debits and the providers' credits as ledger entries (once per
+account and call, moving accounts.balance); then it credits the providers' live balances in Redis (once per
+customer and call id, callstate/lua/credit_provider.lua), and only then acknowledges and trims the entries.
+While PostgreSQL or this service is down, entries wait in their streams; pending ones (read, not acknowledged:
+a crash in between) are read again first after a restart. None is lost, none is counted twice.
+
+A batch goes to PostgreSQL set-wise (COPY into a staging table, then one statement per target), so that the
+ledger keeps up with a switch refusing thousands of calls a second (bench/bench_ledger.py). A Call-ID the
+caller retries after a refusal is one call: its CDR says how the last attempt ended (a refusal's CDR gives way
+to a later one; a relayed call's never does). An entry that cannot be read as an event is kept in
+rejected_events, never dropped silently and never blocking the entries after it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
-import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
@@ -23,7 +29,7 @@ import psycopg
 import redis
 
 from callstate import dialogs
-from callstate.events import decode_event, provider_settlement_id
+from callstate.events import REFUSED, CallEvent, provider_settlement_id
 from callstate.keys import EVENTS
 from callstate.store import CallState
 
@@ -32,17 +38,46 @@ log = logging.getLogger("tollgate.ledger")
 GROUP = "ledger"
 READ_COUNT = 500  # entries per stream per read
 STREAMS_PER_READ = 200  # streams per XREADGROUP (its key list)
-RETENTION_SECONDS = 7 * 86_400
 
-_TEXT = ("direction", "caller_id_received", "caller_id_presented", "destination_dialled", "destination_sent",
-         "rate_group", "prefix", "trunk", "provider", "gateway", "end_reason")
-_INT = ("rate_per_min", "billable_seconds", "sip_code", "customer_cost", "provider_cost")
-_TIME = ("setup_time", "answer_time", "end_time")
-_INSERT_CDR = (
-    "INSERT INTO cdrs (call_id, account_number, recorded, " + ", ".join(_TEXT + _INT + _TIME) + ") VALUES ("
-    + ", ".join(["%s"] * (3 + len(_TEXT) + len(_INT) + len(_TIME)))
-    + ") ON CONFLICT (account_number, call_id) DO NOTHING"
+# The CDR columns, in CallEvent's order; `recorded` is CallEvent.record.
+_CDR_COLUMNS = ("call_id", "account_number", "direction", "caller_id_received", "caller_id_presented",
+                "destination_dialled", "destination_sent", "rate_group", "prefix", "rate_per_min", "trunk",
+                "provider", "gateway", "setup_time", "answer_time", "end_time", "billable_seconds", "sip_code",
+                "sip_reason", "stage", "end_reason", "customer_cost", "provider_cost", "recorded")
+_STAGING = "ledger_batch"
+_CREATE_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (seq integer, provider_entry text, "
+    f"LIKE cdrs INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
+_COPY = f"COPY {_STAGING} (seq, provider_entry, {', '.join(_CDR_COLUMNS)}) FROM STDIN"
+_CDR_LIST = ", ".join(_CDR_COLUMNS)
+# One CDR per account and call id: of a batch's events for one, a relayed call's over a refusal, then the
+# latest; an existing refusal's CDR gives way to a later event (and leaves the invoice it was on, if any).
+_UPSERT_CDRS = f"""
+INSERT INTO cdrs ({_CDR_LIST})
+SELECT DISTINCT ON (account_number, call_id) {_CDR_LIST} FROM {_STAGING}
+ORDER BY account_number, call_id, end_reason = '{REFUSED}', seq DESC
+ON CONFLICT (account_number, call_id) DO UPDATE
+SET ({_CDR_LIST}, invoice_id, recorded_at) = ROW({', '.join('EXCLUDED.' + c for c in _CDR_COLUMNS)}, NULL, now())
+WHERE cdrs.end_reason = '{REFUSED}'
+  AND coalesce(cdrs.end_time, '-infinity') <= coalesce(EXCLUDED.end_time, 'infinity')
+"""
+# The customers' debits and the providers' credits, once per account and call; the balances they move.
+_POST_ENTRIES = f"""
+WITH moved AS (
+    INSERT INTO ledger_entries (account_number, call_id, amount)
+    SELECT account_number, call_id, -customer_cost FROM {_STAGING}
+     WHERE end_reason <> '{REFUSED}' AND customer_cost <> 0
+    UNION ALL
+    SELECT provider, provider_entry, provider_cost FROM {_STAGING}
+     WHERE end_reason <> '{REFUSED}' AND provider <> '' AND provider_cost <> 0
+    ON CONFLICT DO NOTHING
+    RETURNING account_number, amount
+)
+UPDATE accounts a SET balance = a.balance + m.total
+FROM (SELECT account_number, sum(amount) AS total FROM moved GROUP BY account_number) m
+WHERE a.account_number = m.account_number
+"""
 
 
 class Ledger:
@@ -69,9 +104,7 @@ class Ledger:
                     entries = [(s, e) for s, batch in replies for e in batch]
                     if not entries:
                         break
-                    recorded += self._write(conn, entries)
-                    if start == "0":  # pending entries are finite: one pass reads them all
-                        break
+                    recorded += self._write(conn, entries)  # (acknowledged: "0" then reads the next pending)
         return recorded
 
     def _read(self, streams: list[bytes], start: str) -> list:
@@ -91,27 +124,33 @@ class Ledger:
     def _write(self, conn: psycopg.Connection, entries: list[tuple[bytes, tuple[bytes, dict]]]) -> int:
         """One transaction for a batch; then the providers' live credits (once each); then XACK. A crash in
         between only re-reads the batch, and every step repeats as a no-op."""
-        credits, ended = [], []
+        calls, rejects = [], []
+        for stream, (entry_id, fields) in entries:
+            if not fields:  # pending, but deleted from the stream meanwhile: nothing left to record
+                continue
+            try:
+                calls.append(CallEvent.decode(fields))
+            except (ValueError, TypeError, KeyError) as exc:
+                rejects.append((stream, entry_id, fields, exc))
         with conn.transaction():
-            for stream, (_entry_id, fields) in entries:
-                if not fields:  # pending, but deleted from the stream meanwhile: nothing left to record
-                    continue
-                event = decode_event(fields)
-                ended.append(event["call_id"])
-                credit = _record_entry(conn, self._account_of(stream), event)
-                if credit is not None:
-                    credits.append(credit)
-            dialogs.forget(conn, self._state.keys.namespace, ended)
-        for provider, customer, call_id, amount in credits:
-            self._state.credit_provider(provider, customer, call_id, amount)
+            record_events(conn, calls)
+            dialogs.forget(conn, self._state.keys.namespace, [c.call_id for c in calls if not c.refused])
+            for stream, entry_id, fields, exc in rejects:
+                _reject(conn, stream, entry_id, fields, exc)
+        self._state.credit_providers([(c.provider, c.account, c.call_id, c.provider_cost) for c in calls
+                                      if not c.refused and c.provider and c.provider_cost])
+        last: dict[bytes, bytes] = {}
         by_stream: dict[bytes, list[bytes]] = {}
         for stream, (entry_id, _fields) in entries:
             by_stream.setdefault(stream, []).append(entry_id)
+            last[stream] = max(last.get(stream, entry_id), entry_id, key=_entry_order)
         pipe = self._redis.pipeline(transaction=False)
         for stream, ids in by_stream.items():
             pipe.xack(stream, GROUP, *ids)
-            # Acknowledged entries stay RETENTION_SECONDS (a replay buffer), then go.
-            pipe.xtrim(stream, minid=f"{int((time.time() - RETENTION_SECONDS) * 1000)}-0", approximate=True)
+            # Recorded entries go: PostgreSQL holds them now, and Redis's memory is what every node shares (the
+            # admission's refusal backlog counts what is left). Entries before the last one recorded are
+            # recorded too: pending ones are read first. Exact: approximate trimming keeps whole nodes of 100.
+            pipe.xtrim(stream, minid=_after(last[stream]), approximate=False)
         pipe.execute()
         return len(entries)
 
@@ -133,36 +172,53 @@ class Ledger:
         return self._state.keys.account_of(stream, EVENTS)
 
 
-def _record_entry(conn: psycopg.Connection, account: str, event: dict[str, str]) -> tuple | None:
-    """The call's CDR (once per account and call id), the customer's debit and the provider's credit (each once
-    per account and call) - both decided by the one settlement that wrote the event (SPEC §9). Returns the
-    provider's live credit still to apply in Redis: (provider, customer, call id, amount), or None."""
-    call_id = event["call_id"]
-    customer = event.get("account", account)
-    conn.execute(_INSERT_CDR, (
-        call_id, customer, event.get("record") == "yes",
-        *(event.get(name, "") for name in _TEXT),
-        *(int(event.get(name) or 0) for name in _INT),
-        *(_timestamp(event.get(name, "")) for name in _TIME),
-    ))
-    _ledger_entry(conn, customer, call_id, -int(event.get("customer_cost") or 0))
-    provider, provider_cost = event.get("provider", ""), int(event.get("provider_cost") or 0)
-    if not provider or provider_cost == 0:
-        return None
-    _ledger_entry(conn, provider, provider_settlement_id(customer, call_id), provider_cost)
-    return provider, customer, call_id, provider_cost
+def record_events(conn: psycopg.Connection, calls: list[CallEvent]) -> None:
+    """The events' CDRs, the customers' debits and the providers' credits (each once per account and call),
+    set-wise, inside the caller's transaction."""
+    if not calls:
+        return
+    conn.execute(_CREATE_STAGING)
+    with conn.cursor().copy(_COPY) as copy:
+        for seq, call in enumerate(calls):
+            copy.write_row((seq, provider_settlement_id(call.account, call.call_id), *_cdr_row(call)))
+    conn.execute(_UPSERT_CDRS)
+    conn.execute(_POST_ENTRIES)
+    conn.execute(f"TRUNCATE {_STAGING}")  # (ON COMMIT would too; the caller's transaction may go on)
 
 
-def _ledger_entry(conn: psycopg.Connection, account: str, entry_id: str, amount: int) -> None:
-    inserted = conn.execute(
-        "INSERT INTO ledger_entries (account_number, call_id, amount) VALUES (%s, %s, %s) "
-        "ON CONFLICT DO NOTHING RETURNING 1", (account, entry_id, amount)).fetchone()
-    if inserted and amount:
-        conn.execute("UPDATE accounts SET balance = balance + %s WHERE account_number = %s", (amount, account))
+def _cdr_row(call: CallEvent) -> tuple:
+    return (call.call_id, call.account, call.direction, call.caller_id_received, call.caller_id_presented,
+            call.destination_dialled, call.destination_sent, call.rate_group, call.prefix, call.rate_per_min,
+            call.trunk, call.provider, call.gateway, _timestamp(call.setup_time), _timestamp(call.answer_time),
+            _timestamp(call.end_time), call.billable_seconds, call.sip_code, call.sip_reason, call.stage,
+            call.end_reason, call.customer_cost, call.provider_cost, call.record)
 
 
-def _timestamp(value: str) -> datetime | None:
-    return datetime.fromtimestamp(float(value), UTC) if value else None
+def _reject(conn: psycopg.Connection, stream: bytes, entry_id: bytes, fields: dict, exc: Exception) -> None:
+    """An entry no writer should have made: kept for a person to look at, once."""
+    text = {_str(k): _str(v) for k, v in fields.items()}
+    log.error("event %s of %s is not a call event (%s): kept in rejected_events", _str(entry_id), _str(stream), exc)
+    conn.execute("INSERT INTO rejected_events (stream, entry_id, fields, error) VALUES (%s, %s, %s, %s) "
+                 "ON CONFLICT DO NOTHING", (_str(stream), _str(entry_id), json.dumps(text), str(exc)[:500]))
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition(b"-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _after(entry_id: bytes) -> str:
+    """The smallest stream id after `entry_id`."""
+    milliseconds, sequence = _entry_order(entry_id)
+    return f"{milliseconds}-{sequence + 1}"
+
+
+def _timestamp(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

@@ -82,7 +82,8 @@ class LiveState:
         past its grant (it would have been cut)."""
         calls = dialogs.open_calls(conn, self._state.keys.namespace)
         ended = {(row["account_number"], row["call_id"]) for row in conn.execute(
-            "SELECT account_number, call_id FROM cdrs WHERE call_id = ANY(%s)",
+            # (a refused attempt's CDR says nothing of the call its Call-ID was retried as)
+            "SELECT account_number, call_id FROM cdrs WHERE call_id = ANY(%s) AND end_reason <> 'refused'",
             ([call_id for listed in calls.values() for call_id, _call in listed],)).fetchall()}
         now = time.time()
         return {account: [(call_id, call) for call_id, call in listed if (account, call_id) not in ended
