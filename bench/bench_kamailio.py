@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,8 @@ from callstate.store import CallState
 from control.config import Config
 from control.server import create_server
 from fastpath.runtime import FastPath, redis_client
-from tests.conftest import PG_SERVER_DSN, Stubs
+from tests.conftest import PG_SERVER_DSN
+from tests.helpers import stubs_for
 from tests.kamailio_harness import (
     CALLER,
     DESTINATION,
@@ -64,16 +66,6 @@ from tests.kamailio_harness import (
     start_kamailio,
     wait_routable,
 )
-from tollgate.v1 import (
-    account_pb2_grpc,
-    auth_pb2_grpc,
-    cdr_pb2_grpc,
-    company_pb2_grpc,
-    directory_pb2_grpc,
-    invoice_pb2_grpc,
-    rating_pb2_grpc,
-    trunks_pb2_grpc,
-)
 
 BENCH = Path(__file__).resolve().parent
 NATIVE_CFG = BENCH / "native_redirect.cfg"
@@ -82,6 +74,7 @@ KEMI_FLOOR_SCRIPT = BENCH / "kemi_floor.py"
 UAC_REDIRECT = BENCH / "sipp" / "uac_redirect.xml"
 UAS_ANSWER = BENCH / "sipp" / "uas_answer.xml"
 UAC_CALL = SCENARIOS / "uac_call.xml"  # INVITE, 200, ACK, hold, BYE through the Record-Route
+UAC_EXPECT = SCENARIOS / "uac_expect.xml"  # INVITE, a final answer, ACK
 REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 CHILDREN = 2
 CLEAN = 0.005  # a step is clean when at most 0.5 % of its calls failed
@@ -297,7 +290,8 @@ def run_load(name: str, kamailio: Kamailio, scenario: Path, workdir: Path, rate:
 
 @contextlib.contextmanager
 def control_service():
-    """The control server on a throw-away database and a Redis namespace of its own; yields (stubs, namespace)."""
+    """The control server on a throw-away database and a Redis namespace of its own; yields (stubs, namespace,
+    Redis client, DSN)."""
     database = f"tollgate_bench_{secrets.token_hex(4)}"
     namespace = f"tgbench{secrets.token_hex(4)}"
     with psycopg.connect(PG_SERVER_DSN, autocommit=True) as conn:
@@ -306,17 +300,13 @@ def control_service():
     running = None
     try:
         token = secrets.token_urlsafe(24)
-        config = Config(listen="127.0.0.1:0", dsn=psycopg.conninfo.make_conninfo(PG_SERVER_DSN, dbname=database),
+        dsn = psycopg.conninfo.make_conninfo(PG_SERVER_DSN, dbname=database)
+        config = Config(listen="127.0.0.1:0", dsn=dsn,
                         redis_url=REDIS_URL, redis_namespace=namespace, admin_tokens=(token,), workers=8,
                         projection_interval_seconds=0.5, plaintext=True)
         running = create_server(config)
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield Stubs(
-                account_pb2_grpc.AccountServiceStub(channel), company_pb2_grpc.CompanyServiceStub(channel),
-                auth_pb2_grpc.AuthServiceStub(channel), rating_pb2_grpc.RateGroupServiceStub(channel),
-                trunks_pb2_grpc.TrunkServiceStub(channel), directory_pb2_grpc.DirectoryServiceStub(channel),
-                (("authorization", f"Bearer {token}"),), cdr_pb2_grpc.CdrServiceStub(channel),
-                invoice_pb2_grpc.InvoiceServiceStub(channel)), namespace, client
+            yield stubs_for(channel, token), namespace, client, dsn
     finally:
         if running is not None:
             running.stop(grace=0)
@@ -325,6 +315,60 @@ def control_service():
         client.close()
         with psycopg.connect(PG_SERVER_DSN, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+# ---------------------------------------------------------------------------------------------- refusal flood
+
+
+@dataclass
+class Flood:
+    calls: Step  # the admitted calls while the flood ran
+    refusals: Step  # the flood: INVITEs answered 503 CPS limit exceeded
+    recorded: int  # refusal CDRs the ledger wrote to PostgreSQL
+    catch_up: float  # seconds from the flood's end until the last of them was written
+
+
+def refusal_flood(relay: Kamailio, work: Path, processes: Processes, rpid: int | None, idle: float, *, dsn: str,
+                  dialled: str, flooded: str, flooder: str, gateway_port: int, rate: int, flood_rate: int,
+                  seconds: int) -> Flood:
+    """Admitted calls at `rate` while a customer limited to 1 call/s sends `flood_rate` INVITEs/s: each is
+    refused (503 CPS limit exceeded) and recorded as a CDR (issue 11). Then: how long the ledger takes to
+    write the last refusal's CDR."""
+    found: dict[str, Step] = {}
+
+    def flood() -> None:
+        found["flood"] = run_load("flood", relay, UAC_EXPECT, work, flood_rate, seconds, processes, rpid, idle,
+                                  values={"DIALLED": flooded, "EXPECT": 503})
+
+    flooding = threading.Thread(target=flood)
+    flooding.start()
+    calls = run_load("relay", relay, UAC_CALL, work, rate, seconds, processes, rpid, idle,
+                     values={"DIALLED": dialled, "EXPECT": 200, "HOLD": HOLD_MS}, uas=(UAS_ANSWER, gateway_port))
+    flooding.join()
+    ended, recorded, last_change = time.monotonic(), -1, time.monotonic()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() - last_change < 5:  # until no new CDR for 5 s
+            count = conn.execute("SELECT count(*) FROM cdrs WHERE account_number = %s AND end_reason = 'refused'",
+                                 (flooder,)).fetchone()[0]
+            if count != recorded:
+                recorded, last_change = count, time.monotonic()
+            if recorded >= found["flood"].succeeded:
+                break
+            time.sleep(0.1)
+    return Flood(calls, found["flood"], recorded, last_change - ended)
+
+
+def flood_lines(baseline: Step, flood: Flood) -> list[str]:
+    refusals = flood.refusals
+    ratio = flood.calls.cps / baseline.cps if baseline.cps else float("nan")
+    return [
+        f"refusal flood: {refusals.placed:,} INVITEs at {refusals.rate:,}/s offered, {refusals.succeeded:,} answered "
+        f"503 CPS limit exceeded ({refusals.cps:,.0f}/s), {flood.recorded:,} refusal CDRs in PostgreSQL, the last "
+        f"{flood.catch_up:.1f} s after the flood ended",
+        f"admitted calls during the flood: {flood.calls.cps:,.0f}/s ok, {flood.calls.failure_ratio:.2%} failed; "
+        f"alone: {baseline.cps:,.0f}/s ok, {baseline.failure_ratio:.2%} failed; ratio {ratio:.2f}x "
+        f"(goal: >= 0.9x, no more failures than alone)",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -400,6 +444,9 @@ def main() -> int:
     parser.add_argument("--rates", default="2000,4000,6000,8000", help="offered calls/s, routing server")
     parser.add_argument("--relay-rates", default="250,500,1000,1500,2000", help="offered calls/s, relayed calls")
     parser.add_argument("--seconds", type=int, default=10, help="length of each step")
+    parser.add_argument("--flood-rate", type=int, default=5000,
+                        help="INVITEs/s of the refusal flood (0: no flood phase)")
+    parser.add_argument("--flood-calls", type=int, default=100, help="admitted calls/s during the flood")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp statistics)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r]
@@ -416,7 +463,7 @@ def main() -> int:
             print(f"work directory (kept): {tmp}")
         else:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_kamailio_"))
-        admin, ns, client = stack.enter_context(control_service())
+        admin, ns, client, dsn = stack.enter_context(control_service())
         work = Path(tmp)
         try:
             money = CallState(client, ns)
@@ -429,6 +476,9 @@ def main() -> int:
             tech_prefix = map_ip(admin, customer)
             fast = FastPath(redis_client(REDIS_URL), str(work / "images"), ns)
             wait_routable(fast, account)
+            flooder = make_customer(admin, money, rate_group, balance=EUR, cps=1)  # the refusal flood's caller
+            flood_prefix = map_ip(admin, flooder)
+            wait_routable(fast, number(flooder))
             dialled = tech_prefix + DESTINATION
             rpid = redis_pid(client)
 
@@ -471,6 +521,21 @@ def main() -> int:
                 if step.failure_ratio > 0.05:  # well past its limit: higher rates say nothing more
                     break
             time.sleep(1)
+            flood_report = []
+            if args.flood_rate:
+                print(f"\nrefusal flood: {args.flood_calls} admitted calls/s alone, then with {args.flood_rate:,} "
+                      f"INVITEs/s of a customer limited to 1 call/s\n{HEADER}", flush=True)
+                alone = run_load("relay", relay, UAC_CALL, work, args.flood_calls, args.seconds, processes, rpid,
+                                 idle["relay"], values={"DIALLED": dialled, "EXPECT": 200, "HOLD": HOLD_MS},
+                                 uas=(UAS_ANSWER, gateway_port))
+                print(step_line(alone), flush=True)
+                time.sleep(2)
+                flood = refusal_flood(relay, work, processes, rpid, idle["relay"], dsn=dsn, dialled=dialled,
+                                      flooded=flood_prefix + DESTINATION, flooder=number(flooder),
+                                      gateway_port=gateway_port, rate=args.flood_calls, flood_rate=args.flood_rate,
+                                      seconds=args.seconds)
+                print(step_line(flood.calls) + "\n" + step_line(flood.refusals), flush=True)
+                flood_report = flood_lines(alone, flood)
             open_calls = money.open_calls(account)
             relay.stop()
             faults["relay"] = [line for line in relay.faults() if DIALOG_BYE_RACE not in line]
@@ -479,6 +544,8 @@ def main() -> int:
 
     print("\nsummary (same run, same machine)")
     for line in summary(steps, relay_steps):
+        print("  " + line)
+    for line in flood_report:
         print("  " + line)
     print(f"  relay: calls still open in Redis after the last step: {open_calls}")
     for name, lines in faults.items():
