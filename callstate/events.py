@@ -1,13 +1,12 @@
 """A call's event: what its stream entry carries from the switch to the ledger, which makes it the call's CDR.
 
-One typed definition, CallEvent, with its encoding. Three writers produce it: the KEMI settlement at a call's
-end (kemi/settlement.py), the admission script for a refused call (callstate/lua/admit_call.lua appends the
-event the KEMI script prepared, plus the `outcome` that refused it), and the reaper's script for an orphaned
-call (callstate/lua/reap.lua builds the same JSON with cjson). One reader: the ledger (control/billing/ledger.py).
+One typed definition, CallEvent, with its encoding. The KEMI script writes it at a call's end (kemi/settlement.py
+settle_call, through callstate/lua/settle.lua) and when it refuses an identified call (refused_call, through
+callstate/lua/record_refusal.lua); the reaper's script writes it for an orphaned call (callstate/lua/reap.lua
+builds the same JSON with cjson). One reader: the ledger (control/billing/ledger.py).
 
-A stream entry holds the field `event`: a JSON object whose values are strings (the Lua writers may give
-integers: decode() takes either), and, for a refusal counted in Redis, the field `outcome`: the admission's
-code (callstate.store), which names the SIP answer, its reason and the refusing check (REFUSALS).
+A stream entry holds the field `event`: a JSON object whose values are strings (the Lua writer may give
+integers: decode() takes either).
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ FAILED = "failed"  # never answered: the far end's (or the relay's) final failur
 REFUSED = "refused"  # refused by a check of SPEC §8 before it was relayed: cost 0, `stage` names the check
 ORPHANED = "orphaned"  # its end never came (its node died): settled by the reaper (callstate/lua/reap.lua)
 
-# The admission script's refusals (its reply code -> SIP answer, reason, refusing check), SPEC §8. The KEMI
-# script answers with these; the ledger reads a refusal's `outcome` through the same table.
+# The admission script's refusals (its reply code -> SIP answer, reason, refusing check), SPEC §8: what the KEMI
+# script answers and records.
 REFUSALS: dict[int, tuple[int, str, str]] = {
     -1: (503, "CPS limit exceeded", "cps"),
     -2: (503, "Concurrent call limit", "concurrency"),
@@ -73,17 +72,12 @@ class CallEvent:
     @classmethod
     def decode(cls, fields: dict[bytes, bytes] | dict[str, str]) -> CallEvent:
         """The event of a stream entry, whoever wrote it. Unknown names are ignored (a newer writer's) and
-        missing ones take their defaults; a refusal's `outcome` sets its code, reason and stage."""
+        missing ones take their defaults."""
         raw = fields.get(b"event", fields.get("event")) if fields else None
         if raw is None:
             raise ValueError(f"stream entry without an event field: {sorted(fields or {})}")
         values = json.loads(raw)
-        event = cls(**{name: _PARSERS[name](values[name]) for name in _NAMES if name in values})
-        outcome = fields.get(b"outcome", fields.get("outcome"))
-        if outcome is not None:
-            code, reason, stage = REFUSALS[int(outcome)]
-            event = dataclasses.replace(event, sip_code=code, sip_reason=reason, stage=stage, end_reason=REFUSED)
-        return event
+        return cls(**{name: _PARSERS[name](values[name]) for name in _NAMES if name in values})
 
     @staticmethod
     def unknown_names(fields: dict[bytes, bytes] | dict[str, str]) -> set[str]:

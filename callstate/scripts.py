@@ -7,7 +7,7 @@ into it), the KEMI script and the control service through redis-py; all load the
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 
@@ -15,10 +15,10 @@ from importlib import resources
 class Script:
     name: str
     text: str
+    sha: str = field(init=False)  # computed once: commands name the script by it on every call
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.text.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.text.encode()).hexdigest())
 
 
 _INCLUDE = "-- #include "
@@ -43,7 +43,8 @@ CREDIT_PROVIDER = _load("credit_provider")
 REAP = _load("reap")
 RESTORE_ACCOUNT = _load("restore_account")
 APPLY_PAYMENT = _load("apply_payment")
+RECORD_REFUSAL = _load("record_refusal")
 SEIZE_TRUNK = _load("seize_trunk")
 REAP_TRUNK = _load("reap_trunk")
 ALL = (ADMIT_CALL, SETTLE, MARK_ANSWERED, CREDIT_PROVIDER, REAP, RESTORE_ACCOUNT, APPLY_PAYMENT, SEIZE_TRUNK,
-       REAP_TRUNK)
+       REAP_TRUNK, RECORD_REFUSAL)

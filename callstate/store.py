@@ -112,9 +112,9 @@ def outcome_of(code: int) -> str:
     return _OUTCOMES[code]
 
 
-def grant_from_reply(reply: Sequence[int | str | bytes]) -> Grant:
-    """The Grant in the admission script's reply {code, granted, reserve, available}."""
-    code, granted, reserve, available = (int(value) for value in reply)
+def grant_from_reply(reply: str | bytes) -> Grant:
+    """The Grant in the admission script's reply "code:granted:reserve:available"."""
+    code, granted, reserve, available = (int(value) for value in _text(reply).split(":"))
     return Grant(_OUTCOMES[code], granted, reserve, available)
 
 
@@ -156,52 +156,54 @@ class CallState:
     # ------------------------------------------------------------------ admission
     def admit_call(self, account: str, call_id: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
                    terms: Sequence[int], max_call_seconds: int, decided: bool = True, reserve: bool = True,
-                   node: str = "", refusal: CallEvent | None = None) -> Grant:
+                   node: str = "") -> Grant:
         """One round trip, in SPEC §5 order: a call id already admitted is DUPLICATE; then CPS, concurrent calls,
         and (when decided) the grant against the live balance: the longest affordable call under `terms`
         (connect_fee, included_seconds, rate_per_min, initial_increment, increment), up to max_call_seconds,
         its cost reserved (unless reserve=False: checked only, as a redirect server does). INSUFFICIENT when
         not even one second is affordable; RESTORING for a paid call while the account's money is not restored.
-        `node` names the Kamailio node that holds the call (the reaper watches its heartbeat). `refusal`: the
-        call's event should it be refused (not decided, or by this admission), recorded as its CDR."""
+        `node` names the Kamailio node that holds the call (the reaper watches its heartbeat). A refused call's
+        CDR is the caller's to record (record_refusal): the admitted ones, the common case, need no event."""
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
         numbers = (cps, max_calls, credit_limit, mode, max_call_seconds, fee, included, rate, initial, increment, now)
         return grant_from_reply(self._run(scripts.ADMIT_CALL, self._admission_keys(account, now),
-                                          [call_id, *(str(int(n)) for n in numbers), node or "-",
-                                           refusal.encode() if refusal else ""]))
+                                          [call_id, *(str(int(n)) for n in numbers), node or "-"]))
 
     def admit_call_command(self, account: str, *, now: int, cps: int, max_calls: int, credit_limit: int,
                            terms: Sequence[int], max_call_seconds: int, decided: bool = True, reserve: bool = True,
                            node: str = "") -> str | None:
-        """admit_call() as one hiredis command format with two `%s`, to be filled with the call id and the
-        refusal's event (CallEvent.encode, or ""): the same script through a client other than redis-py
-        (Kamailio's ndb_redis: redis_cmd_p2(server, command, call_id, event, reply)). Its reply goes to
-        grant_from_reply(). None when the account or namespace holds a character a format cannot carry
-        literally (then use admit_call()). The script must have been loaded (load_scripts()); a NOSCRIPT error
-        says it was not. Built as one f-string: it runs once per INVITE."""
+        """admit_call() as one hiredis command format with one `%s`, to be filled with the call id: the same
+        script through a client other than redis-py (Kamailio's ndb_redis: redis_cmd_p1(server, command,
+        call_id, reply)). Its reply goes to grant_from_reply(). None when the account or namespace holds a
+        character a format cannot carry literally (then use admit_call()). The script must have been loaded
+        (load_scripts()); a NOSCRIPT error says it was not. Built as one f-string: it runs once per INVITE."""
         base = self.keys.account_prefix(account)
         if not _FORMAT_SAFE.fullmatch(base + (node or "-")):
             return None
         mode = 0 if not decided else 1 if reserve else 2
         fee, included, rate, initial, increment = terms if decided else (0, 0, 0, 1, 1)
-        return (f"EVALSHA {scripts.ADMIT_CALL.sha} 5 {base}{CALLS} {base}{MONEY} {base}cps:{int(now)} {base}{SETTLED} "
-                f"{base}{EVENTS} %s {int(cps)} "
+        return (f"EVALSHA {scripts.ADMIT_CALL.sha} 4 {base}{CALLS} {base}{MONEY} {base}cps:{int(now)} {base}{SETTLED} "
+                f"%s {int(cps)} "
                 f"{int(max_calls)} {int(credit_limit)} {mode} {int(max_call_seconds)} {int(fee)} {int(included)} "
-                f"{int(rate)} {int(initial)} {int(increment)} {int(now)} {node or '-'} %s")
+                f"{int(rate)} {int(initial)} {int(increment)} {int(now)} {node or '-'}")
 
     def _admission_keys(self, account: str, now: int) -> list[str]:
         return [self.keys.account(account, CALLS), self.keys.account(account, MONEY), self.keys.cps(account, now),
-                self.keys.account(account, SETTLED), self.keys.account(account, EVENTS)]
+                self.keys.account(account, SETTLED)]
 
-    def record_refusal(self, account: str, event: CallEvent) -> None:
-        """A call refused before its admission (its account is disabled): its event, as its CDR."""
-        self._redis.xadd(self.keys.account(account, EVENTS), {"event": event.encode()})
+    def record_refusal(self, account: str, event: CallEvent) -> bool:
+        """A refused call's event, as its CDR (callstate/lua/record_refusal.lua); False when only counted (the
+        ledger is far behind)."""
+        return bool(self._run(scripts.RECORD_REFUSAL, [self.keys.account(account, EVENTS),
+                                                       self.keys.account(account, MONEY)], [event.encode()]))
 
     def record_refusal_command(self, account: str) -> str | None:
         """record_refusal() as a hiredis command format with one `%s`: the event (see admit_call_command)."""
         base = self.keys.account_prefix(account)
-        return f"XADD {base}{EVENTS} * event %s" if _FORMAT_SAFE.fullmatch(base) else None
+        if not _FORMAT_SAFE.fullmatch(base):
+            return None
+        return f"EVALSHA {scripts.RECORD_REFUSAL.sha} 2 {base}{EVENTS} {base}{MONEY} %s"
 
     def mark_answered(self, account: str, call_id: str, answered_at: float, route: Route | None = None) -> bool:
         """Note that the open call was answered, over which route (kamailio.cfg does this natively; this is

@@ -65,7 +65,6 @@ RETRY_AFTER_SECONDS = 5  # what a 503 for a call-state outage asks the caller to
 PLENTY = 1 << 62  # the `available` a decision is made with: the admission grants against the real one
 NDB_REPLY = "tollgate"  # the ndb_redis reply container of the scripts run through it
 NDB_REPLY_VALUE = f"$redis({NDB_REPLY}=>value)"
-NDB_REPLY_VALUES = tuple(f"$redis({NDB_REPLY}=>value[{i}])" for i in range(4))
 DLG_ANSWER = "tollgate_answer"  # dialog variable: "seconds.micros" of the 200 OK (kamailio.cfg dialog:start)
 DLG_CODE = "tollgate_code"  # dialog variable: the final failure's code (kamailio.cfg failure_route, ksr_failover)
 DLG_REASON = "tollgate_reason"  # dialog variable: its reason phrase
@@ -287,7 +286,7 @@ class Tollgate:
         decision = fast.engine.decide(caller.account, caller.caller_id, caller.dialled, PLENTY, now, entropy)
         if decision.stage == "account":  # unknown, inactive, deleted or expired: before any counting
             KSR.sl.send_reply(decision.code, decision.reason)
-            self._record_refusal(caller, call_id, decision)
+            self._record_refusal(caller, call_id, decision, (decision.code, decision.reason, decision.stage))
             return
         if decision.stage not in BEFORE_BALANCE and decision.code != 200:
             # Refused after the balance stage (no route): the real balance decides between 402 and this
@@ -295,11 +294,8 @@ class Tollgate:
             decision = fast.engine.decide(caller.account, caller.caller_id, caller.dialled,
                                           self.state.available(caller.account, credit_limit), now, entropy)
         decided = decision.code == 200
-        # The call's CDR should it be refused (by the decision, or by the admission's counting or money).
-        refusal = refused_call(call_id, caller.account, decision, received=(caller.caller_id, caller.dialled),
-                               at=time.time())
         # A redirect server never sees the end: it checks the money but reserves nothing, counts no calls.
-        grant = self._admit(caller.account, call_id, refusal, now=now, cps=account.cps,
+        grant = self._admit(caller.account, call_id, now=now, cps=account.cps,
                             max_calls=account.max_concurrent_calls if self.relay else 0,
                             credit_limit=credit_limit, terms=decision.terms,
                             max_call_seconds=world.max_call_seconds, decided=decided, reserve=self.relay,
@@ -308,11 +304,13 @@ class Tollgate:
             KSR.hdr.append_to_reply(f"Retry-After: {RETRY_AFTER_SECONDS}\r\n")
             KSR.sl.send_reply(503, "Call state unreachable")
             return
-        answer = _refusal(grant, decision)
-        if answer:
-            if answer[0] == 503 and grant.outcome == store.RESTORING:
+        refused = _refusal(grant, decision)
+        if refused:
+            if grant.outcome == store.RESTORING:
                 KSR.hdr.append_to_reply(f"Retry-After: {RETRY_AFTER_SECONDS}\r\n")
-            KSR.sl.send_reply(*answer)
+            KSR.sl.send_reply(refused[0], refused[1])
+            if grant.outcome != store.DUPLICATE:  # (a reused Call-ID's call has its CDR)
+                self._record_refusal(caller, call_id, decision, refused)
             return
         if not self.relay:
             redirect.answer(decision, realm)
@@ -394,27 +392,28 @@ class Tollgate:
             self._open()
         return self.state
 
-    def _admit(self, account: str, call_id: str, refusal: events.CallEvent, **admission) -> store.Grant | None:
+    def _admit(self, account: str, call_id: str, **admission) -> store.Grant | None:
         """CallState.admit_call through Kamailio's ndb_redis (one round trip without Python's socket and
         protocol code); through redis-py when the command cannot be formatted or ndb_redis fails (Redis
         restarted without the script: redis-py loads it again). None when Redis is unreachable."""
         command = self.state.admit_call_command(account, **admission)
-        if command is not None and KSR.ndb_redis.redis_cmd_p2(NDB_SERVER, command, call_id, refusal.encode(),
-                                                             NDB_REPLY) >= 0:
-            reply = [KSR.pv.get(pv) for pv in NDB_REPLY_VALUES]  # (it returns 0 on success, -1 on failure)
-            if None not in reply:  # an error reply (NOSCRIPT) has no elements
+        if command is not None and KSR.ndb_redis.redis_cmd_p1(NDB_SERVER, command, call_id, NDB_REPLY) >= 0:
+            reply = KSR.pv.get(NDB_REPLY_VALUE)  # (it returns 0 on success, -1 on failure)
+            if isinstance(reply, str):  # an error reply (NOSCRIPT) is no string
                 return store.grant_from_reply(reply)
         try:
-            return self.state.admit_call(account, call_id, refusal=refusal, **admission)
+            return self.state.admit_call(account, call_id, **admission)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             KSR.err(f"tollgate: call state unreachable, answering 503: {_one_line(exc)}\n")
             return None
 
-    def _record_refusal(self, caller: identify.Caller, call_id: str, decision) -> None:
-        """The CDR of a call refused before its admission (its account is disabled): appended to the account's
-        stream (through ndb_redis; redis-py as the fallback). Lost only while Redis is unreachable."""
+    def _record_refusal(self, caller: identify.Caller, call_id: str, decision,
+                        answer: tuple[int, str, str]) -> None:
+        """A refused call's CDR (SPEC §9), appended to the account's stream after the answer went out (through
+        ndb_redis; redis-py as the fallback): built only for a refusal, so admitted calls pay nothing for it.
+        Lost only while Redis is unreachable (the caller got 503 for that anyway)."""
         event = refused_call(call_id, caller.account, decision, received=(caller.caller_id, caller.dialled),
-                             at=time.time())
+                             at=time.time(), answer=answer)
         command = self.state.record_refusal_command(caller.account)
         if command is None or KSR.ndb_redis.redis_cmd_p1(NDB_SERVER, command, event.encode(), NDB_REPLY) < 0:
             try:
@@ -455,20 +454,20 @@ class Tollgate:
             KSR.info(f"tollgate: call {call_id} already settled\n")
 
 
-def _refusal(grant: store.Grant, decision) -> tuple[int, str] | None:
-    """The answer for a call that cannot go ahead, in SPEC §8 order; None when it goes ahead. (The admission
-    recorded the refused call's CDR with the same answer: callstate.events.REFUSALS.)"""
+def _refusal(grant: store.Grant, decision) -> tuple[int, str, str] | None:
+    """The answer for a call that cannot go ahead and the check that refused it, in SPEC §8 order; None when
+    it goes ahead."""
     if grant.outcome == store.DUPLICATE:  # a new INVITE reusing a call's Call-ID: never a second (free) call
-        return 400, "Call-ID already used"
+        return 400, "Call-ID already used", "call_id"
     if grant.outcome in _ADMISSION_REFUSALS:  # CPS, concurrency; money and restoring (only for decided calls)
         return _ADMISSION_REFUSALS[grant.outcome]
     if decision.code != 200:
-        return decision.code, decision.reason
+        return decision.code, decision.reason, decision.stage
     return None
 
 
-# store outcome -> (code, reason), from the one table of the admission's refusals
-_ADMISSION_REFUSALS = {store.outcome_of(code): (sip, reason) for code, (sip, reason, _stage) in events.REFUSALS.items()}
+# store outcome -> (code, reason, stage): the one table of the admission's refusals
+_ADMISSION_REFUSALS = {store.outcome_of(code): answer for code, answer in events.REFUSALS.items()}
 
 
 def _passes(trunk) -> str:

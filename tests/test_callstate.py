@@ -67,49 +67,40 @@ def _recorded(redis_client, admissions, account: str = "1001") -> list[CallEvent
     return [CallEvent.decode(fields) for _id, fields in redis_client.xrange(admissions.events_key(account))]
 
 
-def test_a_call_refused_by_the_admission_gets_its_cdr_from_the_same_script(admissions, redis_client):
-    """SPEC §9: every identified call yields a CDR; the refusal's is written atomically with the counting."""
-    admissions.credit("1001", 5 * EUR)
-    assert admit(admissions, "ok", cps=2, max_calls=2, refusal=_refusal("ok")).outcome == adm.ADMITTED
-    assert admit(admissions, "poor", reserve=6 * EUR, cps=2, max_calls=2,
-                 refusal=_refusal("poor")).outcome == adm.INSUFFICIENT
-    assert admit(admissions, "fast", cps=2, refusal=_refusal("fast")).outcome == adm.CPS_EXCEEDED
-    assert admit(admissions, "busy", max_calls=1, refusal=_refusal("busy")).outcome == adm.CONCURRENCY_EXCEEDED
-    assert admit(admissions, "ok", refusal=_refusal("ok")).outcome == adm.DUPLICATE  # its call has its CDR
+def test_a_refused_call_s_event_is_appended_to_the_account_s_stream(admissions, redis_client):
+    """SPEC §9: every identified call yields a CDR; a refusal's event goes through the same stream."""
     cli = _refusal("cli", sip_code=403, sip_reason="CLI not allowed", stage="cli")
-    assert admit(admissions, "cli", decided=False, refusal=cli).outcome == adm.COUNTED  # the decision refused it
-    recorded = {e.call_id: (e.sip_code, e.sip_reason, e.stage, e.end_reason) for e in _recorded(redis_client,
-                                                                                              admissions)}
-    assert recorded == {
-        "poor": (402, "Insufficient balance", "balance", REFUSED),
-        "fast": (503, "CPS limit exceeded", "cps", REFUSED),
-        "busy": (503, "Concurrent call limit", "concurrency", REFUSED),
-        "cli": (403, "CLI not allowed", "cli", REFUSED),
-    }
-    assert admissions.available("1001", 0) == 4 * EUR  # only "ok" reserved anything
-
-
-def test_a_restoring_account_s_refusal_is_recorded_too(admissions, redis_client):
-    grant = admit(admissions, "early", refusal=_refusal("early"))  # its money was never restored
-    assert grant.outcome == adm.RESTORING
-    assert [(e.sip_code, e.stage) for e in _recorded(redis_client, admissions)] == [(503, "call_state")]
+    assert admissions.record_refusal("1001", cli)
+    assert _recorded(redis_client, admissions) == [cli]
 
 
 def test_refusals_are_counted_not_recorded_while_the_ledger_is_far_behind(admissions, redis_client):
-    """A flood must not fill Redis's memory while the ledger cannot keep up: past REFUSAL_BACKLOG entries the
-    admission counts refusals instead (a settled call's event is always written)."""
+    """A flood must not fill Redis's memory while the ledger cannot keep up: past REFUSAL_BACKLOG entries a
+    refusal is only counted (a settled call's event is always written)."""
     admissions.credit("1001", 100 * EUR)
     stream = admissions.events_key("1001")
     pipe = redis_client.pipeline(transaction=False)
     for n in range(100_000):
         pipe.xadd(stream, {"event": "{}"}, id=f"1-{n + 1}")
     pipe.execute()
-    assert admit(admissions, "flood", cps=1, refusal=_refusal("flood")).outcome == adm.ADMITTED
-    assert admit(admissions, "flood2", cps=1, refusal=_refusal("flood2")).outcome == adm.CPS_EXCEEDED
+    assert admit(admissions, "flood", cps=1).outcome == adm.ADMITTED
+    assert not admissions.record_refusal("1001", _refusal("flood2"))
     assert redis_client.xlen(stream) == 100_000
     assert redis_client.hget(admissions.keys.account("1001", "money"), "unrecorded_refusals") == b"1"
     assert admissions.settle("1001", "flood", EUR, CallEvent("flood", "1001"))
     assert redis_client.xlen(stream) == 100_001
+
+
+def test_record_refusal_command_runs_the_same_script(admissions, redis_client):
+    """The ndb_redis path of a refusal (Kamailio's client): the event carried as one argument, spaces and all."""
+    admissions.load_scripts()
+    event = _refusal("c 1%", sip_code=503, sip_reason="CPS limit exceeded", stage="cps")
+    command = admissions.record_refusal_command("1001")
+    sends = command.split(" ")
+    sends[sends.index("%s")] = event.encode()
+    assert redis_client.execute_command(*sends) == 1
+    assert _recorded(redis_client, admissions) == [event]
+    assert admissions.record_refusal_command("10 01") is None
 
 
 def test_reservations_cannot_overdraw_a_prepaid_account(admissions):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from callstate.events import FAILED, HANGUP, REFUSALS, REFUSED, CallEvent
+from callstate.events import FAILED, HANGUP, REFUSED, CallEvent
 from callstate.plan import CallPlan, Position, RoutePlan, final_answer, next_position
 from fastpath.decision import Decision
 from fastpath.reference.rating import Terms, cost
@@ -97,6 +97,8 @@ def test_a_refused_call_s_event_costs_nothing_and_names_the_refusing_check():
     decision = Decision(code=403, reason="CLI not allowed", stage="cli", direction="outbound",
                         destination="4420123456", rate_group="g", prefix="44", rate_per_min=600_000)
     event = refused_call("r1", "a1", decision, received=(CALLER, "9" + DESTINATION), at=NOW)
+    assert refused_call("r1", "a1", decision, received=(CALLER, "9"), at=NOW,
+                        answer=(503, "CPS limit exceeded", "cps")).stage == "cps"  # the admission refused it
     assert (event.sip_code, event.sip_reason, event.stage, event.end_reason) == (403, "CLI not allowed", "cli",
                                                                                  REFUSED)
     assert (event.customer_cost, event.provider_cost, event.billable_seconds) == (0, 0, 0)
@@ -104,15 +106,6 @@ def test_a_refused_call_s_event_costs_nothing_and_names_the_refusing_check():
                                                                                        "g")
     assert event.setup_time == event.end_time == NOW and event.answer_time is None
     assert CallEvent.decode({"event": event.encode()}) == event
-
-
-@pytest.mark.parametrize("outcome", sorted(REFUSALS))
-def test_the_admission_s_own_refusal_overrides_the_prepared_event(outcome):
-    """admit_call.lua appends the prepared event with its `outcome`: the code, reason and stage come from it."""
-    prepared = refused_call("r1", "a1", Decision(code=200, reason="OK", stage="done"), received=(CALLER, "44"),
-                            at=NOW)
-    event = CallEvent.decode({b"event": prepared.encode().encode(), b"outcome": str(outcome).encode()})
-    assert (event.sip_code, event.sip_reason, event.stage) == REFUSALS[outcome] and event.refused
 
 
 def test_a_call_given_up_after_every_gateway_answers_what_rfc_3261_says():
