@@ -96,7 +96,8 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
            retry_after_seconds: int = 5, tcp: bool = True, tls: Tls | None = None, auth_secret: str = "",
            topoh_key: str = "", topoh_mask_ip: str = "127.0.0.8", nonce_seconds: int = 30,
            python_module: str = "app_python3", topology_hiding: bool = True, node_id: str = "",
-           dialog_db: DialogDb | None = None, keepalive_seconds: int = 30, max_cps: int = 0) -> str:
+           dialog_db: DialogDb | None = None, keepalive_seconds: int = 30, max_cps: int = 0,
+           source_max_cps: int = 0) -> str:
     """The configuration text; `listen` is `udp:HOST:PORT` (TCP is added on the same port unless tcp=False,
     TLS on tls.port when given). `shed_free_percent`: new calls are answered 503 while less than this share
     of Kamailio's shared memory is free (0 never sheds). `auth_secret` (digest nonces) and `topoh_key`
@@ -106,7 +107,8 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
     `node_id` names the node in Redis (its heartbeat, its calls); default: the listen address. With `dialog_db`
     the node keeps its dialogs in PostgreSQL (they survive its restart). `keepalive_seconds`: how often an
     answered call's parties are probed (in-dialog OPTIONS; Kamailio's minimum is 30). `max_cps`: new calls a
-    second this node takes before it sheds them with 503 Overloaded (0: no limit)."""
+    second this node takes before it sheds them with 503 Overloaded (0: no limit); `source_max_cps`: the most of
+    them one source address may take (0: no limit)."""
     if keepalive_seconds < 30:
         raise ValueError(f"keepalive_seconds {keepalive_seconds}: Kamailio's dialog keepalives need 30 or more")
     if not 0 <= shed_free_percent <= 100:
@@ -138,6 +140,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "NODE_ID": node_id or listen.partition(":")[2],
         "KA_INTERVAL": str(int(keepalive_seconds)),
         "MAX_CPS": str(max(int(max_cps), 0)),
+        "SOURCE_MAX_CPS": str(max(int(source_max_cps), 0)),
         "DIALOG_DB_DEFINE": "#!define WITH_DIALOG_DB" if dialog_db else "",
         "DIALOG_DB_URL": dialog_db.url if dialog_db else "-",
         "DIALOG_TABLE": dialog_db.table if dialog_db else "-",
@@ -173,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--shed-free-percent", type=int, default=15)
     parser.add_argument("--max-cps", type=int, default=0, help="new calls a second before shedding (0: no limit)")
+    parser.add_argument("--source-max-cps", type=int, default=0,
+                        help="new calls a second one source address may make before shedding (0: no limit)")
     parser.add_argument("--tls-port", type=int)
     parser.add_argument("--tls-certificate")
     parser.add_argument("--tls-key")
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(render(listen=args.listen, rundir=args.rundir, redis_url=args.redis_url,
                             namespace=args.namespace, image_dir=args.image_dir, mode=args.mode,
                             children=args.children, shed_free_percent=args.shed_free_percent, tls=tls,
-                            max_cps=args.max_cps,
+                            max_cps=args.max_cps, source_max_cps=args.source_max_cps,
                             auth_secret=args.auth_secret, topoh_key=args.topoh_key,
                             python_module=args.python_module, topology_hiding=not args.no_topology_hiding,
                             node_id=args.node_id, dialog_db=DialogDb(*args.dialog_db) if args.dialog_db else None))

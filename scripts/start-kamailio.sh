@@ -7,7 +7,8 @@
 # (Kamailio's shared memory, default 1024: every relayed call's transaction and dialog live there),
 # TOLLGATE_SIP_SHED_PERCENT (new calls get 503 Overloaded below this share free, default 15),
 # TOLLGATE_SIP_MAX_CPS (new calls a second before 503 Overloaded, default 0 = no limit: set it to what the node
-# was measured to carry),
+# was measured to carry), TOLLGATE_SIP_SOURCE_MAX_CPS (the most of them one source address may make, default 0
+# = no limit: a flooding customer is shed at its share, the others keep the rest),
 # TOLLGATE_SIP_SECRETS (default /etc/tollgate/sip.secrets: the digest nonce secret and topology-hiding key,
 # made once; every node of a stack needs the same file), TOLLGATE_SIP_TLS_DIR (default /etc/tollgate/sip-tls:
 # certificate.pem and key.pem, a self-signed pair is made when missing), TOLLGATE_SIP_TOPOLOGY_HIDING (on | off,
@@ -24,6 +25,7 @@ MODE="${TOLLGATE_SIP_MODE:-relay}"
 SHM_MB="${TOLLGATE_SIP_SHM_MB:-1024}"
 SHED_PERCENT="${TOLLGATE_SIP_SHED_PERCENT:-15}"
 MAX_CPS="${TOLLGATE_SIP_MAX_CPS:-0}"
+SOURCE_MAX_CPS="${TOLLGATE_SIP_SOURCE_MAX_CPS:-0}"
 SECRETS="${TOLLGATE_SIP_SECRETS:-/etc/tollgate/sip.secrets}"
 TLS_DIR="${TOLLGATE_SIP_TLS_DIR:-/etc/tollgate/sip-tls}"
 TOPOLOGY_HIDING="${TOLLGATE_SIP_TOPOLOGY_HIDING:-on}"
@@ -68,7 +70,7 @@ read -r DB_URL DIALOG_TABLE VARS_TABLE < <(.venv/bin/python -m callstate.dialogs
     --node "$NODE" --namespace "$NAMESPACE") || { say "cannot prepare the dialog tables in PostgreSQL"; exit 1; }
 .venv/bin/python -m kemi.render --listen "$LISTEN" --rundir "$RUNDIR" --redis-url "$REDIS_URL" \
     --namespace "$NAMESPACE" --image-dir "$RUNDIR/images" --mode "$MODE" --shed-free-percent "$SHED_PERCENT" \
-    --max-cps "$MAX_CPS" --node-id "$NODE" --dialog-db "$DB_URL" "$DIALOG_TABLE" "$VARS_TABLE" \
+    --max-cps "$MAX_CPS" --source-max-cps "$SOURCE_MAX_CPS" --node-id "$NODE" --dialog-db "$DB_URL" "$DIALOG_TABLE" "$VARS_TABLE" \
     --auth-secret "$AUTH_SECRET" --topoh-key "$TOPOH_KEY" "${TLS_ARGS[@]}" "${EXTRA_ARGS[@]}" >"$RUNDIR/kamailio.cfg"
 # Kamailio's embedded Python is the system's (/usr/lib/libpython3): a shell's PYTHONHOME, PYTHONPATH or another
 # Python first on PATH (pyenv) must not leak into it, or its standard library does not load.

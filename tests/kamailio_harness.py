@@ -182,7 +182,8 @@ class Kamailio:
 def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: int = 2, host: str = LOOPBACK,
                    timeout: float = 10.0, attempts: int = 3, mode: str = "relay", fr_timer_ms: int = 3000,
                    shed_free_percent: int = 15, tls: bool = False, nonce_seconds: int = 30,
-                   dialog_dsn: str | None = None, port: int | None = None, max_cps: int = 0) -> Kamailio:
+                   dialog_dsn: str | None = None, port: int | None = None, max_cps: int = 0,
+                   source_max_cps: int = 0) -> Kamailio:
     """Kamailio running tollgate's cfg on a free UDP port of `host` (TCP on the same port, TLS on another when
     `tls`), answering; raises with the log's end otherwise. Every node of a test session shares the digest
     and topology-hiding secrets, as the nodes of one stack do. With `dialog_dsn` the node keeps its dialogs
@@ -201,7 +202,7 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
                               namespace=namespace, image_dir=str(workdir / "images"), children=children, mode=mode,
                               fr_timer_ms=fr_timer_ms, shed_free_percent=shed_free_percent, tls=tls_settings,
                               auth_secret=NODE_SECRETS[0], topoh_key=NODE_SECRETS[1], nonce_seconds=nonce_seconds,
-                              dialog_db=dialog_db, max_cps=max_cps))
+                              dialog_db=dialog_db, max_cps=max_cps, source_max_cps=source_max_cps))
         pidfile.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             # TLSF: Kamailio's fastest allocator (the default, qm, costs ~13 % of a relayed call in malloc)
@@ -460,11 +461,11 @@ def number(account: apb.Account) -> str:
     return account.name.split("/", 1)[1]
 
 
-def map_ip(admin, customer: apb.Account) -> str:
-    """Calls from 127.0.0.1 whose number starts with a fresh tech prefix belong to `customer`."""
+def map_ip(admin, customer: apb.Account, cidr: str = LOOPBACK) -> str:
+    """Calls from `cidr` whose number starts with a fresh tech prefix belong to `customer`."""
     tech_prefix = str(int(uuid.uuid4().hex[:7], 16)).zfill(9)[:9]
     admin.directory.CreateIpMap(directory_pb2.CreateIpMapRequest(ip_map_id=f"ip{suffix()}", ip_map=directory_pb2.IpMap(
-        account=customer.name, cidr="127.0.0.1", tech_prefix=tech_prefix)), metadata=admin.metadata)
+        account=customer.name, cidr=cidr, tech_prefix=tech_prefix)), metadata=admin.metadata)
     return tech_prefix
 
 

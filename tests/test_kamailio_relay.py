@@ -405,3 +405,36 @@ def test_past_its_capacity_a_node_sheds_new_calls_before_any_work(admin, money, 
         gateway.stop()
         node.stop()
     assert not node.faults(), node.faults()
+
+
+def test_one_source_is_shed_at_its_share_and_cannot_crowd_out_another(admin, money, fast, control_server, tmp_path):
+    """source_max_cps: a source past its share of new calls gets 503 Overloaded natively, while another source's
+    calls in the same second still reach the decision (here: 486 from the gateway)."""
+    from tests.sip_wire import Gateway, Peer, request, sdp
+
+    node = start_relay(control_server, tmp_path / "fair", source_max_cps=3)
+    gateway = Gateway(486)
+    try:
+        rate_group, _trunks, _provider = make_carrier(
+            admin, [([gateway.address], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
+        flooder, quiet = (make_customer(admin, money, rate_group, balance=1_000 * EUR) for _ in range(2))
+        prefixes = {"127.0.0.1": map_ip(admin, flooder), "127.0.0.2": map_ip(admin, quiet, "127.0.0.2")}
+        wait_routable(fast, number(quiet))
+        answers: dict[str, list[int]] = {}
+        with Peer("127.0.0.1") as loud, Peer("127.0.0.2") as calm:
+            time.sleep(1 - time.time() % 1)  # both within one second
+            for peer, count in ((loud, 12), (calm, 3)):
+                prefix = prefixes[peer.address[0]]
+                for i in range(count):
+                    peer.send(request("INVITE", f"sip:{prefix}{DESTINATION}@{node.address}", via=peer.address,
+                                      from_host=peer.address[0], call_id=f"fair{i}-{_suffix()}",
+                                      body=sdp(peer.address[0])), (node.host, node.port))
+            for peer in (loud, calm):
+                finals = {m.header("Call-ID"): m.status for m in peer.collect(2.0) if (m.status or 0) >= 200}
+                answers[peer.address[0]] = sorted(finals.values())
+        assert answers["127.0.0.1"] == [486] * 3 + [503] * 9, answers
+        assert answers["127.0.0.2"] == [486] * 3, answers  # not crowded out
+    finally:
+        gateway.stop()
+        node.stop()
+    assert not node.faults(), node.faults()

@@ -31,7 +31,7 @@ def test_the_rendered_cfg_names_the_server_the_script_uses(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["relay", "redirect"])
-@pytest.mark.parametrize("variant", ["plain", "tls", "no-topology-hiding", "udp-only"])
+@pytest.mark.parametrize("variant", ["plain", "tls", "no-topology-hiding", "udp-only", "capacity"])
 def test_every_variant_of_the_cfg_is_one_kamailio_accepts(tmp_path, mode, variant):
     """`kamailio -c` parses the rendered cfg with every module it loads (the #!ifdef branches included)."""
     import subprocess
@@ -39,7 +39,7 @@ def test_every_variant_of_the_cfg_is_one_kamailio_accepts(tmp_path, mode, varian
     from tests.kamailio_harness import KAMAILIO, self_signed_certificate
 
     options = {"tls": {"tls": Tls(5061, *self_signed_certificate())}, "no-topology-hiding": {"topology_hiding": False},
-               "udp-only": {"tcp": False}}.get(variant, {})
+               "udp-only": {"tcp": False}, "capacity": {"max_cps": 100, "source_max_cps": 10}}.get(variant, {})
     cfg = tmp_path / "kamailio.cfg"
     cfg.write_text(render(listen="udp:127.0.0.1:5060", rundir=str(tmp_path), redis_url="redis://127.0.0.1:6379/4",
                           namespace="tg", image_dir=str(tmp_path / "images"), mode=mode, **options))
