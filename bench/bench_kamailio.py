@@ -1,374 +1,277 @@
-"""Bench: tollgate in Kamailio against a native Kamailio routing server, with sipp, in the same run.
+"""Bench: tollgate in Kamailio against native Kamailio baselines, with sipp, in the same run; the goals of issue 12.
 
-    .venv/bin/python bench/bench_kamailio.py [--rates 2000,4000,6000,8000] [--seconds 10]
-                                             [--relay-rates 250,500,1000,1500,2000] [--keep]
+    .venv/bin/python bench/bench_kamailio.py [--rates 2000,4000,6000] [--relay-rates 250,500,750,1000]
+                                             [--seconds 10] [--flood-rate 5000] [--keep]
 
 Starts the real control service in-process (a throw-away PostgreSQL database, a Redis namespace of its own),
 creates a routable IP-mapped prepaid customer (provider, trunk, rate group, decks, funded in Redis), then:
 
-1. Routing server (INVITE -> 302 -> ACK): tollgate (kemi/, TOLLGATE_MODE "redirect") and the native
-   baseline bench/native_redirect.cfg (one htable lookup, one Redis HMGET through ndb_redis, 302 with a fixed
-   Contact), each on its own loopback port with 2 workers and -m 256. sipp offers each rate for --seconds to
-   each of them in turn (interleaved, so that the machine's noise hits both alike).
-2. Full proxied calls (INVITE, 200, ACK, BYE) through tollgate in relay mode, to a sipp UAS gateway.
+1. Routing server (INVITE -> 302 -> ACK): tollgate (kemi/, TOLLGATE_MODE "redirect"), the native baseline
+   bench/native_redirect.cfg (one htable lookup, one Redis HMGET through ndb_redis, 302) and kemi-floor (the
+   same in Python, bench/kemi_floor.cfg: the floor of any KEMI script), each on its own loopback port with
+   2 workers, -m 256 and the TLSF allocator. sipp offers each rate to each of them in turn (interleaved, so
+   that the machine's noise hits all alike).
+2. Relayed calls (INVITE, 200, ACK, 100 ms, BYE) through tollgate in relay mode as the stack runs it (dialogs
+   in PostgreSQL, topology hiding) and through bench/native_relay.cfg (tm + rr + dialog, one ndb_redis call
+   at setup and one at the end), to a sipp gateway.
+3. Overload: a fresh node of each mode told its measured clean capacity C (max_cps), offered 2C and 4C: its
+   goodput (calls completed per second) against C; afterwards no call may be left open in Redis.
+4. Refusal flood (issue 11): admitted calls alone, then next to --flood-rate INVITEs/s from another address
+   (a customer limited to 1 call/s, each INVITE a refusal with its CDR), on a node with max_cps = C and
+   source_max_cps = C/2: the admitted calls' goodput, the refusal CDRs in PostgreSQL and the ledger's lag.
 
 For every step: calls/s that succeeded, calls that failed (placed but not completed; a step is clean at
 <= 0.5 %), Kamailio CPU per call (utime + stime of all its processes, from /proc, over the step) and Redis
-CPU per call (when redis-server's /proc entry is readable; Redis may be serving others too). Goal (issue 5):
-tollgate >= 0.8x native. This machine is shared and noisy (2 cores, sipp on the same machine): read the
-ratios, not the absolute figures.
+CPU per call. Each goal is printed as measured / goal / met. This machine is shared and noisy (2 cores, sipp
+on the same machine): read the ratios, not the absolute figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import re
-import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import _repo_path  # noqa: F401  (the repository root on sys.path, for tests/)
-import grpc
 import psycopg
-import redis
-from psycopg import sql
+from _load import Step, run_load
+from _nodes import CHILDREN, REDIS_URL, Processes, control_service, idle_cpu, redis_pid, start_baseline
 
 from callstate.store import CallState
-from control.config import Config
-from control.server import create_server
 from fastpath.runtime import FastPath, redis_client
-from tests.conftest import PG_SERVER_DSN
-from tests.helpers import stubs_for
 from tests.kamailio_harness import (
-    CALLER,
     DESTINATION,
     EUR,
-    KAMAILIO,
     LOOPBACK,
     SCENARIOS,
-    SIPP,
     Kamailio,
     free_udp_port,
     make_carrier,
     make_customer,
     map_ip,
     number,
-    options_probe,
     start_kamailio,
     wait_routable,
 )
 
 BENCH = Path(__file__).resolve().parent
 NATIVE_CFG = BENCH / "native_redirect.cfg"
+NATIVE_RELAY_CFG = BENCH / "native_relay.cfg"
 KEMI_FLOOR_CFG = BENCH / "kemi_floor.cfg"  # the same routing server in Python: the floor of any KEMI script
-KEMI_FLOOR_SCRIPT = BENCH / "kemi_floor.py"
 UAC_REDIRECT = BENCH / "sipp" / "uac_redirect.xml"
 UAS_ANSWER = BENCH / "sipp" / "uas_answer.xml"
 UAC_CALL = SCENARIOS / "uac_call.xml"  # INVITE, 200, ACK, hold, BYE through the Record-Route
 UAC_EXPECT = SCENARIOS / "uac_expect.xml"  # INVITE, a final answer, ACK
-REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
-CHILDREN = 2
-CLEAN = 0.005  # a step is clean when at most 0.5 % of its calls failed
-GOAL = 0.8
 HOLD_MS = 100  # talk time of a relayed call
+FLOODER_IP = "127.0.0.2"  # the refusal flood's source address (mapped to a customer limited to 1 call/s)
 # Kamailio 5.6's dialog module may log this when it ends a dialog whose 200 another worker is still handling
 # (see tests/test_kamailio_relay.py); not a fault of the script.
 DIALOG_BYE_RACE = "send_bye(): terminating non-confirmed dialogs not supported"
-RECV_TIMEOUT_S = 5  # a call not answered within this is failed (sipp retransmits the INVITE meanwhile)
 
-
-# ---------------------------------------------------------------------------------------------- processes
-
-
-class Processes:
-    """Everything this bench starts, stopped at the end whatever happens."""
-
-    def __init__(self) -> None:
-        self.kamailios: list[Kamailio] = []
-        self.popens: list[subprocess.Popen] = []
-
-    def stop(self) -> None:
-        for process in self.popens:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        for kamailio in self.kamailios:
-            kamailio.stop()
-
-
-def cpu_seconds_of(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def redis_pid(client: redis.Redis) -> int | None:
-    """redis-server's pid when it runs on this machine and its /proc entry can be read (else no Redis CPU)."""
-    pid = int(client.info("server").get("process_id", 0))
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    return pid if comm.startswith("redis") else None
-
-
-def start_baseline(template: Path, workdir: Path, processes: Processes, *, account: str, namespace: str,
-                   gateway: str, timeout: float = 10.0) -> Kamailio:
-    """A baseline cfg (bench/native_redirect.cfg, bench/kemi_floor.cfg) on a free loopback port, answering
-    OPTIONS."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    rundir = workdir / "run"
-    rundir.mkdir(exist_ok=True)
-    log_path, pidfile, cfg = workdir / "kamailio.log", rundir / "kamailio.pid", workdir / "kamailio.cfg"
-    url = urlparse(REDIS_URL)
-    port = free_udp_port()
-    values = {"LISTEN": f"udp:{LOOPBACK}:{port}", "CHILDREN": str(CHILDREN), "RUNDIR": str(rundir),
-              "REDIS_HOST": url.hostname or "127.0.0.1", "REDIS_PORT": str(url.port or 6379),
-              "REDIS_DB": (url.path or "/0").strip("/") or "0", "NAMESPACE": namespace, "ACCOUNT": account,
-              "DESTINATION": DESTINATION, "GATEWAY": gateway, "KEMI_FLOOR": str(KEMI_FLOOR_SCRIPT)}
-    cfg.write_text(re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: values[m.group(1)], template.read_text()))
-    with log_path.open("ab") as log:
-        started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
-                                  "-m", "256", "-M", "16"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 timeout=timeout)
-    if started.returncode != 0 or not pidfile.exists():
-        raise RuntimeError(f"{template.name} did not start (exit {started.returncode}):\n{log_path.read_text()}")
-    kamailio = Kamailio(LOOPBACK, port, workdir, int(pidfile.read_text()), log_path)
-    processes.kamailios.append(kamailio)
-    deadline = time.monotonic() + timeout
-    while options_probe(LOOPBACK, port) != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{template.name} on {kamailio.address} does not answer OPTIONS 200")
-    return kamailio
-
-
-def idle_cpu(kamailio: Kamailio, seconds: float = 3.0) -> float:
-    """CPU seconds per second this instance burns with no traffic (timers; tollgate's projection polling)."""
-    before = kamailio.cpu_seconds()
-    time.sleep(seconds)
-    return (kamailio.cpu_seconds() - before) / seconds
-
-
-# ---------------------------------------------------------------------------------------------- sipp
-
-
-def fill(template: Path, workdir: Path, **values: object) -> Path:
-    text = template.read_text()
-    for name, value in values.items():
-        text = text.replace(f"@{name}@", str(value))
-    path = workdir / template.name
-    path.write_text(text)
-    return path
-
-
-def stat_row(path: Path) -> dict[str, str]:
-    """The last row of a sipp -trace_stat file (cumulative counters at the end of the run)."""
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()] if path.exists() else []
-    if len(lines) < 2:
-        return {}
-    return dict(zip(lines[0].rstrip(";").split(";"), lines[-1].rstrip(";").split(";"), strict=False))
-
-
-def elapsed_seconds(value: str) -> float:
-    """sipp's ElapsedTime(C): HH:MM:SS, then a fraction after ':' or '.' (its digits say its unit)."""
-    hours, minutes, rest = value.split(":", 2)
-    seconds, _, fraction = rest.replace(":", ".").partition(".")
-    whole = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
-    return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+# The goals (issue 12), each a ratio within one run.
+CPU_VS_FLOOR = 1.3  # 302: tollgate's Kamailio CPU per call <= 1.3x kemi-floor's
+CPS_VS_FLOOR = 0.8  # 302: tollgate's max clean calls/s >= 0.8x kemi-floor's
+RELAY_VS_NATIVE = 0.6  # relay: tollgate's max clean calls/s >= 0.6x the native relay's
+GOODPUT = 0.9  # overload: goodput at 2x and 4x capacity >= 0.9x capacity
+FLOOD_GOODPUT = 0.9  # refusal flood: the admitted calls' goodput >= 0.9x theirs alone
 
 
 @dataclass
-class Step:
-    target: str
-    rate: int  # offered calls/s
-    placed: int
-    succeeded: int
-    seconds: float  # sipp's elapsed time
-    kamailio_cpu: float
-    redis_cpu: float
-    sipp_exit: int
-    wall: float  # seconds over which the CPU was measured
-    idle: float  # the instance's CPU seconds per second without traffic
+class World:
+    """What the bench routes: a funded customer on 127.0.0.1, a flooder on FLOODER_IP, one sipp gateway port."""
+
+    account: str
+    dialled: str
+    flooder: str
+    flooded: str  # what the flooder dials
+    gateway_port: int
+    namespace: str
+    dsn: str
+    money: CallState
 
     @property
-    def failed(self) -> int:
-        return self.placed - self.succeeded
+    def gateway(self) -> str:
+        return f"{LOOPBACK}:{self.gateway_port}"
+
+
+@dataclass
+class Goal:
+    name: str
+    measured: float
+    goal: float
+    higher_is_better: bool = True
+    unit: str = "x"
 
     @property
-    def failure_ratio(self) -> float:
-        return self.failed / self.placed if self.placed else 1.0
+    def met(self) -> bool:
+        return self.measured >= self.goal if self.higher_is_better else self.measured <= self.goal
 
-    @property
-    def clean(self) -> bool:
-        return self.placed > 0 and self.failure_ratio <= CLEAN
-
-    @property
-    def cps(self) -> float:
-        return self.succeeded / self.seconds if self.seconds else 0.0
-
-    @property
-    def cpu_us(self) -> float:
-        return self.kamailio_cpu / self.succeeded * 1e6 if self.succeeded else float("nan")
-
-    @property
-    def net_cpu_us(self) -> float:
-        """CPU per call above the instance's idle burn."""
-        net = self.kamailio_cpu - self.idle * self.wall
-        return net / self.succeeded * 1e6 if self.succeeded else float("nan")
-
-    @property
-    def redis_us(self) -> float:
-        return self.redis_cpu / self.succeeded * 1e6 if self.succeeded else float("nan")
+    def line(self) -> str:
+        sign = ">=" if self.higher_is_better else "<="
+        return (f"{self.name:<58} measured {self.measured:6.2f}{self.unit}   goal {sign} {self.goal:g}{self.unit}   "
+                f"met: {'yes' if self.met else 'NO'}")
 
 
-def run_load(name: str, kamailio: Kamailio, scenario: Path, workdir: Path, rate: int, seconds: int,
-             processes: Processes, rpid: int | None, idle: float, *, values: dict[str, object] | None = None,
-             uas: tuple[Path, int] | None = None) -> Step:
-    """`rate` calls/s for `seconds` (rate x seconds calls, bounded in time) against one Kamailio; with `uas`
-    = (scenario, port), a sipp gateway on that port answers them."""
-    step_dir = workdir / f"{name}_{rate}_{secrets.token_hex(3)}"
-    step_dir.mkdir(parents=True)
-    calls = rate * seconds
-    limit = seconds + RECV_TIMEOUT_S + 5
-    inject = step_dir / "inject.csv"
-    inject.write_text(f"SEQUENTIAL\n{CALLER};{values['DIALLED'] if values else ''};\n")
-    gateway = None
-    if uas:
-        gateway = subprocess.Popen(
-            [SIPP, "-sf", str(fill(uas[0], step_dir)), "-i", LOOPBACK, "-p", str(uas[1]), "-m", str(calls),
-             "-timeout", f"{limit + 5}s", "-nostdin", "-trace_stat", "-stf", str(step_dir / "uas_stat.csv")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=step_dir)
-        processes.popens.append(gateway)
-        time.sleep(0.5)  # listening before the first call
-        if gateway.poll() is not None:
-            raise RuntimeError(f"sipp gateway on port {uas[1]} exited: {gateway.stderr.read()}")
-    script = fill(scenario, step_dir, **{k: v for k, v in (values or {}).items() if k != "DIALLED"})
-    stat = step_dir / "stat.csv"
-    command = [SIPP, kamailio.address, "-sf", str(script), "-inf", str(inject), "-i", LOOPBACK,
-               "-p", str(free_udp_port()), "-m", str(calls), "-r", str(rate), "-timeout", f"{limit}s",
-               "-recv_timeout", f"{RECV_TIMEOUT_S}s",
-               "-nostdin", "-trace_stat", "-stf", str(stat), "-fd", "60"]
-    cpu_before, redis_before, started = kamailio.cpu_seconds(), cpu_seconds_of(rpid), time.monotonic()
-    uac = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True, cwd=step_dir)
-    processes.popens.append(uac)
-    try:
-        _, stderr = uac.communicate(timeout=limit + 15)
-    except subprocess.TimeoutExpired:
-        uac.kill()
-        _, stderr = uac.communicate()
-    cpu, redis_cpu = kamailio.cpu_seconds() - cpu_before, cpu_seconds_of(rpid) - redis_before
-    wall = time.monotonic() - started
-    if gateway is not None:
-        try:
-            gateway.wait(timeout=RECV_TIMEOUT_S + 2)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            gateway.wait()
-    row = stat_row(stat)
-    if not row:
-        raise RuntimeError(f"sipp against {name} left no statistics (exit {uac.returncode}): {stderr[-2000:]}")
-    return Step(name, rate, int(row["OutgoingCall(C)"]), int(row["SuccessfulCall(C)"]),
-                elapsed_seconds(row["ElapsedTime(C)"]), cpu, redis_cpu, uac.returncode, wall, idle)
+# ---------------------------------------------------------------------------------------------- setup
 
 
-# ---------------------------------------------------------------------------------------------- world
+def make_world(admin, client, namespace: str, dsn: str, work: Path) -> World:
+    money = CallState(client, namespace)
+    gateway_port = free_udp_port()
+    rate_group, _trunks, _provider = make_carrier(
+        admin, [([f"{LOOPBACK}:{gateway_port}"], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
+    customer = make_customer(admin, money, rate_group, balance=1_000_000 * EUR, cps=0, max_concurrent_calls=0)
+    flooder = make_customer(admin, money, rate_group, balance=EUR, cps=1)  # every flood INVITE but one: refused
+    tech_prefix, flood_prefix = map_ip(admin, customer), map_ip(admin, flooder, FLOODER_IP)
+    fast = FastPath(redis_client(REDIS_URL), str(work / "images"), namespace)
+    wait_routable(fast, number(customer))
+    wait_routable(fast, number(flooder))
+    return World(number(customer), tech_prefix + DESTINATION, number(flooder), flood_prefix + DESTINATION,
+                 gateway_port, namespace, dsn, money)
 
 
-@contextlib.contextmanager
-def control_service():
-    """The control server on a throw-away database and a Redis namespace of its own; yields (stubs, namespace,
-    Redis client, DSN)."""
-    database = f"tollgate_bench_{secrets.token_hex(4)}"
-    namespace = f"tgbench{secrets.token_hex(4)}"
-    with psycopg.connect(PG_SERVER_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    client = redis.Redis.from_url(REDIS_URL)
-    running = None
-    try:
-        token = secrets.token_urlsafe(24)
-        dsn = psycopg.conninfo.make_conninfo(PG_SERVER_DSN, dbname=database)
-        config = Config(listen="127.0.0.1:0", dsn=dsn,
-                        redis_url=REDIS_URL, redis_namespace=namespace, admin_tokens=(token,), workers=8,
-                        projection_interval_seconds=0.5, plaintext=True)
-        running = create_server(config)
-        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield stubs_for(channel, token), namespace, client, dsn
-    finally:
-        if running is not None:
-            running.stop(grace=0)
-        for key in client.scan_iter(f"{namespace}:*", count=1000):
-            client.delete(key)
-        client.close()
-        with psycopg.connect(PG_SERVER_DSN, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+def tollgate_node(work: Path, name: str, world: World, mode: str, processes: Processes, **options) -> Kamailio:
+    """A tollgate node as the stack runs it (relay: dialogs in PostgreSQL, topology hiding)."""
+    if mode == "relay":
+        options.setdefault("dialog_dsn", world.dsn)
+    node = start_kamailio(work / name, redis_url=REDIS_URL, namespace=world.namespace, children=CHILDREN,
+                          mode=mode, **options)
+    processes.kamailios.append(node)
+    return node
 
 
-# ---------------------------------------------------------------------------------------------- refusal flood
+def call_values(world: World) -> dict[str, object]:
+    return {"DIALLED": world.dialled, "EXPECT": 200, "HOLD": HOLD_MS}
+
+
+# ---------------------------------------------------------------------------------------------- phases
+
+
+def routing_phase(work: Path, world: World, processes: Processes, rpid: int | None, rates: list[int],
+                  seconds: int, faults: dict[str, list[str]]) -> list[Step]:
+    tollgate = tollgate_node(work, "tollgate", world, "redirect", processes)
+    native = start_baseline(NATIVE_CFG, work / "native", processes, account=world.account,
+                            namespace=world.namespace, gateway=world.gateway)
+    floor = start_baseline(KEMI_FLOOR_CFG, work / "floor", processes, account=world.account,
+                           namespace=world.namespace, gateway=world.gateway)
+    targets = (("tollgate", tollgate), ("native", native), ("kemi-floor", floor))
+    idle = {name: idle_cpu(instance) for name, instance in targets}
+    print(f"\n1. routing server: INVITE -> 302 -> ACK, {seconds} s per step; idle CPU " +
+          ", ".join(f"{name} {share:.1%}" for name, share in idle.items()) + f"\n{HEADER}", flush=True)
+    steps = []
+    for rate in rates:
+        for name, instance in targets:
+            steps.append(run_load(name, instance, UAC_REDIRECT, work, rate, seconds, processes, rpid, idle[name],
+                                  values={"DIALLED": world.dialled}))
+            print(step_line(steps[-1]), flush=True)
+            time.sleep(1)
+    for name, instance in targets:
+        instance.stop()
+        faults[name] = instance.faults()
+    return steps
+
+
+def relay_phase(work: Path, world: World, processes: Processes, rpid: int | None, rates: list[int], seconds: int,
+                faults: dict[str, list[str]]) -> list[Step]:
+    relay = tollgate_node(work, "relay", world, "relay", processes)
+    native = start_baseline(NATIVE_RELAY_CFG, work / "native_relay", processes, account=world.account,
+                            namespace=world.namespace, gateway=world.gateway)
+    targets = (("relay", relay), ("native-rly", native))
+    idle = {name: idle_cpu(instance) for name, instance in targets}
+    print(f"\n2. relayed calls: INVITE, 200, ACK, {HOLD_MS} ms, BYE to a sipp gateway, {seconds} s per step; tollgate "
+          f"with its dialogs in PostgreSQL and topology hiding\n{HEADER}", flush=True)
+    steps = []
+    for rate in rates:
+        for name, instance in targets:
+            step = run_load(name, instance, UAC_CALL, work, rate, seconds, processes, rpid, idle[name],
+                            values=call_values(world), uas=(UAS_ANSWER, world.gateway_port))
+            steps.append(step)
+            print(step_line(step), flush=True)
+            time.sleep(2)
+        if all(s.failure_ratio > 0.05 for s in steps[-2:]):  # both well past their limit
+            break
+    relay.stop()
+    native.stop()
+    faults["relay"] = [line for line in relay.faults() if DIALOG_BYE_RACE not in line]
+    return steps
+
+
+def overload_phase(work: Path, world: World, processes: Processes, rpid: int | None, mode: str, capacity: int,
+                   seconds: int) -> tuple[list[Step], int]:
+    """A node told its capacity (max_cps), offered 2x and 4x; (the steps, calls left open in Redis after)."""
+    node = tollgate_node(work, f"overload_{mode}", world, mode, processes, max_cps=capacity)
+    steps = []
+    for factor in (2, 4):
+        if mode == "relay":
+            step = run_load(f"{mode} x{factor}", node, UAC_CALL, work, capacity * factor, seconds, processes, rpid, 0.0,
+                            values=call_values(world), uas=(UAS_ANSWER, world.gateway_port))
+        else:
+            step = run_load(f"302 x{factor}", node, UAC_REDIRECT, work, capacity * factor, seconds, processes, rpid,
+                            0.0, values={"DIALLED": world.dialled})
+        steps.append(step)
+        print(step_line(step), flush=True)
+        time.sleep(2)
+    time.sleep(3)  # the last calls' BYEs and settlements
+    open_calls = world.money.open_calls(world.account)
+    node.stop()
+    return steps, open_calls
 
 
 @dataclass
 class Flood:
+    alone: Step  # the admitted calls without the flood
     calls: Step  # the admitted calls while the flood ran
-    refusals: Step  # the flood: INVITEs answered 503 CPS limit exceeded
+    refusals: Step  # the flood: INVITEs answered 503 (refused by the account's CPS limit, or shed)
     recorded: int  # refusal CDRs the ledger wrote to PostgreSQL
     catch_up: float  # seconds from the flood's end until the last of them was written
 
 
-def refusal_flood(relay: Kamailio, work: Path, processes: Processes, rpid: int | None, idle: float, *, dsn: str,
-                  dialled: str, flooded: str, flooder: str, gateway_port: int, rate: int, flood_rate: int,
-                  seconds: int) -> Flood:
-    """Admitted calls at `rate` while a customer limited to 1 call/s sends `flood_rate` INVITEs/s: each is
-    refused (503 CPS limit exceeded) and recorded as a CDR (issue 11). Then: how long the ledger takes to
-    write the last refusal's CDR."""
+def flood_phase(work: Path, world: World, processes: Processes, rpid: int | None, *, capacity: int, rate: int,
+                flood_rate: int, seconds: int) -> Flood:
+    """Admitted calls at `rate`, alone and then next to `flood_rate` INVITEs/s of the flooder, on a node with
+    max_cps = capacity and source_max_cps = capacity / 2."""
+    node = tollgate_node(work, "flood", world, "relay", processes, max_cps=capacity,
+                         source_max_cps=max(capacity // 2, 1))
+    alone = run_load("calls", node, UAC_CALL, work, rate, seconds, processes, rpid, 0.0, values=call_values(world),
+                     uas=(UAS_ANSWER, world.gateway_port))
+    print(step_line(alone), flush=True)
+    time.sleep(2)
     found: dict[str, Step] = {}
 
     def flood() -> None:
-        found["flood"] = run_load("flood", relay, UAC_EXPECT, work, flood_rate, seconds, processes, rpid, idle,
-                                  values={"DIALLED": flooded, "EXPECT": 503})
+        found["flood"] = run_load("flood", node, UAC_EXPECT, work, flood_rate, seconds, processes, rpid, 0.0,
+                                  values={"DIALLED": world.flooded, "EXPECT": 503}, source=FLOODER_IP)
 
     flooding = threading.Thread(target=flood)
     flooding.start()
-    calls = run_load("relay", relay, UAC_CALL, work, rate, seconds, processes, rpid, idle,
-                     values={"DIALLED": dialled, "EXPECT": 200, "HOLD": HOLD_MS}, uas=(UAS_ANSWER, gateway_port))
+    calls = run_load("calls+fl", node, UAC_CALL, work, rate, seconds, processes, rpid, 0.0,
+                     values=call_values(world), uas=(UAS_ANSWER, world.gateway_port))
     flooding.join()
+    print(step_line(calls) + "\n" + step_line(found["flood"]), flush=True)
+    recorded, catch_up = _ledger_catch_up(world, found["flood"].succeeded)
+    node.stop()
+    return Flood(alone, calls, found["flood"], recorded, catch_up)
+
+
+def _ledger_catch_up(world: World, at_most: int) -> tuple[int, float]:
+    """(refusal CDRs in PostgreSQL once no new one came for 5 s, seconds until the last one came)."""
     ended, recorded, last_change = time.monotonic(), -1, time.monotonic()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while time.monotonic() - last_change < 5:  # until no new CDR for 5 s
+    with psycopg.connect(world.dsn, autocommit=True) as conn:
+        while time.monotonic() - last_change < 5:
             count = conn.execute("SELECT count(*) FROM cdrs WHERE account_number = %s AND end_reason = 'refused'",
-                                 (flooder,)).fetchone()[0]
+                                 (world.flooder,)).fetchone()[0]
             if count != recorded:
                 recorded, last_change = count, time.monotonic()
-            if recorded >= found["flood"].succeeded:
+            if recorded >= at_most:
                 break
             time.sleep(0.1)
-    return Flood(calls, found["flood"], recorded, last_change - ended)
-
-
-def flood_lines(baseline: Step, flood: Flood) -> list[str]:
-    refusals = flood.refusals
-    ratio = flood.calls.cps / baseline.cps if baseline.cps else float("nan")
-    return [
-        f"refusal flood: {refusals.placed:,} INVITEs at {refusals.rate:,}/s offered, {refusals.succeeded:,} answered "
-        f"503 CPS limit exceeded ({refusals.cps:,.0f}/s), {flood.recorded:,} refusal CDRs in PostgreSQL, the last "
-        f"{flood.catch_up:.1f} s after the flood ended",
-        f"admitted calls during the flood: {flood.calls.cps:,.0f}/s ok, {flood.calls.failure_ratio:.2%} failed; "
-        f"alone: {baseline.cps:,.0f}/s ok, {baseline.failure_ratio:.2%} failed; ratio {ratio:.2f}x "
-        f"(goal: >= 0.9x, no more failures than alone)",
-    ]
+    return recorded, max(last_change - ended, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -390,63 +293,47 @@ def best(steps: list[Step], target: str) -> Step | None:
     return max(clean, key=lambda s: s.cps) if clean else None
 
 
-def at(steps: list[Step], target: str, rate: int) -> Step:
-    return next(s for s in steps if s.target == target and s.rate == rate)
+def capacity_of(steps: list[Step], target: str) -> int:
+    """The node's clean capacity in calls/s: its best clean step's rate (a lower bound when it was the highest
+    rate offered)."""
+    step = best(steps, target)
+    return int(step.cps) if step else max(min(s.rate for s in steps if s.target == target) // 2, 1)
 
 
-def summary(steps: list[Step], relay_steps: list[Step]) -> list[str]:
-    """Max clean CPS of each; CPU per call compared at the highest rate all handled cleanly (where the idle
-    burn weighs least); "net" subtracts each instance's idle burn. kemi-floor is the same routing server as
-    native written in Python: tollgate/kemi-floor is what tollgate's own logic costs, kemi-floor/native what
-    running Python in Kamailio at all costs."""
-    lines = []
-    targets = [t for t in ("tollgate", "native", "kemi-floor") if any(s.target == t for s in steps)]
-    top = max((s.rate for s in steps), default=0)
-    for name in targets:
-        step = best(steps, name)
-        if step is None:
-            lines.append(f"{name:<10} no clean step")
-        else:
-            capped = " (the highest rate offered: its limit is higher)" if step.rate == top else ""
-            lines.append(f"{name:<10} max clean {step.cps:,.0f} calls/s at {step.rate:,} offered{capped}")
-    tollgate, native = best(steps, "tollgate"), best(steps, "native")
-    if tollgate and native:
-        cps_ratio = tollgate.cps / native.cps
-        lines.append(f"ratio tollgate/native, max clean CPS: {cps_ratio:.2f}x (goal >= {GOAL}x)")
-    common = [r for r in sorted({s.rate for s in steps}) if all(at(steps, t, r).clean for t in targets)]
+def routing_goals(steps: list[Step]) -> list[Goal]:
+    goals = []
+    tollgate, floor = best(steps, "tollgate"), best(steps, "kemi-floor")
+    if tollgate and floor:
+        goals.append(Goal("302: clean calls/s, tollgate / kemi-floor", tollgate.cps / floor.cps, CPS_VS_FLOOR))
+    common = [r for r in sorted({s.rate for s in steps})
+              if all(s.clean for s in steps if s.rate == r and s.target in ("tollgate", "kemi-floor"))]
     if common:
-        rate = common[-1]
-        cpu = {t: at(steps, t, rate) for t in targets}
-        lines.append(f"CPU per call at {rate:,} calls/s: " + ", ".join(
-            f"{t} {c.cpu_us:.0f} µs (net {c.net_cpu_us:.0f}, Redis {c.redis_us:.0f})" for t, c in cpu.items()))
-        t, n = cpu["tollgate"], cpu["native"]
-        lines.append(f"ratio tollgate/native, calls per Kamailio CPU second: {n.cpu_us / t.cpu_us:.2f}x "
-                     f"(net {n.net_cpu_us / t.net_cpu_us:.2f}x; goal >= {GOAL}x)")
-        if "kemi-floor" in cpu:
-            f = cpu["kemi-floor"]
-            lines.append(f"kemi-floor/native {n.cpu_us / f.cpu_us:.2f}x (Python in Kamailio at all); "
-                         f"tollgate/kemi-floor {f.cpu_us / t.cpu_us:.2f}x (tollgate's own logic)")
-    relay = best(relay_steps, "relay")
-    if relay is None:
-        lines.append("relay      no clean step")
-    else:
-        capped = " (the highest rate offered)" if relay.rate == max(s.rate for s in relay_steps) else ""
-        lines.append(f"relay      full calls (INVITE/200/ACK/BYE): {relay.cps:,.0f} calls/s clean at {relay.rate:,} "
-                     f"offered{capped}; Kamailio CPU {relay.cpu_us:.0f} µs/call (net {relay.net_cpu_us:.0f})")
+        at = {s.target: s for s in steps if s.rate == common[-1]}
+        goals.append(Goal(f"302: Kamailio CPU per call at {common[-1]:,}/s, tollgate / kemi-floor",
+                          at["tollgate"].cpu_us / at["kemi-floor"].cpu_us, CPU_VS_FLOOR, higher_is_better=False))
+    return goals
+
+
+def notes(steps: list[Step], relay_steps: list[Step]) -> list[str]:
+    """The figures behind the goals: each target's capacity and CPU per call at the highest common clean rate."""
+    lines = []
+    for group in (steps, relay_steps):
+        targets = list(dict.fromkeys(s.target for s in group))
+        for name in targets:
+            step = best(group, name)
+            lines.append(f"{name:<10} max clean {step.cps:,.0f} calls/s at {step.rate:,} offered, Kamailio CPU "
+                         f"{step.cpu_us:.0f} µs/call, Redis {step.redis_us:.0f} µs/call" if step else
+                         f"{name:<10} no clean step")
     return lines
-
-
-# ---------------------------------------------------------------------------------------------- main
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", default="2000,4000,6000,8000", help="offered calls/s, routing server")
-    parser.add_argument("--relay-rates", default="250,500,1000,1500,2000", help="offered calls/s, relayed calls")
+    parser.add_argument("--rates", default="2000,4000,6000", help="offered calls/s, routing server")
+    parser.add_argument("--relay-rates", default="250,500,750,1000", help="offered calls/s, relayed calls")
     parser.add_argument("--seconds", type=int, default=10, help="length of each step")
-    parser.add_argument("--flood-rate", type=int, default=5000,
-                        help="INVITEs/s of the refusal flood (0: no flood phase)")
-    parser.add_argument("--flood-calls", type=int, default=100, help="admitted calls/s during the flood")
+    parser.add_argument("--flood-rate", type=int, default=5000, help="INVITEs/s of the refusal flood (0: none)")
+    parser.add_argument("--no-overload", action="store_true", help="skip the overload and flood phases")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp statistics)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r]
@@ -454,104 +341,70 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally clauses stop everything
 
     processes = Processes()
-    steps: list[Step] = []
-    relay_steps: list[Step] = []
     faults: dict[str, list[str]] = {}
+    goals: list[Goal] = []
+    lines: list[str] = []
     with contextlib.ExitStack() as stack:
+        tmp = tempfile.mkdtemp(prefix="bench_kamailio_") if args.keep else stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="bench_kamailio_"))
         if args.keep:
-            tmp = tempfile.mkdtemp(prefix="bench_kamailio_")
             print(f"work directory (kept): {tmp}")
-        else:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_kamailio_"))
-        admin, ns, client, dsn = stack.enter_context(control_service())
+        admin, namespace, client, dsn = stack.enter_context(control_service())
         work = Path(tmp)
         try:
-            money = CallState(client, ns)
-            gateway_port = free_udp_port()
-            gateway = f"{LOOPBACK}:{gateway_port}"
-            rate_group, _trunks, _provider = make_carrier(
-                admin, [([gateway], "prefix,rate_per_min\n44,0.01\n")], "prefix,rate_per_min\n44,0.05\n")
-            customer = make_customer(admin, money, rate_group, balance=1_000_000 * EUR, cps=0, max_concurrent_calls=0)
-            account = number(customer)
-            tech_prefix = map_ip(admin, customer)
-            fast = FastPath(redis_client(REDIS_URL), str(work / "images"), ns)
-            wait_routable(fast, account)
-            flooder = make_customer(admin, money, rate_group, balance=EUR, cps=1)  # the refusal flood's caller
-            flood_prefix = map_ip(admin, flooder)
-            wait_routable(fast, number(flooder))
-            dialled = tech_prefix + DESTINATION
+            world = make_world(admin, client, namespace, dsn, work)
             rpid = redis_pid(client)
-
-            tollgate = start_kamailio(work / "tollgate", redis_url=REDIS_URL, namespace=ns, children=CHILDREN,
-                                      mode="redirect")
-            processes.kamailios.append(tollgate)
-            native = start_baseline(NATIVE_CFG, work / "native", processes, account=account, namespace=ns,
-                                    gateway=gateway)
-            floor = start_baseline(KEMI_FLOOR_CFG, work / "floor", processes, account=account, namespace=ns,
-                                   gateway=gateway)
-            targets = (("tollgate", tollgate), ("native", native), ("kemi-floor", floor))
-            idle = {name: idle_cpu(instance) for name, instance in targets}
-            print(f"tollgate (redirect) on {tollgate.address}, native on {native.address}, {CHILDREN} workers each; "
-                  f"Redis CPU {'measured' if rpid else 'not measurable'}; idle CPU: tollgate "
-                  f"{idle['tollgate']:.1%}, native {idle['native']:.1%} of a core", flush=True)
-            print(f"\nrouting server: INVITE -> 302 -> ACK, {args.seconds} s per step\n{HEADER}", flush=True)
-            for rate in rates:
-                for name, instance in targets:
-                    step = run_load(name, instance, UAC_REDIRECT, work, rate, args.seconds, processes, rpid,
-                                    idle[name], values={"DIALLED": dialled})
-                    steps.append(step)
-                    print(step_line(step), flush=True)
-                    time.sleep(1)
-            for name, instance in targets:
-                instance.stop()
-                faults[name] = instance.faults()
-
-            relay = start_kamailio(work / "relay", redis_url=REDIS_URL, namespace=ns, children=CHILDREN, mode="relay")
-            processes.kamailios.append(relay)
-            idle["relay"] = idle_cpu(relay)
-            print(f"\nrelay: INVITE, 200, ACK, {HOLD_MS} ms, BYE through tollgate (relay, {relay.address}, idle CPU "
-                  f"{idle['relay']:.1%}) to a sipp gateway, {args.seconds} s per step\n{HEADER}", flush=True)
-            for rate in relay_rates:
-                step = run_load("relay", relay, UAC_CALL, work, rate, args.seconds, processes, rpid, idle["relay"],
-                                values={"DIALLED": dialled, "EXPECT": 200, "HOLD": HOLD_MS},
-                                uas=(UAS_ANSWER, gateway_port))
-                relay_steps.append(step)
-                print(step_line(step), flush=True)
-                time.sleep(2)
-                if step.failure_ratio > 0.05:  # well past its limit: higher rates say nothing more
-                    break
-            time.sleep(1)
-            flood_report = []
-            if args.flood_rate:
-                print(f"\nrefusal flood: {args.flood_calls} admitted calls/s alone, then with {args.flood_rate:,} "
-                      f"INVITEs/s of a customer limited to 1 call/s\n{HEADER}", flush=True)
-                alone = run_load("relay", relay, UAC_CALL, work, args.flood_calls, args.seconds, processes, rpid,
-                                 idle["relay"], values={"DIALLED": dialled, "EXPECT": 200, "HOLD": HOLD_MS},
-                                 uas=(UAS_ANSWER, gateway_port))
-                print(step_line(alone), flush=True)
-                time.sleep(2)
-                flood = refusal_flood(relay, work, processes, rpid, idle["relay"], dsn=dsn, dialled=dialled,
-                                      flooded=flood_prefix + DESTINATION, flooder=number(flooder),
-                                      gateway_port=gateway_port, rate=args.flood_calls, flood_rate=args.flood_rate,
-                                      seconds=args.seconds)
-                print(step_line(flood.calls) + "\n" + step_line(flood.refusals), flush=True)
-                flood_report = flood_lines(alone, flood)
-            open_calls = money.open_calls(account)
-            relay.stop()
-            faults["relay"] = [line for line in relay.faults() if DIALOG_BYE_RACE not in line]
+            print(f"{CHILDREN} workers per node, TLSF allocator; Redis CPU {'measured' if rpid else 'not measurable'}")
+            steps = routing_phase(work, world, processes, rpid, rates, args.seconds, faults)
+            goals += routing_goals(steps)
+            relay_steps = relay_phase(work, world, processes, rpid, relay_rates, args.seconds, faults)
+            relay, native = best(relay_steps, "relay"), best(relay_steps, "native-rly")
+            if relay and native:
+                goals.append(Goal("relay: clean calls/s, tollgate / native relay", relay.cps / native.cps,
+                                  RELAY_VS_NATIVE))
+            lines += notes(steps, relay_steps)
+            if not args.no_overload:
+                goals += overload_goals(work, world, processes, rpid, steps, relay_steps, args.seconds, lines)
+                if args.flood_rate:
+                    capacity = capacity_of(relay_steps, "relay")
+                    flood = flood_phase(work, world, processes, rpid, capacity=capacity,
+                                        rate=max(capacity // 4, 10), flood_rate=args.flood_rate,
+                                        seconds=args.seconds)
+                    goals.append(Goal("refusal flood: admitted calls' goodput, flooded / alone",
+                                      flood.calls.cps / flood.alone.cps if flood.alone.cps else 0.0, FLOOD_GOODPUT))
+                    lines.append(f"refusal flood: {flood.refusals.placed:,} INVITEs from {FLOODER_IP} at "
+                                 f"{flood.refusals.rate:,}/s offered, {flood.refusals.succeeded:,} answered 503; "
+                                 f"{flood.recorded:,} refusal CDRs in PostgreSQL, the last {flood.catch_up:.1f} s "
+                                 f"after the flood ended")
         finally:
             processes.stop()
 
     print("\nsummary (same run, same machine)")
-    for line in summary(steps, relay_steps):
+    for line in lines:
         print("  " + line)
-    for line in flood_report:
-        print("  " + line)
-    print(f"  relay: calls still open in Redis after the last step: {open_calls}")
-    for name, lines in faults.items():
-        if lines:
-            print(f"  {name}: {len(lines)} fault line(s) in Kamailio's log, first: {lines[0]}")
+    for name, found in faults.items():
+        if found:
+            print(f"  {name}: {len(found)} fault line(s) in Kamailio's log, first: {found[0]}")
+    print("\ngoals")
+    for goal in goals:
+        print("  " + goal.line())
     return 0
+
+
+def overload_goals(work: Path, world: World, processes: Processes, rpid: int | None, steps: list[Step],
+                   relay_steps: list[Step], seconds: int, lines: list[str]) -> list[Goal]:
+    print(f"\n3. overload: a node told its clean capacity (max_cps), offered 2x and 4x\n{HEADER}", flush=True)
+    goals = []
+    for mode, measured, target in (("redirect", steps, "tollgate"), ("relay", relay_steps, "relay")):
+        capacity = capacity_of(measured, target)
+        overloaded, open_calls = overload_phase(work, world, processes, rpid, mode, capacity, seconds)
+        for step in overloaded:
+            goals.append(Goal(f"overload: {step.target} goodput / capacity {capacity:,}/s", step.cps / capacity,
+                              GOODPUT))
+        goals.append(Goal(f"overload: {mode} calls left open in Redis", open_calls, 0, higher_is_better=False,
+                          unit=""))
+    lines.append("overload: goodput = calls completed per second while offered 2x and 4x the node's max_cps")
+    return goals
 
 
 if __name__ == "__main__":
