@@ -15,6 +15,7 @@ PACKAGES=(
     python3-venv python3-dev build-essential
     kamailio kamailio-python3-modules kamailio-redis-modules kamailio-tls-modules kamailio-postgres-modules
     sip-tester openssl
+    poppler-utils fonts-dejavu-core
     curl ca-certificates
 )
 PYTHON="${PYTHON:-python3}"          # the interpreter that creates .venv
