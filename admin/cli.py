@@ -22,6 +22,7 @@ from admin import (
     login,
     operators,
     rating,
+    receipts,
     trunks,
 )
 from admin.errors import EXIT_OTHER, EXIT_USAGE, UsageError, report_rpc_error
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_parsers(commands, common)
     cdrs.add_parsers(commands, common)
     invoices.add_parsers(commands, common)
+    receipts.add_parsers(commands, common)
     operators.add_parsers(commands, common)
     audit.add_parsers(commands, common)
     return parser

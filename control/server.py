@@ -26,7 +26,7 @@ from control.api import calls, paging
 from control.api.interceptors import AuthInterceptor, ErrorInterceptor, RequestCheckInterceptor
 from control.api.servicers.access import AuditService, AuthService, OperatorService
 from control.api.servicers.accounts import AccountService, CompanyService
-from control.api.servicers.billing import CdrService, InvoiceService
+from control.api.servicers.billing import CdrService, InvoiceService, ReceiptService
 from control.api.servicers.configuration import DirectoryService, RateGroupService, TrunkService
 from control.billing.worker import BillingWorker, Settings
 from control.config import Config, describe, load_config
@@ -50,6 +50,8 @@ from tollgate.v1 import (
     operator_pb2_grpc,
     rating_pb2,
     rating_pb2_grpc,
+    receipt_pb2,
+    receipt_pb2_grpc,
     trunks_pb2,
     trunks_pb2_grpc,
 )
@@ -67,6 +69,7 @@ SERVICE_NAMES = (
     invoice_pb2.DESCRIPTOR.services_by_name["InvoiceService"].full_name,
     operator_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    receipt_pb2.DESCRIPTOR.services_by_name["ReceiptService"].full_name,
 )
 _HEALTH_INTERVAL_SECONDS = 5.0
 
@@ -153,6 +156,7 @@ def _servicers(server: grpc.Server, database: db.Database, config: Config) -> No
     invoice_pb2_grpc.add_InvoiceServiceServicer_to_server(InvoiceService(database), server)
     operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(database, config, limiter), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(database), server)
+    receipt_pb2_grpc.add_ReceiptServiceServicer_to_server(ReceiptService(database), server)
 
 
 def billing_settings(config: Config) -> Settings:

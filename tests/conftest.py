@@ -26,7 +26,7 @@ from control.config import Config
 from control.server import RunningServer, create_server
 from fastpath import runtime
 from fastpath import snapshot_format as fmt
-from tests.helpers import Stubs, stubs_for
+from tests.helpers import Run, Stubs, clean_env, run_cli, stubs_for
 from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_relay
 from tests.sip_wire import Gateway
 
@@ -131,6 +131,16 @@ def channel(control_server: ControlServer) -> Iterator[grpc.Channel]:
 def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
     """Stubs and the admin's bearer metadata: `admin.accounts.GetAccount(req, metadata=admin.metadata)`."""
     return stubs_for(channel, control_server.admin_token)
+
+
+@pytest.fixture
+def cli(control_server: ControlServer, tmp_path) -> Run:
+    """The command line as an operator runs it against the session's server, as its admin:
+    `cli("invoices", "list")` -> CompletedProcess (tests/helpers.py ok() and ok_json() read it)."""
+    home = tmp_path / "cli-home"
+    home.mkdir()
+    env = clean_env(home) | {"TOLLGATE_ADDRESS": control_server.address, "TOLLGATE_TOKEN": control_server.admin_token}
+    return lambda *args: run_cli(list(args), env)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from tollgate.v1 import (
     invoice_pb2_grpc,
     operator_pb2_grpc,
     rating_pb2_grpc,
+    receipt_pb2_grpc,
     trunks_pb2_grpc,
 )
 
@@ -51,6 +52,7 @@ class Stubs:
     invoices: invoice_pb2_grpc.InvoiceServiceStub
     operators: operator_pb2_grpc.OperatorServiceStub
     audit: audit_pb2_grpc.AuditServiceStub
+    receipts: receipt_pb2_grpc.ReceiptServiceStub
 
 
 def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
@@ -67,6 +69,7 @@ def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
         invoice_pb2_grpc.InvoiceServiceStub(channel),
         operator_pb2_grpc.OperatorServiceStub(channel),
         audit_pb2_grpc.AuditServiceStub(channel),
+        receipt_pb2_grpc.ReceiptServiceStub(channel),
     )
 
 

@@ -1,7 +1,7 @@
 """Which principals may call which RPC: the one table the auth interceptor checks before any servicer runs.
 
 Operator roles (SPEC §11): `admin` everything; `config` accounts, the company profile, rate groups, trunks and
-the directory; `billing` payments, invoices and CDRs, and reads accounts; `readonly` every Get, List and
+the directory; `billing` payments, invoices, receipts and CDRs, and reads accounts; `readonly` every Get, List and
 Export and the audit log. `account` is an account's own token: its servicers narrow what it sees to its own
 data. An RPC missing from the table is refused to everyone but the admin role (tests/test_permissions.py
 checks that the table names every RPC the server has).
@@ -61,6 +61,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "InvoiceService/GetInvoice": (_READ - {"config"}) | _ACCOUNT,
     "InvoiceService/ListInvoices": (_READ - {"config"}) | _ACCOUNT,
     "InvoiceService/ExportInvoiceCdrsCsv": (_READ - {"config"}) | _ACCOUNT,
+    "InvoiceService/GetInvoicePdf": (_READ - {"config"}) | _ACCOUNT,
+    "ReceiptService/GetReceipt": (_READ - {"config"}) | _ACCOUNT,
+    "ReceiptService/ListReceipts": (_READ - {"config"}) | _ACCOUNT,
+    "ReceiptService/GetReceiptPdf": (_READ - {"config"}) | _ACCOUNT,
     "OperatorService/CreateOperator": _ADMIN,
     "OperatorService/GetOperator": _ADMIN,
     "OperatorService/ListOperators": _ADMIN,

@@ -10,6 +10,7 @@ from control.access.principals import Principal
 from control.accounts import accounts
 from control.api.errors import failed_precondition, invalid
 from control.api.fields import MAX_MONEY, timestamp
+from control.billing import receipts
 from tollgate.v1 import account_pb2
 
 NAME_PREFIX = "payments/"
@@ -30,7 +31,7 @@ def post(conn: psycopg.Connection, principal: Principal,
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ("payment:" + request_id,))
         earlier = conn.execute("SELECT * FROM payments WHERE request_id = %s", (request_id,)).fetchone()
         if earlier is not None:
-            return _same_request(earlier, request)
+            return _same_request(earlier, request, receipts.number_of_payment(conn, earlier["id"]))
     account = accounts.fetch_for_update(conn, principal, request.account, "account")
     if account["deleted_at"] is not None:
         raise failed_precondition(f"account {account['account_number']} is deleted: it takes no more payments")
@@ -46,8 +47,9 @@ def post(conn: psycopg.Connection, principal: Principal,
     audit.record(conn, f"{NAME_PREFIX}{row['id']}", audit.diff(None, {
         "account": row["account_number"], "amount": row["amount"], "note": row["note"],
         "request_id": row["request_id"], "balance_after": row["balance_after"]}))
+    receipt = receipts.issue(conn, row)
     conn.execute(f"NOTIFY {PAYMENTS_CHANNEL}")  # the ledger pushes it into Redis now rather than at its next tick
-    return to_message(row)
+    return to_message(row, receipt["number"])
 
 
 def _validate(request: account_pb2.PostPaymentRequest) -> None:
@@ -63,18 +65,20 @@ def _validate(request: account_pb2.PostPaymentRequest) -> None:
         raise invalid("request_id", f"at most {MAX_REQUEST_ID_LENGTH} characters")
 
 
-def _same_request(earlier: dict, request: account_pb2.PostPaymentRequest) -> account_pb2.Payment:
+def _same_request(earlier: dict, request: account_pb2.PostPaymentRequest, receipt: str) -> account_pb2.Payment:
     number = accounts.number_from_name(request.account, "account")
     if earlier["account_number"].lower() != number.lower() or earlier["amount"] != request.amount:
         raise invalid("request_id", "was used for a different payment")
-    return to_message(earlier)
+    return to_message(earlier, receipt)
 
 
-def to_message(row: dict) -> account_pb2.Payment:
+def to_message(row: dict, receipt: str) -> account_pb2.Payment:
+    """`receipt`: the number of the payment's receipt ("" for a payment from before receipts)."""
     return account_pb2.Payment(
         name=f"{NAME_PREFIX}{row['id']}", account=accounts.NAME_PREFIX + row["account_number"], amount=row["amount"],
         note=row["note"], request_id=row["request_id"] or "", create_time=timestamp(row["created_at"]),
         balance_after=row["balance_after"], posted_by=row["posted_by"],
+        receipt=receipts.NAME_PREFIX + receipt if receipt else "",
     )
 
 

@@ -1,4 +1,5 @@
-"""CdrService and InvoiceService: reading CDRs and invoices, generating invoices (control/billing)."""
+"""CdrService, InvoiceService and ReceiptService: reading CDRs, invoices and receipts, generating invoices
+(control/billing)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ from psycopg import sql
 
 from control.api import calls
 from control.api.errors import failed_precondition
-from control.billing import cdrs, invoices
+from control.billing import cdrs, invoices, receipts
 from control.db import Database
-from tollgate.v1 import account_pb2, cdr_pb2, cdr_pb2_grpc, invoice_pb2, invoice_pb2_grpc
+from tollgate.v1 import (
+    account_pb2,
+    cdr_pb2,
+    cdr_pb2_grpc,
+    invoice_pb2,
+    invoice_pb2_grpc,
+    receipt_pb2,
+    receipt_pb2_grpc,
+)
 
 
 class CdrService(cdr_pb2_grpc.CdrServiceServicer):
@@ -59,3 +68,16 @@ class InvoiceService(invoice_pb2_grpc.InvoiceServiceServicer):
                                  "(SELECT account_number, call_id FROM cdrs WHERE invoice_id = %s)")
             query = cdrs.CdrQuery.build(principal, "").also(on_invoice, [invoice["id"]])
             yield from cdrs.csv_chunks(conn, query)
+
+
+class ReceiptService(receipt_pb2_grpc.ReceiptServiceServicer):
+    def __init__(self, db: Database):
+        self._db = db
+
+    def GetReceipt(self, request: receipt_pb2.GetReceiptRequest, context) -> receipt_pb2.Receipt:
+        with self._db.transaction() as conn:
+            return receipts.to_message(receipts.fetch(conn, calls.principal(), request.name))
+
+    def ListReceipts(self, request: receipt_pb2.ListReceiptsRequest, context) -> receipt_pb2.ListReceiptsResponse:
+        with self._db.transaction() as conn:
+            return receipts.list_page(conn, calls.principal(), request)
