@@ -1,6 +1,7 @@
 """`company …` commands: the operator's defaults and limits for every account."""
 
 import argparse
+from pathlib import Path
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
@@ -30,6 +31,13 @@ COMPANY_FLAGS: tuple[Flag, ...] = (
                   "what a call presents when its caller id is not plain digits",
                   {"default-caller-id": company_pb2.CALLER_ID_FALLBACK_DEFAULT_CALLER_ID,
                    "anonymous": company_pb2.CALLER_ID_FALLBACK_ANONYMOUS}),
+    Flag(("--postal-address",), "address", "postal address printed on invoices and receipts; lines separated by "
+         "newlines or \\n", {"metavar": "TEXT"}, lambda text: text.replace("\\n", "\n"), dest="postal_address"),
+    fields.text("--tax-number", "tax_number", "the company's tax number (VAT id), printed on documents"),
+    fields.text("--email", "email", "contact address printed on documents", "EMAIL"),
+    Flag(("--logo",), "logo", "PNG or JPEG printed on documents (at most 512 KiB, 2000 x 2000 pixels)",
+         {"metavar": "FILE"}, lambda path: Path(path).read_bytes(), group="logo"),
+    fields.const("--no-logo", "logo", "print documents without a logo", b"", group="logo"),
 )
 
 
@@ -37,7 +45,7 @@ def show_company(company: company_pb2.Company, args: argparse.Namespace) -> None
     if args.json:
         output.print_json(output.to_dict(company))
     else:
-        output.print_record(company, money_paths=set())
+        output.print_record(company, money_paths=set(), skip={"logo"})
 
 
 def get(stub: Stub, args: argparse.Namespace) -> int:

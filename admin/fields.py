@@ -26,6 +26,11 @@ class Flag:
     options: dict[str, Any] = field(default_factory=dict)  # extra add_argument() keywords
     convert: Callable[[Any], Any] | None = None  # parsed value -> proto value
     group: str | None = None  # flags sharing a group are mutually exclusive (--postpaid/--prepaid)
+    dest: str | None = None  # where argparse keeps it, when the path is taken (the global --address)
+
+    @property
+    def key(self) -> str:
+        return self.dest or self.path
 
 
 def money_arg(text: str) -> int:
@@ -135,14 +140,14 @@ def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag], required: 
                 groups[flag.group] = parser.add_mutually_exclusive_group()
             target = groups[flag.group]
         extra = {"required": True} if flag.path in must else {}
-        target.add_argument(*flag.names, dest=flag.path, default=None, help=flag.help, **flag.options, **extra)
+        target.add_argument(*flag.names, dest=flag.key, default=None, help=flag.help, **flag.options, **extra)
 
 
 def given(args: argparse.Namespace, flags: Iterable[Flag]) -> dict[str, Any]:
     """The proto values of the flags present on the command line, keyed by field path."""
     values: dict[str, Any] = {}
     for flag in flags:
-        raw = getattr(args, flag.path, None)
+        raw = getattr(args, flag.key, None)
         if raw is not None and flag.path not in values:
             values[flag.path] = flag.convert(raw) if flag.convert else raw
     return values

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 
-from admin import calls, cdrs, output
+from admin import calls, cdrs, documents, output
 from admin.errors import EXIT_OK, UsageError
 from admin.money import format_money
 from tollgate.v1 import account_pb2, invoice_pb2, invoice_pb2_grpc
@@ -104,6 +104,12 @@ def export_cdrs(stub: Stub, args: argparse.Namespace) -> int:
     return cdrs.write_export(stub.ExportInvoiceCdrsCsv(request, **calls.options(args)), args.output)
 
 
+def pdf(stub: Stub, args: argparse.Namespace) -> int:
+    name = invoice_name(args.number)
+    chunks = stub.GetInvoicePdf(invoice_pb2.GetInvoicePdfRequest(name=name), **calls.options(args, min_timeout=120))
+    return documents.write_pdf(chunks, args.output or calls.last_segment(name) + ".pdf")
+
+
 def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Register `invoices <verb>`; `common` carries the global options so they work after the verb too."""
     group = commands.add_parser("invoices", help="postpaid invoices", parents=[common])
@@ -121,6 +127,9 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("--account", metavar="N", help="only this account's invoices: ANDs `account = N` in")
     p = verb("get", get, "show one invoice, money as decimals")
     p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
+    p = verb("pdf", pdf, "write the invoice as a PDF file (with its call detail when the account's is PDF)")
+    p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
+    p.add_argument("-o", "--output", metavar="FILE", help="the file to write (default NUMBER.pdf; - for stdout)")
     p = verb("cdrs", export_cdrs, "write the invoice's CDRs as CSV")
     p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -35,6 +36,9 @@ PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.
 # sessions running side by side do not read each other's projection.
 REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 REDIS_NAMESPACE = f"tgtest{secrets.token_hex(4)}"
+# Files a person may want to look at after a run (rendered documents): kept, not cleaned up.
+ARTIFACTS = Path(os.environ.get("TOLLGATE_TEST_ARTIFACTS",
+                                Path(__file__).resolve().parents[1] / "run" / "test-artifacts"))
 
 
 def _dsn_for(database: str) -> str:
@@ -58,6 +62,13 @@ def _scratch_database() -> Iterator[str]:
 def database_dsn() -> Iterator[str]:
     with _scratch_database() as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """ARTIFACTS (TOLLGATE_TEST_ARTIFACTS, default run/test-artifacts/), created."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psycopg
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from psycopg import sql
 
 from tollgate.v1 import (
     account_pb2_grpc,
@@ -140,3 +142,14 @@ def ok(result: subprocess.CompletedProcess) -> str:
 
 def ok_json(result: subprocess.CompletedProcess):
     return json.loads(ok(result))
+
+
+# ---------------------------------------------------------------------------------------------- money rows
+
+def insert_cdrs(dsn: str, rows: list[dict]) -> None:
+    """CDR rows straight into `cdrs`, as the ledger writes them (each dict names its columns; all alike)."""
+    columns = list(rows[0])
+    statement = sql.SQL("INSERT INTO cdrs ({}) VALUES ({})").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join(sql.Placeholder(c) for c in columns))
+    with psycopg.connect(dsn) as conn, conn.cursor() as cursor:
+        cursor.executemany(statement, rows)

@@ -11,13 +11,15 @@ from control import projection
 from control.access import audit
 from control.api import validation
 from control.api.errors import clip, invalid
+from control.documents import images
 from tollgate.v1 import account_pb2, company_pb2
 
 _INVOICE_PREFIX = "INVOICE_WITH_CDR_"
 _FALLBACK_PREFIX = "CALLER_ID_FALLBACK_"
 _SCALARS = ("name", "currency", "decimals", "pin_length", "max_call_seconds", "timezone", "sip_realm",
-            "max_destination_digits", "min_destination_digits")
-MUTABLE_PATHS = frozenset((*_SCALARS, "invoice_with_cdr", "tax_percent", "caller_id_fallback"))
+            "max_destination_digits", "min_destination_digits", "address", "tax_number", "email")
+MUTABLE_PATHS = frozenset((*_SCALARS, "invoice_with_cdr", "tax_percent", "caller_id_fallback", "logo"))
+MAX_ADDRESS_LINES = 8
 MAX_DESTINATION_DIGITS = 18  # the deck's longest prefix; the fast path keys numbers as uint64
 
 
@@ -30,6 +32,7 @@ def to_message(row: dict) -> company_pb2.Company:
     company.invoice_with_cdr = account_pb2.InvoiceWithCdr.Value(_INVOICE_PREFIX + row["invoice_with_cdr"])
     company.tax_percent = percent_text(row["tax_percent"])
     company.caller_id_fallback = company_pb2.CallerIdFallback.Value(_FALLBACK_PREFIX + row["caller_id_fallback"])
+    company.logo_sha256 = row["logo_sha256"] or ""
     return company
 
 
@@ -53,8 +56,19 @@ def _checked(path: str, value):
         "max_destination_digits": lambda v: validation.in_range(field, v, 1, MAX_DESTINATION_DIGITS),
         "min_destination_digits": lambda v: validation.in_range(field, v, 1, MAX_DESTINATION_DIGITS),
         "caller_id_fallback": _caller_id_fallback,
+        "address": _address,
+        "tax_number": lambda v: validation.max_length(field, v.strip(), 64),
+        "email": lambda v: validation.email(field, v.strip()) if v.strip() else "",
+        "logo": lambda v: images.logo(field, v),
     }
     return checks[path](value)
+
+
+def _address(value: str) -> str:
+    lines = [line.strip() for line in value.strip().splitlines()]
+    if len(lines) > MAX_ADDRESS_LINES:
+        raise invalid("company.address", f"at most {MAX_ADDRESS_LINES} lines")
+    return validation.max_length("company.address", "\n".join(lines), 500)
 
 
 def _realm(value: str) -> str:
@@ -93,6 +107,8 @@ def update(conn: psycopg.Connection, company: company_pb2.Company, paths: list[s
     if unknown:
         raise invalid("update_mask", f"unknown company field {clip(unknown[0])}")
     changes = {path: _checked(path, getattr(company, path)) for path in paths}
+    if "logo" in changes:  # stored by content; the company names the one in use
+        changes["logo_sha256"] = images.store(conn, changes.pop("logo"))
     current = load(conn)
     shortest = changes.get("min_destination_digits", current["min_destination_digits"])
     if shortest > changes.get("max_destination_digits", current["max_destination_digits"]):

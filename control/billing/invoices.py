@@ -35,6 +35,7 @@ from control.api import calls, paging
 from control.api.errors import invalid, not_found
 from control.api.fields import timestamp
 from control.api.listing import Column, parse_filter
+from control.documents import parties
 from tollgate.v1 import account_pb2, invoice_pb2
 
 NAME_PREFIX = "invoices/"
@@ -154,11 +155,14 @@ def _insert_header(conn: psycopg.Connection, account: dict, start: datetime, end
     serial = _scalar(conn, "UPDATE invoice_counter SET last_number = last_number + 1 WHERE id = 1 "
                            "RETURNING last_number")
     issue = end.astimezone(ZoneInfo(account["timezone"])).date()
+    issuer, bill_to = parties.snapshot(conn, account)
     return _scalar(
         conn, "INSERT INTO invoices (number, account_number, period_start, period_end, issue_date, due_date, timezone,"
-        " tax_number, invoice_note, invoice_with_cdr) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        " tax_number, invoice_note, invoice_with_cdr, issuer, bill_to)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
         (f"INV_{serial:06d}", account["account_number"], start, end, issue, issue + timedelta(days=DUE_DAYS),
-         account["timezone"], account["tax_number"], account["invoice_note"], account["invoice_with_cdr"]))
+         account["timezone"], account["tax_number"], account["invoice_note"], account["invoice_with_cdr"],
+         issuer, bill_to))
 
 
 _ASSIGN_CDRS = """

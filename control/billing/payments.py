@@ -47,7 +47,7 @@ def post(conn: psycopg.Connection, principal: Principal,
     audit.record(conn, f"{NAME_PREFIX}{row['id']}", audit.diff(None, {
         "account": row["account_number"], "amount": row["amount"], "note": row["note"],
         "request_id": row["request_id"], "balance_after": row["balance_after"]}))
-    receipt = receipts.issue(conn, row)
+    receipt = receipts.issue(conn, row, account)
     conn.execute(f"NOTIFY {PAYMENTS_CHANNEL}")  # the ledger pushes it into Redis now rather than at its next tick
     return to_message(row, receipt["number"])
 

@@ -21,6 +21,7 @@ from control.api import paging
 from control.api.errors import invalid, not_found
 from control.api.fields import timestamp
 from control.api.listing import Column, parse_filter
+from control.documents import parties
 from tollgate.v1 import receipt_pb2
 
 NAME_PREFIX = "receipts/"
@@ -35,16 +36,17 @@ FIELDS = {
 }
 
 
-def issue(conn: psycopg.Connection, payment: dict) -> dict:
+def issue(conn: psycopg.Connection, payment: dict, account: dict) -> dict:
     """The payment's receipt, in the caller's transaction (the counter row stays locked until it ends)."""
     serial = conn.execute("UPDATE receipt_counter SET last_number = last_number + 1 WHERE id = 1 "
                           "RETURNING last_number").fetchone()["last_number"]
     kind = "PAYMENT" if payment["amount"] > 0 else "CHARGE"
+    issuer, bill_to = parties.snapshot(conn, account)
     return conn.execute(
-        "INSERT INTO receipts (number, payment_id, account_number, kind, amount, balance_after, note, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+        "INSERT INTO receipts (number, payment_id, account_number, kind, amount, balance_after, note, created_at,"
+        " issuer, bill_to) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
         (f"RCT_{serial:06d}", payment["id"], payment["account_number"], kind, abs(payment["amount"]),
-         payment["balance_after"], payment["note"], payment["created_at"])).fetchone()
+         payment["balance_after"], payment["note"], payment["created_at"], issuer, bill_to)).fetchone()
 
 
 def number_of_payment(conn: psycopg.Connection, payment_id: int) -> str:

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from google.api import httpbody_pb2
 from psycopg import sql
 
 from control.api import calls
-from control.api.errors import failed_precondition
 from control.billing import cdrs, invoices, receipts
 from control.db import Database
+from control.documents import render
 from tollgate.v1 import (
     account_pb2,
     cdr_pb2,
@@ -61,13 +62,22 @@ class InvoiceService(invoice_pb2_grpc.InvoiceServiceServicer):
         principal = calls.principal()
         with self._db.transaction(long=True) as conn:
             invoice = invoices.fetch(conn, principal, request.name)
-            if invoice["invoice_with_cdr"] == "PDF":
-                raise failed_precondition("PDF rendering is not built; use CSV")
             # The CdrService view: an account token sees only its own side of each call (no route, no cost).
             on_invoice = sql.SQL("(c.sort_account, c.call_id) IN "
                                  "(SELECT account_number, call_id FROM cdrs WHERE invoice_id = %s)")
             query = cdrs.CdrQuery.build(principal, "").also(on_invoice, [invoice["id"]])
             yield from cdrs.csv_chunks(conn, query)
+
+    def GetInvoicePdf(self, request: invoice_pb2.GetInvoicePdfRequest, context) -> Iterator[httpbody_pb2.HttpBody]:
+        with self._db.transaction(long=True) as conn:
+            data = render.invoice_pdf(conn, invoices.fetch(conn, calls.principal(), request.name))
+        yield from pdf_chunks(data)
+
+
+def pdf_chunks(data: bytes) -> Iterator[httpbody_pb2.HttpBody]:
+    """The document in pieces a client accepts by default (4 MiB messages), the first naming its type."""
+    for index, piece in enumerate(render.chunks(data)):
+        yield httpbody_pb2.HttpBody(content_type="application/pdf" if index == 0 else "", data=piece)
 
 
 class ReceiptService(receipt_pb2_grpc.ReceiptServiceServicer):
@@ -81,3 +91,8 @@ class ReceiptService(receipt_pb2_grpc.ReceiptServiceServicer):
     def ListReceipts(self, request: receipt_pb2.ListReceiptsRequest, context) -> receipt_pb2.ListReceiptsResponse:
         with self._db.transaction() as conn:
             return receipts.list_page(conn, calls.principal(), request)
+
+    def GetReceiptPdf(self, request: receipt_pb2.GetReceiptPdfRequest, context) -> Iterator[httpbody_pb2.HttpBody]:
+        with self._db.transaction() as conn:
+            data = render.receipt_pdf(conn, receipts.fetch(conn, calls.principal(), request.name))
+        yield from pdf_chunks(data)
