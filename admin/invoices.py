@@ -66,12 +66,34 @@ def _as_of(text: str) -> Timestamp:
     return stamp
 
 
+_WHY = {invoice_pb2.NotInvoiced.NOT_DUE: "no billing day yet since the last invoice (or the account's creation)",
+        invoice_pb2.NotInvoiced.NOTHING_TO_INVOICE: "nothing to invoice (total 0, generate_zero_invoice off)"}
+
+
 def generate(stub: Stub, args: argparse.Namespace) -> int:
-    request = invoice_pb2.GenerateInvoicesRequest()
+    request = invoice_pb2.GenerateInvoicesRequest(account=calls.account_name(args.account) if args.account else "")
     if args.as_of:
         request.as_of.CopyFrom(_as_of(args.as_of))
-    show_many(list(stub.GenerateInvoices(request, **calls.options(args, min_timeout=60)).invoices), args)
+    response = stub.GenerateInvoices(request, **calls.options(args, min_timeout=60))
+    if args.json or response.invoices:
+        show_many(list(response.invoices), args)
+    else:
+        explain_nothing_made(response, args.as_of or "now")
     return EXIT_OK
+
+
+def explain_nothing_made(response: invoice_pb2.GenerateInvoicesResponse, as_of: str) -> None:
+    """Which postpaid accounts got nothing, why, and when their next invoice is due."""
+    if not response.not_invoiced_count:
+        print(f"No invoice made (as of {as_of}): no postpaid account to invoice.")
+        return
+    print(f"No invoice made (as of {as_of}). The next invoice of each postpaid account:")
+    rows = [[calls.last_segment(n.account), str(n.billing_day), _date(n.next_invoice_date), n.timezone,
+             _WHY.get(n.reason, "")] for n in response.not_invoiced]
+    output.print_table(rows, ["account", "billing day", "next invoice", "timezone", "why none now"])
+    more = response.not_invoiced_count - len(response.not_invoiced)
+    if more > 0:
+        print(f"... and {more} more account(s).")
 
 
 def iter_invoices(stub: Stub, args: argparse.Namespace) -> Iterator[invoice_pb2.Invoice]:
@@ -120,8 +142,10 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         parser.set_defaults(handler=handler, stub=Stub)
         return parser
 
-    p = verb("generate", generate, "make every invoice due now (or at --as-of); prints the new ones")
+    p = verb("generate", generate, "make every invoice due now (or at --as-of), one per missed billing period; "
+             "prints the new ones, or when each account's next one is due")
     p.add_argument("--as-of", metavar="RFC3339", help="as if it were this time, e.g. 2031-02-01T00:00:00Z")
+    p.add_argument("--account", metavar="N", help="only this postpaid account")
     p = verb("list", list_, "list invoices by number, following all pages")
     p.add_argument("--filter", metavar="F", help="e.g. 'issue_date >= 2031-01-01 AND total > 0'")
     p.add_argument("--account", metavar="N", help="only this account's invoices: ANDs `account = N` in")

@@ -318,14 +318,6 @@ def test_csv_detail_also_for_pdf_invoices_and_unknown_names_are_errors(admin, tw
 # --------------------------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-def cli(control_server, tmp_path: Path):
-    home = tmp_path / "home"
-    home.mkdir()
-    env = clean_env(home) | {"TOLLGATE_ADDRESS": control_server.address, "TOLLGATE_TOKEN": control_server.admin_token}
-    return lambda *args: run_cli(list(args), env)
-
-
 def test_cli_generates_lists_shows_and_exports(cli, admin, control_server, tmp_path: Path):
     account = postpaid(admin, control_server.dsn, "2037-01-01T00:00:00", tax_number="VAT-9")
     insert(control_server.dsn, [call(account, "x1", "2037-01-02T00:00:00", customer_cost=1_230_000)])
@@ -353,12 +345,131 @@ def test_the_billing_worker_invoices_by_itself_at_most_once_an_hour(admin, contr
     overdue = postpaid(admin, dsn, "2020-01-01T00:00:00", generate_zero_invoice=True)  # due by the real clock
     pool = db.open_pool(dsn, 2)
     ledger = BillingWorker(pool, dsn, control_server.redis_url, control_server.keys.namespace, Settings())
+    now = datetime.now(UTC)
     try:
         assert ledger.invoice_if_due() >= 1
-        assert len(list_all(admin, f"account = {overdue.account_number}")) == 1
+        # One invoice per billing day (the 1st) since January 2020: the catch-up of a service down for years.
+        made = list_all(admin, f"account = {overdue.account_number}")
+        assert len(made) == (now.year - 2020) * 12 + now.month - 1
+        assert made[-1].period_end.ToDatetime(tzinfo=UTC) == invoices.period_end(now, "UTC", 1)
         later = postpaid(admin, dsn, "2020-01-01T00:00:00", generate_zero_invoice=True)
         assert ledger.invoice_if_due() == 0  # within the hour: not run again
         assert list_all(admin, f"account = {later.account_number}") == []
     finally:
         ledger.stop()
         pool.close()
+
+
+# --------------------------------------------------------------------------------------------- catching up
+
+
+def generate_response(admin, as_of: str, account: str = "", metadata: tuple | None = None
+                      ) -> invoice_pb2.GenerateInvoicesResponse:
+    stamp = Timestamp()
+    stamp.FromDatetime(utc(as_of))
+    return admin.invoices.GenerateInvoices(invoice_pb2.GenerateInvoicesRequest(as_of=stamp, account=account),
+                                           metadata=metadata or admin.metadata)
+
+
+def period(invoice: invoice_pb2.Invoice) -> tuple[str, str]:
+    return (invoice.period_start.ToDatetime(tzinfo=UTC).isoformat()[:10],
+            invoice.period_end.ToDatetime(tzinfo=UTC).isoformat()[:10])
+
+
+def test_missed_billing_days_make_one_invoice_per_period_in_order_without_gaps(admin, control_server):
+    dsn = control_server.dsn
+    every = postpaid(admin, dsn, "2038-01-10T00:00:00", billing_day=5, generate_zero_invoice=True)
+    usage_only = postpaid(admin, dsn, "2038-01-10T00:00:00", billing_day=5)
+    for account in (every, usage_only):  # calls in January, February and April; none in March
+        insert(dsn, [call(account, f"{month}", f"2038-{month:02d}-20T00:00:00") for month in (1, 2, 4)])
+    made = generate(admin, "2038-05-06T00:00:00")  # the service was down since January
+    mine = [i for i in made if i.account in (every.name, usage_only.name)]
+    assert [period(i) for i in of(made, every)] == [("2038-01-10", "2038-02-05"), ("2038-02-05", "2038-03-05"),
+                                                   ("2038-03-05", "2038-04-05"), ("2038-04-05", "2038-05-05")]
+    # Without generate_zero_invoice the empty March joins April's invoice, as on any billing day.
+    assert [period(i) for i in of(made, usage_only)] == [("2038-01-10", "2038-02-05"),
+                                                        ("2038-02-05", "2038-03-05"), ("2038-03-05", "2038-05-05")]
+    assert [i.outbound.calls for i in of(made, every)] == [1, 1, 0, 1]
+    # Numbers follow the periods across accounts (an auditor reads them in date order), without a gap (the
+    # run invoiced other tests' accounts too).
+    numbers = [number_of(i) for i in made]
+    assert numbers == list(range(numbers[0], numbers[0] + len(made)))
+    assert [i.period_end.ToDatetime() for i in made] == sorted(i.period_end.ToDatetime() for i in made)
+    assert len(mine) == 7
+    again = generate(admin, "2038-05-06T00:00:00")  # (older tests' accounts may still be catching up)
+    assert of(again, every) == [] and of(again, usage_only) == []
+
+
+def test_a_long_catch_up_goes_on_at_the_next_run(admin, control_server, monkeypatch):
+    monkeypatch.setattr(invoices, "MAX_PERIODS_PER_RUN", 3)
+    account = postpaid(admin, control_server.dsn, "2039-01-01T00:00:00", generate_zero_invoice=True)
+    first = of(generate_response(admin, "2039-08-01T00:00:00", account.name).invoices, account)
+    second = of(generate_response(admin, "2039-08-01T00:00:00", account.name).invoices, account)
+    assert [period(i)[1] for i in first + second] == [f"2039-{m:02d}-01" for m in range(2, 8)]
+
+
+def test_generate_for_one_account_only(admin, control_server):
+    dsn = control_server.dsn
+    chosen = postpaid(admin, dsn, "2040-01-01T00:00:00", generate_zero_invoice=True)
+    other = postpaid(admin, dsn, "2040-01-01T00:00:00", generate_zero_invoice=True)
+    response = generate_response(admin, "2040-02-01T00:00:00", f"accounts/{chosen.account_number.lower()}")
+    assert [i.account for i in response.invoices] == [chosen.name]
+    assert (list(response.not_invoiced), response.not_invoiced_count) == ([], 0)
+    assert of(generate(admin, "2040-02-01T00:00:00"), other)  # still due: nobody invoiced it
+    prepaid = postpaid(admin, dsn, prepaid=True)
+    for name, code, field in ((prepaid.name, grpc.StatusCode.FAILED_PRECONDITION, []),
+                              ("accounts/NOSUCH1", grpc.StatusCode.NOT_FOUND, []),
+                              ("NOSUCH1", grpc.StatusCode.INVALID_ARGUMENT, ["account"])):
+        result = failure(lambda n=name: generate_response(admin, "2040-02-01T00:00:00", n))
+        assert (result.code, result.fields) == (code, field), name
+
+
+def test_nothing_due_says_which_accounts_and_their_next_billing_day(admin, control_server, cli):
+    dsn = control_server.dsn
+    waiting = postpaid(admin, dsn, "2041-01-20T00:00:00", timezone="America/New_York", billing_day=3)
+    quiet = postpaid(admin, dsn, "2041-01-01T00:00:00", billing_day=10)
+    response = generate_response(admin, "2041-01-25T00:00:00", waiting.name)
+    assert list(response.invoices) == [] and response.not_invoiced_count == 1
+    (reason,) = response.not_invoiced
+    assert (reason.account, reason.reason, reason.billing_day) == (waiting.name, reason.NOT_DUE, 3)
+    assert reason.next_invoice_time.ToDatetime(tzinfo=UTC) == utc("2041-02-03T05:00:00")  # midnight in New York
+    assert (reason.next_invoice_date.month, reason.next_invoice_date.day, reason.timezone) == \
+        (2, 3, "America/New_York")
+    (nothing,) = generate_response(admin, "2041-02-11T00:00:00", quiet.name).not_invoiced
+    assert (nothing.reason, nothing.next_invoice_time.ToDatetime(tzinfo=UTC)) == \
+        (nothing.NOTHING_TO_INVOICE, utc("2041-03-10T00:00:00"))
+
+    said = ok(cli("invoices", "generate", "--account", waiting.account_number, "--as-of", "2041-01-25T00:00:00Z"))
+    assert "No invoice made" in said
+    row = next(line for line in said.splitlines() if line.startswith(waiting.account_number))
+    assert row.split()[1:4] == ["3", "2041-02-03", "America/New_York"] and "no billing day yet" in row
+    said = ok(cli("invoices", "generate", "--account", quiet.account_number, "--as-of", "2041-02-11T00:00:00Z"))
+    assert "nothing to invoice" in said and "2041-03-10" in said
+
+
+def test_the_readme_invoice_tour_works_on_a_fresh_stack(server_factory, tmp_path: Path):
+    """README "A quick tour of the CLI", the invoices block, on a database of its own: INV_000001 must exist."""
+    server = server_factory()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = clean_env(home) | {"TOLLGATE_ADDRESS": server.address, "TOLLGATE_TOKEN": server.admin_token}
+
+    def tga(*args: str) -> str:
+        return ok(run_cli(list(args), env))
+
+    # The demo customer of scripts/demo_data.sh, created now (as on a fresh stack).
+    tga("accounts", "create", "--number", "9000000002", "--email", "ops@customer.example.com", "--postpaid",
+        "--credit-limit", "100.00", "--timezone", "America/New_York", "--company", "Demo Customer Inc")
+    said = tga("invoices", "generate")
+    assert "No invoice made" in said and "9000000002" in said and "no billing day yet" in said
+    tga("accounts", "pay", "9000000002", "10.00", "--charge", "--note", "Monthly port fee")
+    today = datetime.now(UTC)
+    next_month = (today.year + today.month // 12, today.month % 12 + 1)
+    made = tga("invoices", "generate", "--account", "9000000002", "--as-of",
+               f"{next_month[0]}-{next_month[1]:02d}-02T00:00:00Z")
+    assert "INV_000001" in made
+    shown = tga("invoices", "get", "INV_000001")
+    assert "10.00" in shown and "9000000002" in shown
+    assert tga("invoices", "pdf", "INV_000001", "-o", str(tmp_path / "inv1.pdf")).startswith(str(tmp_path))
+    assert (tmp_path / "inv1.pdf").read_bytes().startswith(b"%PDF-")
+    assert "RCT_000001" in tga("receipts", "list", "--account", "9000000002")

@@ -12,12 +12,16 @@ previous invoice (the first one: since the account was created).
   to the micro, once per invoice. Payments are listed, not subtracted (the balance says what is owed).
 - An invoice whose total is 0 is made only with generate_zero_invoice; without one, the next invoice covers
   the period since the last one that was made.
+- Catching up: an account that missed billing days (the service was down) gets one invoice per missed period,
+  oldest first, and the numbers of one run follow the periods across accounts. At most MAX_PERIODS_PER_RUN
+  invoices per account per run; the next run goes on.
 - Only what the account placed as a customer is invoiced. A provider's earnings (the provider_cost credited
   for calls it carried) are on no invoice yet.
 """
 
 from __future__ import annotations
 
+import heapq
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -29,10 +33,10 @@ from psycopg.rows import dict_row, tuple_row
 
 from control.access import audit
 from control.access.principals import Principal
-from control.accounts import company
+from control.accounts import accounts, company
 from control.accounts.accounts import NAME_PREFIX as ACCOUNT_PREFIX
 from control.api import calls, paging
-from control.api.errors import invalid, not_found
+from control.api.errors import failed_precondition, invalid, not_found
 from control.api.fields import timestamp
 from control.api.listing import Column, parse_filter
 from control.documents import parties
@@ -73,6 +77,14 @@ def period_end(now: datetime, timezone: str, billing_day: int) -> datetime:
     return boundary.astimezone(UTC)
 
 
+def next_period_end(after: datetime, timezone: str, billing_day: int) -> datetime:
+    """The first billing day 00:00 in the account's timezone that is after `after`, in UTC."""
+    zone = ZoneInfo(timezone)
+    latest = period_end(after, timezone, billing_day).astimezone(zone)
+    year, month = (latest.year + 1, 1) if latest.month == 12 else (latest.year, latest.month + 1)
+    return datetime(year, month, billing_day, tzinfo=zone).astimezone(UTC)
+
+
 def tax_of(taxable: int, percent: Decimal) -> int:
     """round-half-up(taxable x percent / 100) in integer micros; taxable is never negative here."""
     return (taxable * int(percent * 10_000) + _MICROS_PER_PERCENT_UNIT // 2) // _MICROS_PER_PERCENT_UNIT
@@ -92,42 +104,89 @@ def _scalar(conn: psycopg.Connection, query: str, params: tuple = ()):
 
 
 _CANDIDATES = """
-SELECT a.account_number, a.timezone, a.billing_day,
+SELECT a.account_number, a.timezone, a.billing_day, a.generate_zero_invoice,
        coalesce((SELECT max(i.period_end) FROM invoices i WHERE i.account_number = a.account_number),
                 a.created_at) AS period_start
 FROM accounts a
-WHERE a.account_type = 'POSTPAID' AND a.deleted_at IS NULL
+WHERE a.account_type = 'POSTPAID' AND a.deleted_at IS NULL {account}
 ORDER BY a.id
 """
+MAX_PERIODS_PER_RUN = 120  # ten years of monthly invoices per account and run; the next run goes on
 
 
-def generate_due(conn: psycopg.Connection, now: datetime) -> list[dict]:
-    """Every invoice due at `now`, each in its own transaction (a savepoint when the caller holds one); the
-    rows made, in order of number. Running it again makes nothing."""
+def candidates(conn: psycopg.Connection, account: str | None = None) -> list[dict]:
+    """The live postpaid accounts (or the one named), with where their next invoice would start."""
+    if account is None:
+        return _rows(conn, _CANDIDATES.format(account=""))
+    return _rows(conn, _CANDIDATES.format(account="AND a.account_number = %s"), (account,))
+
+
+def generate_due(conn: psycopg.Connection, now: datetime, account: str | None = None) -> list[dict]:
+    """Every invoice due at `now` (of every postpaid account, or of `account`), each in its own transaction (a
+    savepoint when the caller holds one); the rows made, in order of number. Several missed periods of one
+    account make several invoices; across accounts the oldest period goes first, so numbers follow the
+    periods. Running it again makes nothing."""
     with conn.transaction():
-        candidates = _rows(conn, _CANDIDATES)
-    made = []
-    for account in candidates:
-        if period_end(now, account["timezone"], account["billing_day"]) <= account["period_start"]:
-            continue  # not due: most accounts, most hours
+        found = candidates(conn, account)
+    queue: list[tuple[datetime, int]] = []
+    for order, candidate in enumerate(found):
+        end = _next_end(conn, candidate, candidate["period_start"], now)
+        if end is not None:
+            heapq.heappush(queue, (end, order))
+    made, per_account = [], [0] * len(found)
+    while queue:
+        end, order = heapq.heappop(queue)
         try:
             with conn.transaction():
-                row = _invoice_account(conn, account["account_number"], now)
+                row = _invoice_account(conn, found[order]["account_number"], end)
         except _NothingToInvoice:
             continue
-        if row is not None:
-            made.append(row)
+        if row is None:  # another generator made it, or the account changed meanwhile
+            continue
+        made.append(row)
+        per_account[order] += 1
+        following = _next_end(conn, found[order], row["period_end"], now)
+        if following is not None and per_account[order] < MAX_PERIODS_PER_RUN:
+            heapq.heappush(queue, (following, order))
     return made
 
 
-def _invoice_account(conn: psycopg.Connection, number: str, now: datetime) -> dict | None:
-    """The account's invoice, under its row lock: a second generator waits here, then finds nothing due."""
-    locked = _rows(conn, _CANDIDATES.replace("ORDER BY a.id", "AND a.account_number = %s FOR UPDATE OF a"),
-                   (number,))
+_EARLIEST_AMOUNT = """
+SELECT least(
+    (SELECT min(coalesce(setup_time, recorded_at)) FROM cdrs
+     WHERE account_number = %(account)s AND invoice_id IS NULL AND customer_cost <> 0),
+    (SELECT min(created_at) FROM payments WHERE account_number = %(account)s AND invoice_id IS NULL AND amount < 0)
+) AS earliest
+"""
+
+
+def _next_end(conn: psycopg.Connection, account: dict, start: datetime, now: datetime) -> datetime | None:
+    """The end of the account's next invoice from `start`, if it is due at `now`: the next billing day, or,
+    without generate_zero_invoice, the billing day after the first amount not invoiced yet (empty periods
+    join the next invoice that has something on it). None when nothing is due."""
+    zone, day = account["timezone"], account["billing_day"]
+    latest = period_end(now, zone, day)
+    if latest <= start:
+        return None
+    if account["generate_zero_invoice"]:
+        return next_period_end(start, zone, day)
+    with conn.transaction():
+        earliest = _rows(conn, _EARLIEST_AMOUNT, {"account": account["account_number"]})[0]["earliest"]
+    if earliest is None:
+        return None
+    end = next_period_end(max(start, earliest), zone, day)
+    return end if end <= latest else None
+
+
+def _invoice_account(conn: psycopg.Connection, number: str, end: datetime) -> dict | None:
+    """The account's invoice ending at `end`, under its row lock: a second generator waits here, then finds it
+    made (its period starts at or after `end`)."""
+    locked = _rows(conn, _CANDIDATES.format(account="AND a.account_number = %s").replace(
+        "ORDER BY a.id", "FOR UPDATE OF a"), (number,))
     if not locked:  # deleted or made prepaid meanwhile
         return None
     account = _rows(conn, "SELECT * FROM accounts WHERE account_number = %s", (number,))[0]
-    start, end = locked[0]["period_start"], period_end(now, account["timezone"], account["billing_day"])
+    start = locked[0]["period_start"]
     if end <= start:
         return None
     invoice_id = _insert_header(conn, account, start, end)
@@ -204,6 +263,54 @@ def _assign_payments(conn: psycopg.Connection, invoice_id: int, account: str, en
     """(payments received, non-call charges owed), both >= 0, of the uninvoiced payments before `end`."""
     row = _rows(conn, _ASSIGN_PAYMENTS, {"id": invoice_id, "account": account, "end": end})[0]
     return row["payments"], row["charges"]
+
+
+# ---------------------------------------------------------------------------------------------- the RPC
+
+MAX_NOT_INVOICED = 100  # accounts a GenerateInvoices answer names as not invoiced (soonest first)
+
+
+def generate(conn: psycopg.Connection, request: invoice_pb2.GenerateInvoicesRequest,
+             now: datetime) -> invoice_pb2.GenerateInvoicesResponse:
+    """GenerateInvoices: the invoices made, and the postpaid accounts left without one with their next billing
+    day (so that "nothing happened" says why)."""
+    number = _account_to_invoice(conn, request.account) if request.account else None
+    made = generate_due(conn, now, number)
+    invoiced = {row["account_number"] for row in made}
+    with conn.transaction():
+        waiting = [_not_invoiced(c, now) for c in candidates(conn, number) if c["account_number"] not in invoiced]
+    waiting.sort(key=lambda w: (w.next_invoice_time.ToDatetime(), w.account))
+    return invoice_pb2.GenerateInvoicesResponse(invoices=[to_message(r) for r in made],
+                                                not_invoiced=waiting[:MAX_NOT_INVOICED],
+                                                not_invoiced_count=len(waiting))
+
+
+def _account_to_invoice(conn: psycopg.Connection, name: str) -> str:
+    """The stored number of the postpaid account `name` (accounts/{number}, any case)."""
+    number = accounts.number_from_name(name, "account")
+    with conn.transaction():
+        found = _rows(conn, "SELECT account_number, account_type, deleted_at FROM accounts"
+                            " WHERE lower(account_number) = lower(%s)", (number,))
+    if not found:
+        raise not_found(f"account {number}")
+    account = found[0]
+    if account["deleted_at"] is not None:
+        raise failed_precondition(f"account {account['account_number']} is deleted: it is invoiced no more")
+    if account["account_type"] != "POSTPAID":
+        raise failed_precondition(f"account {account['account_number']} is prepaid: it gets a receipt for each "
+                                  "payment and charge, not invoices")
+    return account["account_number"]
+
+
+def _not_invoiced(candidate: dict, now: datetime) -> invoice_pb2.NotInvoiced:
+    zone, day, start = candidate["timezone"], candidate["billing_day"], candidate["period_start"]
+    due = period_end(now, zone, day) > start
+    following = next_period_end(max(now, start), zone, day)
+    reason = invoice_pb2.NotInvoiced.NOTHING_TO_INVOICE if due else invoice_pb2.NotInvoiced.NOT_DUE
+    return invoice_pb2.NotInvoiced(
+        account=ACCOUNT_PREFIX + candidate["account_number"], reason=reason, billing_day=day,
+        next_invoice_time=timestamp(following), next_invoice_date=_date(following.astimezone(ZoneInfo(zone)).date()),
+        timezone=zone)
 
 
 # ---------------------------------------------------------------------------------------------- messages

@@ -46,8 +46,7 @@ class InvoiceService(invoice_pb2_grpc.InvoiceServiceServicer):
                          context) -> invoice_pb2.GenerateInvoicesResponse:
         as_of = request.as_of.ToDatetime(tzinfo=UTC) if request.HasField("as_of") else datetime.now(UTC)
         with self._db.connection(long=True) as conn:
-            made = invoices.generate_due(conn, as_of)
-        return invoice_pb2.GenerateInvoicesResponse(invoices=[invoices.to_message(r) for r in made])
+            return invoices.generate(conn, request, as_of)
 
     def GetInvoice(self, request: invoice_pb2.GetInvoiceRequest, context) -> invoice_pb2.Invoice:
         with self._db.transaction() as conn:
