@@ -17,7 +17,7 @@ from tollgate.v1 import account_pb2, account_pb2_grpc
 
 Stub = account_pb2_grpc.AccountServiceStub
 
-MONEY_PATHS = {"balance", "billing.credit_limit", "settings.lc_charge_per_min"}
+MONEY_PATHS = {"balance", "billing.credit_limit", "settings.lc_charge_per_min", "billing.low_balance_threshold"}
 # Input-only fields are always empty in responses; the SIP password gets its own loud line instead.
 HIDDEN_PATHS = {"password", "create_sip_device", "sip_device_password"}
 INVOICE_WITH_CDR = {
@@ -70,13 +70,16 @@ ACCOUNT_FLAGS: tuple[Flag, ...] = (
     fields.choice(
         "--invoice-with-cdr", "billing.invoice_with_cdr", "CDR detail attached to invoices", INVOICE_WITH_CDR
     ),
+    fields.money("--low-balance-threshold", "billing.low_balance_threshold",
+                 "e-mail the account once when its money left falls below this (0 = never), e.g. 5.00"),
     # settings
     fields.integer("--max-calls", "settings.max_concurrent_calls", "concurrent calls, 0 = unlimited"),
     fields.integer("--cps", "settings.cps", "calls per second, 0 = unlimited"),
     fields.reference("--localization", "settings.localization", "localization profile id (or localizations/{id})",
                      "localizations"),
     fields.yes_no("--local-calls", "settings.allow_local_calls", "allow device-to-device calls"),
-    fields.yes_no("--notifications", "settings.notifications", "send notifications"),
+    fields.yes_no("--notifications", "settings.notifications",
+                  "e-mail the account (account created, invoices, receipts, low balance)"),
     fields.yes_no("--payment-gateway", "settings.payment_gateway_permission", "may pay online"),
     fields.yes_no(
         "--loss-less-routing",

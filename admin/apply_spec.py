@@ -235,6 +235,7 @@ BILLING: Schema = {
     "billing_day": integer(1, 28),
     "invoice_with_cdr": enum({"none": account_pb2.INVOICE_WITH_CDR_NONE, "pdf": account_pb2.INVOICE_WITH_CDR_PDF,
                               "csv": account_pb2.INVOICE_WITH_CDR_CSV}),
+    "low_balance_threshold": money,
 }
 PROVIDER: Schema = {
     "account_number": account_number,

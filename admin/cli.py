@@ -20,6 +20,7 @@ from admin import (
     directory,
     invoices,
     login,
+    notifications,
     operators,
     rating,
     receipts,
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     cdrs.add_parsers(commands, common)
     invoices.add_parsers(commands, common)
     receipts.add_parsers(commands, common)
+    notifications.add_parsers(commands, common)
     operators.add_parsers(commands, common)
     audit.add_parsers(commands, common)
     return parser

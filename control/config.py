@@ -66,6 +66,22 @@ class Config:
     # A Kamailio node that sent no heartbeat (every 5 s) for this long is dead: its calls are settled at what
     # they cost up to its last heartbeat and their slots freed. A node restarting sooner keeps its calls.
     node_dead_seconds: int = 60
+    # E-mail notifications (control/notifications): the SMTP server they are sent through. Empty smtp_host = no
+    # mail is sent; notifications wait in the outbox until one is configured.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # "starttls" (upgrade on the plain port), "tls" (implicit, port 465), "none"
+    smtp_username: str = ""  # with a password: AUTH after STARTTLS / TLS
+    smtp_password: str = ""
+    smtp_from: str = ""  # the From address; required with smtp_host
+    smtp_ca_file: str = ""  # the CA that signed the SMTP server's certificate; empty = the system's CAs
+    smtp_timeout_seconds: float = 30.0
+    # A message the server did not take is tried again after notification_retry_seconds, then twice as long
+    # after each failure, at most notification_retry_max_seconds; the outbox is looked at every
+    # notification_interval_seconds besides the notifications of new messages.
+    notification_retry_seconds: float = 30.0
+    notification_retry_max_seconds: float = 1800.0
+    notification_interval_seconds: float = 5.0
 
 
 def env_name(key: str) -> str:
@@ -132,6 +148,8 @@ def describe(config: Config) -> dict[str, object]:
     shown["admin_tokens"] = f"{len(config.admin_tokens)} token(s)"
     for key in ("dsn", "redis_url"):
         shown[key] = redact_url(str(shown[key]))
+    if config.smtp_password:
+        shown["smtp_password"] = "***"
     return shown
 
 

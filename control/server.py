@@ -26,10 +26,11 @@ from control.api import calls, paging
 from control.api.interceptors import AuthInterceptor, ErrorInterceptor, RequestCheckInterceptor
 from control.api.servicers.access import AuditService, AuthService, OperatorService
 from control.api.servicers.accounts import AccountService, CompanyService
-from control.api.servicers.billing import CdrService, InvoiceService, ReceiptService
+from control.api.servicers.billing import CdrService, InvoiceService, NotificationService, ReceiptService
 from control.api.servicers.configuration import DirectoryService, RateGroupService, TrunkService
 from control.billing.worker import BillingWorker, Settings
 from control.config import Config, describe, load_config
+from control.notifications.sender import MailSettings, Sender
 from control.projection import Publisher
 from tollgate.v1 import (
     account_pb2,
@@ -46,6 +47,8 @@ from tollgate.v1 import (
     directory_pb2_grpc,
     invoice_pb2,
     invoice_pb2_grpc,
+    notification_pb2,
+    notification_pb2_grpc,
     operator_pb2,
     operator_pb2_grpc,
     rating_pb2,
@@ -70,6 +73,7 @@ SERVICE_NAMES = (
     operator_pb2.DESCRIPTOR.services_by_name["OperatorService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     receipt_pb2.DESCRIPTOR.services_by_name["ReceiptService"].full_name,
+    notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
 )
 _HEALTH_INTERVAL_SECONDS = 5.0
 
@@ -81,6 +85,7 @@ class RunningServer:
     pool: ConnectionPool
     publisher: Publisher
     billing: BillingWorker
+    notifier: Sender
     _stop_health: threading.Event
 
     def stop(self, grace: float = 2.0) -> None:
@@ -88,6 +93,7 @@ class RunningServer:
         self.server.stop(grace).wait()
         self.publisher.close()
         self.billing.stop()
+        self.notifier.stop()
         self.pool.close()
 
 
@@ -157,6 +163,7 @@ def _servicers(server: grpc.Server, database: db.Database, config: Config) -> No
     operator_pb2_grpc.add_OperatorServiceServicer_to_server(OperatorService(database, config, limiter), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(database), server)
     receipt_pb2_grpc.add_ReceiptServiceServicer_to_server(ReceiptService(database), server)
+    notification_pb2_grpc.add_NotificationServiceServicer_to_server(NotificationService(database), server)
 
 
 def billing_settings(config: Config) -> Settings:
@@ -164,7 +171,15 @@ def billing_settings(config: Config) -> Settings:
                     config.node_dead_seconds)
 
 
+def mail_settings(config: Config) -> MailSettings:
+    return MailSettings(config.smtp_host, config.smtp_port, config.smtp_security, config.smtp_username,
+                        config.smtp_password, config.smtp_from, config.smtp_ca_file, config.smtp_timeout_seconds,
+                        config.notification_retry_seconds, config.notification_retry_max_seconds,
+                        config.notification_interval_seconds)
+
+
 def create_server(config: Config) -> RunningServer:
+    mail_settings(config).check()  # before anything starts: a mail setup that cannot work stops the service
     db.migrate(config.dsn)
     pool = db.open_pool(config.dsn, config.pool_max_size, config.statement_timeout_seconds)
     database = db.Database(pool, config.statement_timeout_seconds, config.long_statement_timeout_seconds)
@@ -193,11 +208,13 @@ def create_server(config: Config) -> RunningServer:
     publisher.start()
     billing = BillingWorker(pool, config.dsn, config.redis_url, config.redis_namespace, billing_settings(config))
     billing.start()
+    notifier = Sender(pool, config.dsn, mail_settings(config))
+    notifier.start()
     server.start()
     stop = threading.Event()
     threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
     threading.Thread(target=_housekeeping, args=(pool, config, stop), name="housekeeping", daemon=True).start()
-    return RunningServer(server, port, pool, publisher, billing, stop)
+    return RunningServer(server, port, pool, publisher, billing, notifier, stop)
 
 
 def main(argv: list[str] | None = None) -> None:

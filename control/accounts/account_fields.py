@@ -47,6 +47,7 @@ FIELDS: tuple[Field, ...] = (
     Field("billing.reference", "reference", "str"),
     Field("billing.billing_day", "billing_day", "int"),
     _enum("billing.invoice_with_cdr", "invoice_with_cdr", account_pb2.InvoiceWithCdr, "INVOICE_WITH_CDR_"),
+    Field("billing.low_balance_threshold", "low_balance_threshold", "int", max_value=MAX_MONEY),
     _enum("status", "status", account_pb2.AccountStatus),
     Field("expire_time", "expire_at", "time"),
 )

@@ -22,6 +22,7 @@ from control.api import paging, validation
 from control.api.errors import clip, failed_precondition, invalid, not_found, permission_denied
 from control.api.fields import is_set, read, set_from_column, timestamp, to_column
 from control.api.listing import Column, parse_filter
+from control.notifications import outbox
 from tollgate.v1 import account_pb2
 
 NAME_PREFIX = "accounts/"
@@ -114,7 +115,7 @@ def _check(state: dict, changed: set[str], settings: dict) -> None:
     state["timezone"] = validation.timezone("profile.timezone", state["timezone"])
     state["country"] = validation.country("profile.country", state["country"])
     for path in ("settings.max_concurrent_calls", "settings.cps", "settings.lc_charge_per_min",
-                 "billing.credit_limit"):
+                 "billing.credit_limit", "billing.low_balance_threshold"):
         validation.non_negative(path, state[BY_PATH[path].column])
     validation.in_range("billing.billing_day", state["billing_day"], 1, 28)
     validation.in_range("billing.cli_pool", state["cli_pool"], 0, 8)
@@ -169,6 +170,7 @@ def create(conn: psycopg.Connection, request: account_pb2.Account) -> account_pb
     audit.record(conn, NAME_PREFIX + row["account_number"],
                  audit.diff(None, row, _AUDIT_NAMES) | ({"sip_device": {"old": None, "new": row["account_number"]}}
                                                         if sip_password else {}))
+    outbox.account_created(conn, row)
     account = messages(conn, [row])[0]
     account.sip_device_password = sip_password
     return account

@@ -65,6 +65,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "ReceiptService/GetReceipt": (_READ - {"config"}) | _ACCOUNT,
     "ReceiptService/ListReceipts": (_READ - {"config"}) | _ACCOUNT,
     "ReceiptService/GetReceiptPdf": (_READ - {"config"}) | _ACCOUNT,
+    "NotificationService/ListNotifications": _READ - {"config"},
     "OperatorService/CreateOperator": _ADMIN,
     "OperatorService/GetOperator": _ADMIN,
     "OperatorService/ListOperators": _ADMIN,

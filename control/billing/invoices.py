@@ -39,7 +39,9 @@ from control.api import calls, paging
 from control.api.errors import failed_precondition, invalid, not_found
 from control.api.fields import timestamp
 from control.api.listing import Column, parse_filter
+from control.billing import cdrs
 from control.documents import parties
+from control.notifications import outbox
 from tollgate.v1 import account_pb2, invoice_pb2
 
 NAME_PREFIX = "invoices/"
@@ -203,6 +205,7 @@ def _invoice_account(conn: psycopg.Connection, number: str, end: datetime) -> di
     assignments = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k))
                                      for k in totals if k != "id")
     row = _rows(conn, sql.SQL("UPDATE invoices SET {} WHERE id = %(id)s RETURNING *").format(assignments), totals)[0]
+    outbox.invoice_issued(conn, account, row)
     audit.record(conn, NAME_PREFIX + row["number"], audit.diff(None, {
         "account": row["account_number"], "period_start": row["period_start"], "period_end": row["period_end"],
         "total": row["total"]}), rpc=None if calls.current() else "ledger/GenerateInvoices")
@@ -354,6 +357,13 @@ def fetch(conn: psycopg.Connection, principal: Principal, name: str) -> dict:
     if row is None:
         raise not_found(f"invoice {number}")
     return row
+
+
+def cdr_query(principal: Principal, invoice_id: int) -> cdrs.CdrQuery:
+    """The CDRs on the invoice, as CdrService shows them to `principal` (an account: its own side of each)."""
+    on_invoice = sql.SQL("(c.sort_account, c.call_id) IN "
+                         "(SELECT account_number, call_id FROM cdrs WHERE invoice_id = %s)")
+    return cdrs.CdrQuery.build(principal, "").also(on_invoice, [invoice_id])
 
 
 def list_page(conn: psycopg.Connection, principal: Principal,

@@ -11,6 +11,7 @@ from control.accounts import accounts
 from control.api.errors import failed_precondition, invalid
 from control.api.fields import MAX_MONEY, timestamp
 from control.billing import receipts
+from control.notifications import outbox
 from tollgate.v1 import account_pb2
 
 NAME_PREFIX = "payments/"
@@ -48,6 +49,7 @@ def post(conn: psycopg.Connection, principal: Principal,
         "account": row["account_number"], "amount": row["amount"], "note": row["note"],
         "request_id": row["request_id"], "balance_after": row["balance_after"]}))
     receipt = receipts.issue(conn, row, account)
+    outbox.receipt_made(conn, account, receipt)
     conn.execute(f"NOTIFY {PAYMENTS_CHANNEL}")  # the ledger pushes it into Redis now rather than at its next tick
     return to_message(row, receipt["number"])
 

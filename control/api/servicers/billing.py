@@ -1,5 +1,5 @@
-"""CdrService, InvoiceService and ReceiptService: reading CDRs, invoices and receipts, generating invoices
-(control/billing)."""
+"""CdrService, InvoiceService, ReceiptService and NotificationService: reading CDRs, invoices, receipts and the
+outbox, generating invoices (control/billing, control/notifications)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from google.api import httpbody_pb2
-from psycopg import sql
 
 from control.api import calls
 from control.billing import cdrs, invoices, receipts
 from control.db import Database
 from control.documents import render
+from control.notifications import outbox
 from tollgate.v1 import (
     account_pb2,
     cdr_pb2,
     cdr_pb2_grpc,
     invoice_pb2,
     invoice_pb2_grpc,
+    notification_pb2,
+    notification_pb2_grpc,
     receipt_pb2,
     receipt_pb2_grpc,
 )
@@ -62,10 +64,7 @@ class InvoiceService(invoice_pb2_grpc.InvoiceServiceServicer):
         with self._db.transaction(long=True) as conn:
             invoice = invoices.fetch(conn, principal, request.name)
             # The CdrService view: an account token sees only its own side of each call (no route, no cost).
-            on_invoice = sql.SQL("(c.sort_account, c.call_id) IN "
-                                 "(SELECT account_number, call_id FROM cdrs WHERE invoice_id = %s)")
-            query = cdrs.CdrQuery.build(principal, "").also(on_invoice, [invoice["id"]])
-            yield from cdrs.csv_chunks(conn, query)
+            yield from cdrs.csv_chunks(conn, invoices.cdr_query(principal, invoice["id"]))
 
     def GetInvoicePdf(self, request: invoice_pb2.GetInvoicePdfRequest, context) -> Iterator[httpbody_pb2.HttpBody]:
         with self._db.transaction(long=True) as conn:
@@ -95,3 +94,13 @@ class ReceiptService(receipt_pb2_grpc.ReceiptServiceServicer):
         with self._db.transaction() as conn:
             data = render.receipt_pdf(conn, receipts.fetch(conn, calls.principal(), request.name))
         yield from pdf_chunks(data)
+
+
+class NotificationService(notification_pb2_grpc.NotificationServiceServicer):
+    def __init__(self, db: Database):
+        self._db = db
+
+    def ListNotifications(self, request: notification_pb2.ListNotificationsRequest,
+                          context) -> notification_pb2.ListNotificationsResponse:
+        with self._db.transaction() as conn:
+            return outbox.list_page(conn, request)
