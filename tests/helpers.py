@@ -26,6 +26,7 @@ from tollgate.v1 import (
     company_pb2_grpc,
     directory_pb2_grpc,
     invoice_pb2_grpc,
+    notification_pb2_grpc,
     operator_pb2_grpc,
     rating_pb2_grpc,
     receipt_pb2_grpc,
@@ -55,6 +56,7 @@ class Stubs:
     operators: operator_pb2_grpc.OperatorServiceStub
     audit: audit_pb2_grpc.AuditServiceStub
     receipts: receipt_pb2_grpc.ReceiptServiceStub
+    notifications: notification_pb2_grpc.NotificationServiceStub
 
 
 def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
@@ -72,6 +74,7 @@ def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
         operator_pb2_grpc.OperatorServiceStub(channel),
         audit_pb2_grpc.AuditServiceStub(channel),
         receipt_pb2_grpc.ReceiptServiceStub(channel),
+        notification_pb2_grpc.NotificationServiceStub(channel),
     )
 
 

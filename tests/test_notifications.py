@@ -31,7 +31,6 @@ from tollgate.v1 import (
     auth_pb2,
     invoice_pb2,
     notification_pb2,
-    notification_pb2_grpc,
 )
 
 EUR = 1_000_000
@@ -111,9 +110,7 @@ def stack(server_factory, connect, mail):
                              notification_retry_seconds=0.3, notification_retry_max_seconds=1.0,
                              notification_interval_seconds=0.2)
     stubs = connect(started)
-    channel = grpc.insecure_channel(started.address)
-    yield {"server": started, "stubs": stubs, "outbox": notification_pb2_grpc.NotificationServiceStub(channel)}
-    channel.close()
+    return {"server": started, "stubs": stubs, "outbox": stubs.notifications}
 
 
 def create(stubs, notifications: bool = True, **fields) -> account_pb2.Account:
