@@ -31,6 +31,7 @@ RULE = (205, 210, 218)
 SHADE = (240, 243, 247)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _warned_no_font = False
+PAGES_ALIAS = "{pages}"  # the page count, filled in at the end; as wide as a 6-digit count, so none overflows
 
 
 def _font_files() -> tuple[Path, Path] | None:
@@ -90,6 +91,8 @@ class Document(FPDF):
         self.set_author(self.clean(issuer.name))
         self.set_creator("tollgate")
         self.set_creation_date(issued)
+        self.alias_nb_pages(PAGES_ALIAS)
+        self._widths: dict[str, float] = {}
         self.add_page()
 
     def _load_fonts(self) -> bool:
@@ -123,6 +126,16 @@ class Document(FPDF):
     def money(self, micros: int) -> str:
         return money_text(micros, self.issuer.decimals)
 
+    def width_of(self, text: str) -> float:
+        """get_string_width in the current font, remembered: the detail's numbers repeat a lot (the CDR detail
+        sets one font for all its lines)."""
+        width = self._widths.get(text)
+        if width is None:
+            if len(self._widths) > 100_000:
+                self._widths.clear()
+            width = self._widths[text] = self.get_string_width(text)
+        return width
+
     # ------------------------------------------------------------------ page parts
     def footer(self) -> None:
         self.set_y(-16)
@@ -133,7 +146,7 @@ class Document(FPDF):
             + ([self.issuer.email] if self.issuer.email else [])
         self.set_y(-14)
         self.cell(WIDTH * 0.75, 4, self.clean(" · ".join(p for p in parts if p)))
-        self.cell(WIDTH * 0.25, 4, f"Page {self.page_no()} of {{nb}}", align="R")
+        self.cell(WIDTH * 0.25, 4, f"Page {self.page_no()} of {PAGES_ALIAS}", align="R")
 
     def letterhead(self, title: str, facts: list[tuple[str, str]]) -> None:
         """The issuer (logo, name, address, tax number) on the left; the title and the document's facts right."""

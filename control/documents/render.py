@@ -27,6 +27,7 @@ _PAYMENTS = [Column("Date", 30), Column("Reference", 108, chars=70), Column("Amo
 _DETAIL = [Column("Set up", 31), Column("Caller ID", 30, chars=20), Column("Destination", 34, chars=24),
            Column("Type", 18, chars=10), Column("Seconds", 17, True), Column("SIP", 10, True),
            Column("Amount", 34, True)]
+_TYPED = {1, 2, 3}  # the detail's columns holding text a caller or the switch passed on (caller id, destination)
 _DETAIL_ROW = 3.9  # mm
 _PAGE_BOTTOM = 270.0
 
@@ -166,10 +167,14 @@ def _detail_page(doc: Document, invoice: dict, columns: list[Column]) -> float:
 
 
 def _detail_line(doc: Document, columns: list[Column], y: float, values: list[str]) -> None:
+    """One call. Only the texts callers typed are cleaned (times, numbers and money are ours); right-aligned
+    widths come from the document's cache."""
     x = LEFT
-    for column, value in zip(columns, values, strict=True):
-        text = doc.clean(value if len(value) <= column.chars else value[:column.chars - 1] + "…")
-        doc.text(x + column.width - doc.get_string_width(text) - 1 if column.right else x + 1, y, text)
+    for index, (column, value) in enumerate(zip(columns, values, strict=True)):
+        text = value if len(value) <= column.chars else value[:column.chars - 1] + "…"
+        if index in _TYPED:
+            text = doc.clean(text)
+        doc.text(x + column.width - doc.width_of(text) - 1 if column.right else x + 1, y, text)
         x += column.width
 
 
