@@ -70,7 +70,8 @@ def fastpath_extensions() -> list:
 setup(
     ext_modules=fastpath_extensions(),
     packages=["tollgate", "tollgate.v1", "control", "control.migrations", "control.api", "control.api.servicers",
-              "control.access", "control.accounts", "control.catalog", "control.billing", "admin", "fastpath",
+              "control.access", "control.accounts", "control.catalog", "control.billing", "control.documents",
+              "control.notifications", "admin", "fastpath",
               "fastpath.reference", "callstate", "kemi"],
     package_dir={"tollgate": "proto/tollgate", "tollgate.v1": "proto/tollgate/v1"},
     package_data={"tollgate.v1": ["*.proto", "*.pyi"], "control.migrations": ["*.sql"],

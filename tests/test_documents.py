@@ -81,7 +81,7 @@ def call(account: account_pb2.Account, call_id: str, setup: datetime, seconds: i
     row = dict(call_id=call_id, account_number=account.account_number, direction="outbound",
                caller_id_received="4930111222", destination_dialled="004940123456", setup_time=setup,
                answer_time=setup + timedelta(seconds=4), end_time=setup + timedelta(seconds=4 + seconds),
-               billable_seconds=seconds, sip_code=200, customer_cost=cost)
+               billable_seconds=seconds, sip_code=200, customer_cost=cost, end_reason="hangup")
     return row | more
 
 
@@ -133,7 +133,8 @@ def issued(server) -> dict:
                  cost=10_000 + 37 * i) for i in range(240)]
     rows += [call(account, "local-1", start, seconds=95, cost=300_000, direction="local",
                   destination_dialled="alice-desk"),
-             call(account, "in-1", start, seconds=0, cost=0, direction="inbound", sip_code=486)]
+             call(account, "in-1", start, seconds=0, cost=0, direction="inbound", sip_code=486),
+             call(account, "refused-1", start, seconds=0, cost=0, sip_code=402, end_reason="refused")]
     insert_cdrs(server["server"].dsn, rows)
     charge = stubs.accounts.PostPayment(account_pb2.PostPaymentRequest(
         account=account.name, amount=-15 * EUR, note="Number porting fee"), metadata=stubs.metadata)
@@ -200,7 +201,7 @@ def test_pdf_detail_lists_every_call_in_order_and_sums_to_the_usage(server, issu
     # 08:00 UTC in January is 09:00 in Berlin; the local call and the refused inbound one share that minute.
     assert "2031-01-12 09:00:00 4930111222 004940123456 outbound 30 200 0.0100" in detail
     assert "alice-desk local 95 200 0.3000" in detail and "inbound 0 486 0.0000" in detail
-    assert detail.count(" outbound ") == 240
+    assert detail.count(" outbound ") == 240 and " 402 " not in detail  # a refused attempt is no call
     total_seconds = sum(r["billable_seconds"] for r in rows)
     usage = invoice.outbound.amount + invoice.local.amount + invoice.inbound.amount
     assert f"242 calls, {total_seconds:,} billable seconds, {eur(usage)} EUR" in pages[-1]
@@ -208,7 +209,7 @@ def test_pdf_detail_lists_every_call_in_order_and_sums_to_the_usage(server, issu
     # The CSV of a PDF-detail invoice is there too (an operator may want the rows in a spreadsheet).
     csv_chunks = server["stubs"].invoices.ExportInvoiceCdrsCsv(
         invoice_pb2.ExportInvoiceCdrsCsvRequest(name=invoice.name), metadata=server["stubs"].metadata)
-    assert len(list(csv.DictReader(io.StringIO(b"".join(c.data for c in csv_chunks).decode())))) == 242
+    assert len(list(csv.DictReader(io.StringIO(b"".join(c.data for c in csv_chunks).decode())))) == 243
 
 
 def test_receipts_print_the_payment_or_charge_and_the_balance_it_left(server, issued, artifacts):

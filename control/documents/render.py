@@ -3,8 +3,9 @@
 An invoice prints the issuer, the account billed, the period, the usage per call type, each non-call charge,
 tax and total, the due date and the invoice note, then the payments received in the period (for the record:
 they are not deducted; the balance says what is owed). With invoice_with_cdr PDF its calls follow on pages of
-their own, at most MAX_DETAIL_ROWS of them (the CSV export has them all). A receipt prints one payment or charge
-and the balance it left. Times are the account's (the invoice's timezone, the receipt's copy of it).
+their own, at most MAX_DETAIL_ROWS of them (the CSV export has them all). Refused attempts are on the invoice
+as CDRs (and in its CSV) but, like its call counts, the PDF detail leaves them out. A receipt prints one payment
+or charge and the balance it left. Times are the account's (the invoice's timezone, the receipt's copy of it).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def _detail(doc: Document, conn: psycopg.Connection, invoice: dict) -> None:
     with conn.cursor(name=f"invoice_detail_{invoice['id']}") as cursor:
         cursor.itersize = 2000
         cursor.execute("SELECT setup_time, recorded_at, caller_id_received, destination_dialled, direction,"
-                       " billable_seconds, sip_code, customer_cost FROM cdrs WHERE invoice_id = %s"
+                       " billable_seconds, sip_code, customer_cost FROM cdrs"
+                       " WHERE invoice_id = %s AND end_reason <> 'refused'"
                        " ORDER BY coalesce(setup_time, recorded_at), call_id LIMIT %s",
                        (invoice["id"], MAX_DETAIL_ROWS))
         y = _PAGE_BOTTOM

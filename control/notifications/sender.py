@@ -108,6 +108,9 @@ class Sender:
                     log.error("notifications cannot reach PostgreSQL (they wait in the outbox): %s", exc)
                 self._failing = True
                 self._stop.wait(self.settings.interval_seconds)
+            except Exception:  # a bug must not end the thread: the outbox would fill without a word
+                log.exception("a notification round failed; trying again")
+                self._stop.wait(self.settings.interval_seconds)
 
     # ------------------------------------------------------------------ one round
     def run_once(self) -> int:
