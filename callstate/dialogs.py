@@ -22,6 +22,7 @@ from callstate.store import OpenCall, Route
 
 CONFIRMED = 4  # Kamailio's DLG_STATE_CONFIRMED: answered and acknowledged
 PLAN, ANSWER, ROUTE = "tollgate", "tollgate_answer", "tollgate_route"  # the dialog variables (kemi/relay.py)
+ACCOUNT = "tollgate_account"
 
 
 def node_tables(conn: psycopg.Connection, node: str, namespace: str) -> tuple[str, str]:
@@ -66,6 +67,23 @@ def open_calls(conn: psycopg.Connection, namespace: str) -> dict[str, list[tuple
             found[plan.account].append((plan.call_id, OpenCall(
                 plan.reserve, plan.granted, int(plan.setup), node, plan.terms,
                 float(answered) if answered else None, Route.decode(route) if route not in ("", "-") else None)))
+    return dict(found)
+
+
+def node_calls(conn: psycopg.Connection, namespace: str, node: str) -> dict[str, set[str]]:
+    """The calls in one node's dialog table, by calling account: what the node loads when it starts (the
+    reaper's survivors of a restart)."""
+    row = conn.execute("SELECT dialog_table, vars_table FROM kamailio_nodes WHERE namespace = %s AND node = %s",
+                       (namespace, node)).fetchone()
+    if row is None:
+        return {}
+    dialogs, variables = _values(row)
+    found: dict[str, set[str]] = defaultdict(set)
+    query = sql.SQL("SELECT d.callid, v.dialog_value FROM {} d JOIN {} v"
+                    " ON v.hash_entry = d.hash_entry AND v.hash_id = d.hash_id WHERE v.dialog_key = %s").format(
+        sql.Identifier(dialogs), sql.Identifier(variables))
+    for call_id, account in (_values(r) for r in conn.execute(query, (ACCOUNT,))):
+        found[account].add(call_id)
     return dict(found)
 
 

@@ -36,6 +36,11 @@ class StateKeys:
         """HASH Kamailio node -> its last heartbeat (epoch seconds)."""
         return f"{self.namespace}:{{cfg}}:nodes"
 
+    @property
+    def node_starts(self) -> str:
+        """HASH Kamailio node -> "started:last heartbeat before" (epoch seconds) of its latest start."""
+        return f"{self.namespace}:{{cfg}}:node_starts"
+
     def account_pattern(self, name: str) -> str:
         """A SCAN pattern for one kind of account key (`name` = CALLS, EVENTS, ...)."""
         return f"{self.namespace}:{{a:*}}:{name}"

@@ -44,7 +44,8 @@ REAP = _load("reap")
 RESTORE_ACCOUNT = _load("restore_account")
 APPLY_PAYMENT = _load("apply_payment")
 RECORD_REFUSAL = _load("record_refusal")
+NODE_STARTED = _load("node_started")  # run by kamailio.cfg with EVAL, never by EVALSHA
 SEIZE_TRUNK = _load("seize_trunk")
 REAP_TRUNK = _load("reap_trunk")
 ALL = (ADMIT_CALL, SETTLE, MARK_ANSWERED, CREDIT_PROVIDER, REAP, RESTORE_ACCOUNT, APPLY_PAYMENT, SEIZE_TRUNK,
-       REAP_TRUNK, RECORD_REFUSAL)
+       REAP_TRUNK, RECORD_REFUSAL, NODE_STARTED)

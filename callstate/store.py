@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -43,6 +43,14 @@ _TRUNK_OUTCOMES = {1: TRUNK_SEIZED, -1: TRUNK_AT_CPS, -2: TRUNK_FULL}
 SETTLED_TTL_SECONDS = 7 * 86_400  # how long a settled call id is remembered against retries
 # A word a hiredis command format carries as it is: no space (it splits arguments) and no '%' (it formats).
 _FORMAT_SAFE = re.compile(r"[^\s%]+")
+
+
+@dataclass(frozen=True)
+class NodeStart:
+    """A Kamailio node's latest start (epoch seconds) and its last heartbeat before it."""
+
+    started: float
+    last_heartbeat: float
 
 
 @dataclass(frozen=True)
@@ -261,15 +269,20 @@ class CallState:
 
     # ------------------------------------------------------------------ orphans
     def reap(self, account: str, *, now: int, grace_seconds: int, ring_seconds: int = 120,
-             nodes: dict[str, float] | None = None, node_dead_seconds: int = 60) -> list[tuple[str, str]]:
+             nodes: dict[str, float] | None = None, node_dead_seconds: int = 60,
+             restarts: dict[str, NodeStart] | None = None, survivors: Iterable[str] = ()) -> list[tuple[str, str]]:
         """Settle the calls of `account` that cannot still be running (callstate/lua/reap.lua): their node has
-        sent no heartbeat for `node_dead_seconds` (`nodes`: node -> last heartbeat), or they outlived their
-        grant (answered) or the ring time (unanswered) by `grace_seconds`. Each is charged up to the last moment
-        it was known alive, once (a late real end is then a repeat), its event saying end_reason "orphaned".
-        Returns (call id, trunk) per reaped call; the caller frees the trunks' channels."""
+        sent no heartbeat for `node_dead_seconds` (`nodes`: node -> last heartbeat); their node restarted after
+        they were admitted (`restarts`) and did not load them from its dialog table (`survivors`: the call ids
+        it did load); or they outlived their grant (answered) or the ring time (unanswered) by `grace_seconds`.
+        Each is charged up to the last moment it was known alive, once (a late real end is then a repeat), its
+        event saying end_reason "orphaned". Returns (call id, trunk) per reaped call; the caller frees the
+        trunks' channels."""
+        restarted = {node: [start.started, start.last_heartbeat] for node, start in (restarts or {}).items()}
         reaped = self._run(scripts.REAP, self._money_keys(account),
                            [now, grace_seconds, SETTLED_TTL_SECONDS, account, ring_seconds,
-                            json.dumps(nodes or {}), node_dead_seconds])
+                            json.dumps(nodes or {}), node_dead_seconds, json.dumps(restarted),
+                            json.dumps(dict.fromkeys(survivors, 1))])
         return [tuple(_text(v) for v in pair) for pair in reaped]
 
     # ------------------------------------------------------------------ nodes and restoring
@@ -279,6 +292,18 @@ class CallState:
 
     def node_heartbeats(self) -> dict[str, float]:
         return {_text(node): float(at) for node, at in self._redis.hgetall(self.keys.nodes).items()}
+
+    def node_started(self, node: str, at: float) -> None:
+        """A Kamailio node started (kamailio.cfg does this natively at its first heartbeat; the tests here)."""
+        self._redis.eval(scripts.NODE_STARTED.text, 2, self.keys.nodes, self.keys.node_starts, node, f"{at:.0f}")
+
+    def node_restarts(self) -> dict[str, NodeStart]:
+        """Each node's latest start: when, and its last heartbeat before it."""
+        starts = {}
+        for node, value in self._redis.hgetall(self.keys.node_starts).items():
+            started, _, before = _text(value).partition(":")
+            starts[_text(node)] = NodeStart(float(started), float(before or started))
+        return starts
 
     def restore_account(self, account: str, balance: int, calls: Sequence[tuple[str, OpenCall]] = ()) -> bool:
         """Rebuild the account's live money after Redis lost it (callstate/lua/restore_account.lua): `balance`

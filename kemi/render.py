@@ -63,6 +63,7 @@ class DialogDb:
     url: str
     table: str
     vars_table: str
+    period_seconds: int = 2  # how long a changed dialog may wait to be written (a crash loses what waits)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,8 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "DIALOG_DB_URL": dialog_db.url if dialog_db else "-",
         "DIALOG_TABLE": dialog_db.table if dialog_db else "-",
         "DIALOG_VARS_TABLE": dialog_db.vars_table if dialog_db else "-",
+        "DIALOG_DB_PERIOD": str(max(int(dialog_db.period_seconds), 1)) if dialog_db else "1",
+        "NODE_STARTED_LUA": _one_line(scripts.NODE_STARTED.text),
     }
     for name, value in values.items():
         if (not value and name not in _OPTIONAL) or any(c in value for c in '"\r'):
@@ -162,6 +165,15 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
             raise ValueError(f"kamailio.cfg has an unknown placeholder {match.group(0)}") from None
 
     return _PLACEHOLDER.sub(fill, TEMPLATE.read_text())
+
+
+def _one_line(lua: str) -> str:
+    """A Lua script as one line of a cfg string: its comment lines dropped (no `$` or `"` may be in it)."""
+    code = [line.strip() for line in lua.splitlines() if line.strip() and not line.strip().startswith("--")]
+    text = " ".join(code)
+    if '"' in text or "$" in text:
+        raise ValueError("a Lua script carried in kamailio.cfg cannot hold '\"' or '$'")
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -314,6 +314,32 @@ def test_admit_call_command_refuses_what_a_format_cannot_carry(admissions, accou
     assert admissions.admit_call_command(account, **values) is None
 
 
+def test_a_restarted_node_keeps_the_calls_it_loaded_and_the_others_are_charged_to_its_last_beat(
+        admissions, redis_client):
+    """A node writes its dialogs a second or two late: after a crash and restart it loads the older calls (they
+    go on) but not the youngest; those are settled up to its last heartbeat before the restart, at once, not
+    held until node_dead or charged their whole grant."""
+    admissions.credit("3002", 10 * EUR)
+    terms = (0, 0, 600_000, 1, 1)
+    for call in ("loaded", "too-young", "after"):
+        at = NOW + 60 if call == "after" else NOW
+        grant = admissions.admit_call("3002", call, now=at, cps=0, max_calls=0, credit_limit=0, terms=terms,
+                                      max_call_seconds=300, node="node-r")
+        assert grant.outcome == adm.ADMITTED
+        admissions.mark_answered("3002", call, at + 2)
+    admissions.heartbeat("node-r", NOW + 30)  # then it crashed, and came back at NOW + 50
+    admissions.node_started("node-r", NOW + 50)
+    restarts = admissions.node_restarts()
+    assert restarts == {"node-r": adm.NodeStart(NOW + 50, NOW + 30)}
+    assert admissions.node_heartbeats() == {"node-r": NOW + 50}
+    reaped = admissions.reap("3002", now=NOW + 70, grace_seconds=180, nodes=admissions.node_heartbeats(),
+                             node_dead_seconds=60, restarts=restarts, survivors={"loaded"})
+    assert reaped == [("too-young", "")]
+    assert admissions.open_call("3002", "loaded") and admissions.open_call("3002", "after")  # going on
+    (event,) = [CallEvent.decode(f) for _id, f in redis_client.xrange(admissions.events_key("3002"))]
+    assert (event.call_id, event.billable_seconds, event.end_reason) == ("too-young", 28, ORPHANED)  # 2 -> 30
+
+
 def test_reap_charges_orphans_up_to_the_last_moment_they_were_known_alive(admissions, redis_client):
     """SPEC §9: a call whose node died is charged up to its node's last heartbeat (at least one second, at most
     its grant), never free; its provider's cost rides on the event. A node's calls wait `node_dead` seconds

@@ -1,17 +1,22 @@
 -- The open calls of one account that cannot still be running, settled at what they cost up to the last moment
 -- they were known alive (SPEC §9: never free, never their whole grant when nobody knows), their events saying
 -- end_reason "orphaned":
--- - their node is dead (no heartbeat for node_dead seconds; a node restarting sooner keeps its calls): an
---   answered call is charged from its answer to the node's last heartbeat (it would have been settled had it
---   ended before), at least one second, at most its grant; an unanswered one costs nothing;
+-- - their node is dead (no heartbeat for node_dead seconds): an answered call is charged from its answer to
+--   the node's last heartbeat (it would have been settled had it ended before), at least one second, at most
+--   its grant; an unanswered one costs nothing;
+-- - their node restarted after they were admitted and did not load them from its dialog table (the node writes
+--   its dialogs a second or two late: a call answered just before a crash is lost): charged likewise, up to
+--   the node's last heartbeat before its restart. A node restarting keeps the calls it loaded (survivors);
 -- - their node is alive but the call outlived any end it could have (answered: its grant + grace seconds ago;
 --   unanswered: the ring time + grace): its end was lost; answered, it is charged its grant.
 -- KEYS: calls, money, settled, events stream. ARGV: now, grace seconds, settled TTL, account, ring seconds,
--- nodes (JSON {node = last heartbeat, epoch seconds}), node_dead seconds.
+-- nodes (JSON {node = last heartbeat, epoch seconds}), node_dead seconds, restarts (JSON {node = {started, last
+-- heartbeat before}}), survivors (JSON {call id = 1}: the calls restarted nodes loaded).
 -- Returns {call id, trunk or ""} per reaped call (the caller frees the trunk's channel: another slot).
 -- #include cost
 local now, grace, ring = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 local nodes, node_dead = cjson.decode(ARGV[6]), tonumber(ARGV[7])
+local restarts, survivors = cjson.decode(ARGV[8] or '{}'), cjson.decode(ARGV[9] or '{}')
 
 local function numbers(strings)
   local out = {}
@@ -20,8 +25,10 @@ local function numbers(strings)
 end
 
 -- The moment to charge the call up to, or nil while it may still be running.
-local function last_alive(call, answered)
+local function last_alive(call_id, call, answered)
   local admitted, granted = tonumber(call.t), tonumber(call.g)
+  local restart = restarts[call.n or '']
+  if restart and admitted < tonumber(restart[1]) and not survivors[call_id] then return tonumber(restart[2]) end
   local heartbeat = tonumber(nodes[call.n or ''] or admitted)
   if now - heartbeat > node_dead then return heartbeat end
   if answered and answered + granted + grace < now then return answered + granted end
@@ -56,7 +63,7 @@ for i = 1, #entries, 2 do
     redis.call('HDEL', KEYS[1], call_id)
     redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(call.r))
   else
-    local ended = last_alive(call, answered)
+    local ended = last_alive(call_id, call, answered)
     if ended then
       redis.call('HDEL', KEYS[1], call_id)
       redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(call.r))

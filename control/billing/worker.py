@@ -114,7 +114,7 @@ class BillingWorker:
             if not self.live.ready:  # Redis lost its money and is not restored yet: nothing may build on it
                 return Tick(restored)
             pushed = push_pending(conn, self.state)
-            reaped = self.reaper.reap(now)
+            reaped = self.reaper.reap(conn, now)
             recorded = self.ledger.record(conn)
         return Tick(restored, pushed, reaped, recorded, self.invoice_if_due())
 
