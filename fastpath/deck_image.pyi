@@ -1,17 +1,31 @@
 # Type stub of fastpath/deck_image.pyx (the C-level API, match() and record_strings(), is in deck_image.pxd).
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from os import PathLike
 from typing import Literal
 
+from typing_extensions import Buffer
+
 FORMAT_VERSION: int
 MAX_PREFIX_DIGITS: int
+IMAGE_LAYOUT: str
 
 Kind = Literal["odeck", "tdeck"]
 # odeck: (connect_fee, included_seconds, rate_per_min, initial_increment, increment, forced_trunks, priority)
 # tdeck: (connect_fee, included_seconds, rate_per_min, initial_increment, increment, strip, prepend, priority)
 Record = tuple[int, int, int, int, int, list[str], int] | tuple[int, int, int, int, int, int, str, int]
+Row = Sequence[object]  # a snapshot row: positions are snapshot_format.COLUMNS[kind]
 
-def build_image(path: str | PathLike[str], kind: Kind, rows: list[list]) -> int: ...
+class DeckBuilder:
+    kind: Kind
+    def __init__(self, kind: Kind) -> None: ...
+    def add(self, rows: Iterable[Row]) -> None: ...
+    def finish(self) -> bytearray: ...
+    def __len__(self) -> int: ...
+
+def encode_image(kind: Kind, rows: Iterable[Row]) -> bytearray: ...
+def build_image(path: str | PathLike[str], kind: Kind, rows: Iterable[Row]) -> int: ...
+def digest64(data: Buffer) -> int: ...
+def read_image_header(head: Buffer, where: str = ...) -> tuple[Kind, int, int]: ...
 def image_file_stem(family: str) -> str: ...
 
 class DeckImage:

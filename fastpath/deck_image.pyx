@@ -29,21 +29,23 @@ D grows with the deck (10**(D+1) <= count, 1 <= D <= 5): about ten or more prefi
 level of 8 * 10**D bytes (800 kB for a million prefixes), small enough to stay in the CPU caches.
 
 The reference twin is fastpath/reference/lpm.py (a dict and a loop); tests/test_deck_image.py checks
-that both agree.
+that both agree. fastpath/reference/image.py reads the rows back out of an image's bytes with struct:
+the layout's readable statement.
 """
 
 import errno as _errno
 import fcntl
 import os
 import re
+import sys
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.errno cimport errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcmp, memset
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcmp, memcpy, memset
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, mmap, munmap
 
 cdef extern from *:
@@ -69,6 +71,59 @@ cdef extern from *:
         return p11 + (p01 >> 32) + (p10 >> 32) + (middle >> 32);
     #endif
     }
+    /* XXH64 with seed 0, as published (github.com/Cyan4973/xxHash, doc/xxhash_spec.md): words are read
+       little-endian whatever the machine, so the digest of a chunk is the same everywhere. */
+    #define TG_P1 0x9E3779B185EBCA87ULL
+    #define TG_P2 0xC2B2AE3D27D4EB4FULL
+    #define TG_P3 0x165667B19E3779F9ULL
+    #define TG_P4 0x85EBCA77C2B2AE63ULL
+    #define TG_P5 0x27D4EB2F165667C5ULL
+    static inline uint64_t tg_rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+    static inline uint64_t tg_read64(const unsigned char* p) {
+        uint64_t v; memcpy(&v, p, 8);
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        v = __builtin_bswap64(v);
+    #endif
+        return v;
+    }
+    static inline uint64_t tg_read32(const unsigned char* p) {
+        uint32_t v; memcpy(&v, p, 4);
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        v = __builtin_bswap32(v);
+    #endif
+        return v;
+    }
+    static inline uint64_t tg_xxround(uint64_t acc, uint64_t input) {
+        return tg_rotl(acc + input * TG_P2, 31) * TG_P1;
+    }
+    static inline uint64_t tg_xxmerge(uint64_t acc, uint64_t lane) {
+        return (acc ^ tg_xxround(0, lane)) * TG_P1 + TG_P4;
+    }
+    static uint64_t tg_xxh64(const unsigned char* p, size_t length) {
+        const unsigned char* end = p + length;
+        uint64_t h;
+        if (length >= 32) {
+            const unsigned char* limit = end - 32;
+            uint64_t v1 = TG_P1 + TG_P2, v2 = TG_P2, v3 = 0, v4 = -TG_P1;
+            do {
+                v1 = tg_xxround(v1, tg_read64(p));
+                v2 = tg_xxround(v2, tg_read64(p + 8));
+                v3 = tg_xxround(v3, tg_read64(p + 16));
+                v4 = tg_xxround(v4, tg_read64(p + 24));
+                p += 32;
+            } while (p <= limit);
+            h = tg_rotl(v1, 1) + tg_rotl(v2, 7) + tg_rotl(v3, 12) + tg_rotl(v4, 18);
+            h = tg_xxmerge(h, v1); h = tg_xxmerge(h, v2); h = tg_xxmerge(h, v3); h = tg_xxmerge(h, v4);
+        } else {
+            h = TG_P5;
+        }
+        h += (uint64_t)length;
+        for (; p + 8 <= end; p += 8) h = tg_rotl(h ^ tg_xxround(0, tg_read64(p)), 27) * TG_P1 + TG_P4;
+        if (p + 4 <= end) { h = tg_rotl(h ^ (tg_read32(p) * TG_P1), 23) * TG_P2 + TG_P3; p += 4; }
+        for (; p < end; p++) h = tg_rotl(h ^ (*p * TG_P5), 11) * TG_P1;
+        h ^= h >> 33; h *= TG_P2; h ^= h >> 29; h *= TG_P3; h ^= h >> 32;
+        return h;
+    }
     """
     void TG_PREFETCH(const void* p) nogil
     bint PyUnicode_IS_ASCII(object text)
@@ -78,6 +133,7 @@ cdef extern from *:
     int TG_LOWEST_BIT(uint32_t m) nogil
     uint64_t tg_mix(uint64_t x) nogil
     uint64_t tg_range(uint64_t h, uint64_t n) nogil
+    uint64_t tg_xxh64(const unsigned char* p, size_t length) nogil
 
 cdef enum:
     MAX_DIGITS = 18
@@ -90,6 +146,10 @@ cdef enum:
 
 FORMAT_VERSION = 2
 MAX_PREFIX_DIGITS = MAX_DIGITS
+# The images this build writes and maps, named for the projection's snapshot header: a process whose build
+# maps another layout refuses a deck before reading it (fastpath/snapshot_format.py).
+IMAGE_LAYOUT = (f"deck image {FORMAT_VERSION}, {sys.byteorder}-endian, header {sizeof(ImageHeader)}, "
+                f"entry {sizeof(Entry)}, record {sizeof(RateRec)}, level entry {sizeof(LevelEntry)}")
 
 cdef const char* MAGIC = b"TGDECKIM"
 cdef uint32_t _FORMAT_VERSION = 2
@@ -187,176 +247,297 @@ cdef str _tdeck_text(object prepend, Py_ssize_t row):
     return prepend
 
 
-def build_image(path, str kind, list rows) -> int:
-    """Write an image for kind 'odeck' or 'tdeck' from snapshot rows (positions = COLUMNS[kind]).
+cdef enum:
+    BUILDER_OPEN = 0
+    BUILDER_FINISHED = 1
+    BUILDER_FAILED = 2
 
-    Atomic: the image goes to path + '.tmp-<pid>', is fsynced, then renamed over path, so a reader sees
-    the old image or the new one, never a part. Returns the number of entries. ValueError names the
-    first bad row (duplicate prefix, prefix not 1..18 digits, wrong types or out-of-range numbers).
+
+cdef class DeckBuilder:
+    """Lays out the image of one deck from its rows, taken in batches (e.g. straight from a database cursor).
+
+    add() checks each row as it comes: ValueError names the first bad row, rows counted across batches (a
+    duplicate of an earlier row's prefix comes first, then the row's own columns). Only C data is kept: a key
+    and a RateRec per row, each distinct text once in the string pool. finish() places the keys and returns
+    the image, byte for byte the file DeckImage maps; the same rows in the same order make the same bytes.
+    A builder that finished, or raised, is spent.
     """
-    cdef uint32_t kind_code
-    cdef bint odeck
-    cdef Py_ssize_t ncols, n, i = 0
-    cdef uint64_t pool_size = 0, slot_count = 0, pilot_count = 0, seed = 0, level_count
-    cdef uint64_t level_offset, pilot_offset, remap_offset, strings_offset
-    cdef uint32_t length_mask = 0, digits, limit
+    cdef uint64_t* _keys
+    cdef RateRec* _records
+    cdef Py_ssize_t _count
+    cdef Py_ssize_t _capacity
+    cdef uint32_t _kind_code
+    cdef uint32_t _length_mask
+    cdef uint64_t _pool_size
+    cdef dict _pool
+    cdef list _pieces
+    cdef int _state
+    cdef readonly str kind
+
+    def __cinit__(self, str kind):
+        if kind not in _KIND_CODES:
+            raise ValueError(f"kind {kind!r} is not 'odeck' or 'tdeck'")
+        self.kind = kind
+        self._kind_code = _KIND_CODES[kind]
+        self._pool = {"": (0, 0)}
+        self._pieces = []
+
+    def __dealloc__(self):
+        self._release()
+
+    def __len__(self):
+        return self._count
+
+    cdef void _release(self) noexcept:
+        free(self._keys)
+        free(self._records)
+        self._keys = NULL
+        self._records = NULL
+        self._capacity = 0
+
+    cdef int _check_open(self) except -1:
+        if self._state == BUILDER_FINISHED:
+            raise ValueError("the deck builder has finished: start another")
+        if self._state == BUILDER_FAILED:
+            raise ValueError("the deck builder failed on an earlier row: start another")
+        return 0
+
+    cdef int _reserve(self, Py_ssize_t more) except -1:
+        cdef Py_ssize_t wanted = self._count + more, capacity
+        cdef void* grown
+        if wanted <= self._capacity:
+            return 0
+        if <uint64_t>wanted > MAX_ENTRIES:
+            raise ValueError(f"{wanted} rows: an image holds at most {MAX_ENTRIES}")
+        capacity = max(wanted, 2 * self._capacity, 1024)
+        grown = realloc(self._keys, capacity * sizeof(uint64_t))
+        if grown == NULL:
+            raise MemoryError(f"keys of {capacity} rows")
+        self._keys = <uint64_t*>grown
+        grown = realloc(self._records, capacity * sizeof(RateRec))
+        if grown == NULL:
+            raise MemoryError(f"records of {capacity} rows")
+        self._records = <RateRec*>grown
+        self._capacity = capacity
+        return 0
+
+    def add(self, rows):
+        """Check and take a batch of rows: lists or tuples whose positions are snapshot_format.COLUMNS[kind]."""
+        cdef Py_ssize_t n, j, i
+        cdef Py_ssize_t ncols = _KIND_COLUMNS[self.kind]
+        cdef bint odeck = self._kind_code == KIND_ODECK
+        cdef RateRec* rec
+        cdef int plen
+        self._check_open()
+        if type(rows) is not list:
+            rows = list(rows)
+        n = len(rows)
+        i = self._count
+        try:
+            self._reserve(n)
+            for j in range(n):
+                row = rows[j]
+                if (type(row) is not list and type(row) is not tuple) or len(row) != ncols:
+                    raise ValueError(f"row {i}: {row!r} is not a {self.kind} row of {ncols} columns "
+                                     f"{_ODECK_NAMES if odeck else _TDECK_NAMES}")
+                self._keys[i] = _prefix_key(row[0], i)
+                plen = len(<str>row[0])
+                rec = &self._records[i]
+                memset(rec, 0, sizeof(RateRec))   # the padding too: equal rows, equal bytes
+                rec.prefix_len = <uint8_t>plen
+                rec.connect_fee = _int64(row[1], i, "connect_fee")
+                rec.included_seconds = _int32(row[2], i, "included_seconds")
+                rec.rate_per_min = _int64(row[3], i, "rate_per_min")
+                rec.initial_increment = _int32(row[4], i, "initial_increment")
+                rec.increment = _int32(row[5], i, "increment")
+                if odeck:
+                    text = _odeck_text(row[6], i)
+                    rec.priority = _int32(row[7], i, "priority")
+                else:
+                    rec.strip = _int32(row[6], i, "strip")
+                    text = _tdeck_text(row[7], i)
+                    rec.priority = _int32(row[8], i, "priority")
+                rec.str_offset, rec.str_length = self._locate(text, i)
+                self._length_mask |= (<uint32_t>1) << plen
+                i += 1
+        except ValueError:
+            self._state = BUILDER_FAILED
+            duplicate = _first_duplicate(self._keys, i)   # rows before the bad one, in row order
+            if duplicate is not None:
+                raise duplicate from None
+            raise
+        except BaseException:
+            self._state = BUILDER_FAILED
+            raise
+        self._count = i
+
+    cdef tuple _locate(self, str text, Py_ssize_t row):
+        """(offset, length) of the text in the string pool, added the first time it is seen."""
+        located = self._pool.get(text)
+        if located is None:
+            try:
+                encoded = text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"row {row}: text {text!r} is not valid Unicode") from None
+            located = (self._pool_size, len(encoded))
+            self._pool_size += len(encoded)
+            if self._pool_size > 0xFFFFFFFF:
+                raise ValueError(f"row {row}: the string pool exceeds 4 GiB")
+            self._pool[text] = located
+            self._pieces.append(encoded)
+        return located
+
+    def finish(self):
+        """Place the keys; return the image as a bytearray of exactly its file size."""
+        self._check_open()
+        try:
+            image = self._layout()
+        except BaseException:
+            self._state = BUILDER_FAILED
+            raise
+        self._state = BUILDER_FINISHED
+        self._release()
+        self._pool = None
+        self._pieces = None
+        return image
+
+    cdef object _layout(self):
+        cdef Py_ssize_t n = self._count, i
+        cdef uint64_t slot_count = 0, pilot_count = 0, seed = 0, level_count, offset
+        cdef uint64_t level_offset, pilot_offset, remap_offset, strings_offset, file_size
+        cdef uint32_t digits
+        cdef uint32_t* positions
+        cdef char* base
+        cdef Entry* entries
+        cdef Entry* entry
+        cdef ImageHeader header
+
+        position_bytes = bytearray(n * sizeof(uint32_t))
+        positions = <uint32_t*>PyByteArray_AS_STRING(position_bytes)
+        pilot_bytes, remap_bytes, seed, slot_count = _perfect_hash(self._keys, n, positions)
+        pilot_count = len(pilot_bytes) // sizeof(uint16_t)
+
+        digits = _level_digits_for(n)
+        level_count = POW10[digits]
+        level_offset = _align64(HEADER_SPACE + <uint64_t>n * sizeof(Entry))
+        pilot_offset = _align64(level_offset + level_count * sizeof(LevelEntry))
+        remap_offset = _align64(pilot_offset + pilot_count * sizeof(uint16_t))
+        strings_offset = _align64(remap_offset + (slot_count - <uint64_t>n) * sizeof(uint32_t))
+        file_size = strings_offset + self._pool_size
+
+        memset(&header, 0, sizeof(ImageHeader))
+        memcpy(header.magic, MAGIC, 8)
+        header.format_version = _FORMAT_VERSION
+        header.kind = self._kind_code
+        header.header_size = sizeof(ImageHeader)
+        header.record_size = sizeof(RateRec)
+        header.slot_size = sizeof(Slot)
+        header.length_mask = self._length_mask
+        header.count = n
+        header.slot_count = slot_count
+        header.table_offset = HEADER_SPACE
+        header.records_offset = HEADER_SPACE + sizeof(Slot)
+        header.strings_offset = strings_offset
+        header.strings_size = self._pool_size
+        header.file_size = file_size
+        header.byte_order = BYTE_ORDER
+        header.level_digits = digits
+        header.level_offset = level_offset
+        header.pilot_offset = pilot_offset
+        header.pilot_count = pilot_count
+        header.remap_offset = remap_offset
+        header.hash_seed = seed
+        header.entry_size = sizeof(Entry)
+        header.level_entry_size = sizeof(LevelEntry)
+
+        image = bytearray(file_size)        # zeroed: gaps, Slot.reserved and padding stay 0
+        base = PyByteArray_AS_STRING(image)
+        memcpy(base, &header, sizeof(ImageHeader))
+        entries = <Entry*>(base + HEADER_SPACE)
+        for i in range(n):
+            entry = &entries[positions[i]]
+            entry.slot.key = self._keys[i]
+            entry.slot.index = positions[i]
+            entry.rec = self._records[i]
+        _fill_level(<LevelEntry*>(base + level_offset), digits, self._keys, entries, positions, n)
+        memcpy(base + pilot_offset, PyByteArray_AS_STRING(pilot_bytes), len(pilot_bytes))
+        memcpy(base + remap_offset, PyByteArray_AS_STRING(remap_bytes), len(remap_bytes))
+        offset = strings_offset
+        for piece in self._pieces:
+            memcpy(base + offset, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece))
+            offset += PyBytes_GET_SIZE(piece)
+        return image
+
+
+cdef tuple _perfect_hash(const uint64_t* keys, Py_ssize_t n, uint32_t* positions):
+    """(pilots, remap, seed, slot_count) placing the n keys; positions[i] gets key i's entry position."""
+    cdef uint64_t slot_count = 0, pilot_count, seed = 0
+    cdef uint32_t limit
+    cdef int status = PLACE_OK, attempt = 0
     cdef uint16_t* pilots
     cdef uint32_t* remap
-    cdef uint64_t* keys
     cdef uint64_t* hashes
-    cdef uint32_t* positions
-    cdef RateRec* rec
-    cdef RateRec* records
-    cdef Entry* entries
-    cdef Entry* entry
-    cdef ImageHeader header
-    cdef int plen, status = PLACE_OK, attempt
-
-    path = os.fspath(path)
-    if kind not in _KIND_CODES:
-        raise ValueError(f"kind {kind!r} is not 'odeck' or 'tdeck'")
-    kind_code = _KIND_CODES[kind]
-    odeck = kind_code == KIND_ODECK
-    ncols = _KIND_COLUMNS[kind]
-    names = _ODECK_NAMES if odeck else _TDECK_NAMES
-    n = len(rows)
-    if <uint64_t>n > MAX_ENTRIES:
-        raise ValueError(f"{n} rows: an image holds at most {MAX_ENTRIES}")
-
-    key_bytes = bytearray(n * sizeof(uint64_t))
-    record_bytes = bytearray(n * sizeof(RateRec))       # zeroed: struct padding stays 0
-    keys = <uint64_t*>PyByteArray_AS_STRING(key_bytes)
-    records = <RateRec*>PyByteArray_AS_STRING(record_bytes)
-    pool = {"": (0, 0)}
-    pieces = []
-
-    try:
-        for i in range(n):
-            row = rows[i]
-            if (type(row) is not list and type(row) is not tuple) or len(row) != ncols:
-                raise ValueError(f"row {i}: {row!r} is not a {kind} row of {ncols} columns {names}")
-            keys[i] = _prefix_key(row[0], i)
-            plen = len(<str>row[0])
-            rec = &records[i]
-            rec.prefix_len = <uint8_t>plen
-            rec.connect_fee = _int64(row[1], i, "connect_fee")
-            rec.included_seconds = _int32(row[2], i, "included_seconds")
-            rec.rate_per_min = _int64(row[3], i, "rate_per_min")
-            rec.initial_increment = _int32(row[4], i, "initial_increment")
-            rec.increment = _int32(row[5], i, "increment")
-            if odeck:
-                text = _odeck_text(row[6], i)
-                rec.strip = 0
-                rec.priority = _int32(row[7], i, "priority")
-            else:
-                rec.strip = _int32(row[6], i, "strip")
-                text = _tdeck_text(row[7], i)
-                rec.priority = _int32(row[8], i, "priority")
-            located = pool.get(text)
-            if located is None:
-                encoded = (<str>text).encode("utf-8")
-                located = (pool_size, len(encoded))
-                pool_size += len(encoded)
-                if pool_size > 0xFFFFFFFF:
-                    raise ValueError("the string pool exceeds 4 GiB")
-                pool[text] = located
-                pieces.append(encoded)
-            rec.str_offset = located[0]
-            rec.str_length = located[1]
-            length_mask |= (<uint32_t>1) << plen
-    except ValueError:
-        # Row i is bad; a duplicate prefix on an earlier row is the first bad row (rows are checked in
-        # order, a duplicate when its row is reached, after the row's own columns).
-        duplicate = _first_duplicate(rows, keys, i)
-        if duplicate is not None:
-            raise duplicate from None
-        raise
-
-    # The perfect hash. Equal keys hash equally: _place_keys reports them, the first is named in row order.
-    position_bytes = bytearray(n * sizeof(uint32_t))
+    if n == 0:
+        return bytearray(), bytearray(), 0, 0
     hash_bytes = bytearray(n * sizeof(uint64_t))
-    positions = <uint32_t*>PyByteArray_AS_STRING(position_bytes)
     hashes = <uint64_t*>PyByteArray_AS_STRING(hash_bytes)
-    pilot_bytes = remap_bytes = bytearray()
-    if n:
-        pilot_count = <uint64_t>n // 4 + 1
-        for attempt in range(len(_RANGE_DIVISORS)):
-            seed = tg_mix(SEED_BASE + <uint64_t>attempt)
-            slot_count = <uint64_t>n + <uint64_t>n // <uint64_t>_RANGE_DIVISORS[attempt] + 1
-            pilot_bytes = bytearray(pilot_count * sizeof(uint16_t))
-            remap_bytes = bytearray((slot_count - <uint64_t>n) * sizeof(uint32_t))
-            pilots = <uint16_t*>PyByteArray_AS_STRING(pilot_bytes)
-            remap = <uint32_t*>PyByteArray_AS_STRING(remap_bytes)
-            limit = _pilot_limit
-            with nogil:
-                status = _place_keys(keys, hashes, <uint64_t>n, seed, slot_count, pilot_count, pilots, remap,
-                                     positions, limit)
-            if status != PLACE_FAILED:
-                break
-        if status == PLACE_DUPLICATE:
-            raise _first_duplicate(rows, keys, n)
-        if status == PLACE_NO_MEMORY:
-            raise MemoryError(f"placing {n} prefixes")
-        if status != PLACE_OK:
-            raise ValueError(f"{n} rows: no perfect hash found for the prefixes (tried {attempt + 1} seeds)")
+    pilot_count = <uint64_t>n // 4 + 1
+    for attempt in range(len(_RANGE_DIVISORS)):
+        seed = tg_mix(SEED_BASE + <uint64_t>attempt)
+        slot_count = <uint64_t>n + <uint64_t>n // <uint64_t>_RANGE_DIVISORS[attempt] + 1
+        pilot_bytes = bytearray(pilot_count * sizeof(uint16_t))
+        remap_bytes = bytearray((slot_count - <uint64_t>n) * sizeof(uint32_t))
+        pilots = <uint16_t*>PyByteArray_AS_STRING(pilot_bytes)
+        remap = <uint32_t*>PyByteArray_AS_STRING(remap_bytes)
+        limit = _pilot_limit
+        with nogil:
+            status = _place_keys(keys, hashes, <uint64_t>n, seed, slot_count, pilot_count, pilots, remap,
+                                 positions, limit)
+        if status != PLACE_FAILED:
+            break
+    if status == PLACE_DUPLICATE:   # equal keys hash equally: name the first duplicate in row order
+        raise _first_duplicate(keys, n)
+    if status == PLACE_NO_MEMORY:
+        raise MemoryError(f"placing {n} prefixes")
+    if status != PLACE_OK:
+        raise ValueError(f"{n} rows: no perfect hash found for the prefixes (tried {attempt + 1} seeds)")
+    return pilot_bytes, remap_bytes, seed, slot_count
 
-    entry_bytes = bytearray(n * sizeof(Entry))          # zeroed: Slot.reserved and padding stay 0
-    entries = <Entry*>PyByteArray_AS_STRING(entry_bytes)
-    for i in range(n):
-        entry = &entries[positions[i]]
-        entry.slot.key = keys[i]
-        entry.slot.index = positions[i]
-        entry.rec = records[i]
-    del record_bytes, hash_bytes
 
-    digits = _level_digits_for(n)
-    level_count = POW10[digits]
-    level_bytes = bytearray(level_count * sizeof(LevelEntry))
-    _fill_level(<LevelEntry*>PyByteArray_AS_STRING(level_bytes), digits, keys, entries, positions, n)
+def encode_image(str kind, rows):
+    """The image of a deck of kind 'odeck' or 'tdeck' from its rows (positions = COLUMNS[kind]), as a bytearray.
 
-    level_offset = _align64(HEADER_SPACE + <uint64_t>n * sizeof(Entry))
-    pilot_offset = _align64(level_offset + level_count * sizeof(LevelEntry))
-    remap_offset = _align64(pilot_offset + pilot_count * sizeof(uint16_t))
-    strings_offset = _align64(remap_offset + (slot_count - <uint64_t>n) * sizeof(uint32_t))
-    memset(&header, 0, sizeof(ImageHeader))
-    for i in range(8):
-        header.magic[i] = MAGIC[i]
-    header.format_version = _FORMAT_VERSION
-    header.kind = kind_code
-    header.header_size = sizeof(ImageHeader)
-    header.record_size = sizeof(RateRec)
-    header.slot_size = sizeof(Slot)
-    header.length_mask = length_mask
-    header.count = n
-    header.slot_count = slot_count
-    header.table_offset = HEADER_SPACE
-    header.records_offset = HEADER_SPACE + sizeof(Slot)
-    header.strings_offset = strings_offset
-    header.strings_size = pool_size
-    header.file_size = strings_offset + pool_size
-    header.byte_order = BYTE_ORDER
-    header.level_digits = digits
-    header.level_offset = level_offset
-    header.pilot_offset = pilot_offset
-    header.pilot_count = pilot_count
-    header.remap_offset = remap_offset
-    header.hash_seed = seed
-    header.entry_size = sizeof(Entry)
-    header.level_entry_size = sizeof(LevelEntry)
-    header_bytes = (<char*>&header)[:sizeof(ImageHeader)]
-    sections = [(0, header_bytes), (HEADER_SPACE, entry_bytes), (level_offset, level_bytes),
-                (pilot_offset, pilot_bytes), (remap_offset, remap_bytes), (strings_offset, b"".join(pieces))]
+    What the publisher puts in Redis and a fast-path process writes to its image file. ValueError names the
+    first bad row (duplicate prefix, prefix not 1..18 digits, wrong types or out-of-range numbers).
+    """
+    builder = DeckBuilder(kind)
+    builder.add(rows)
+    return builder.finish()
 
+
+def build_image(path, str kind, rows) -> int:
+    """Write an image for kind 'odeck' or 'tdeck' from rows (see encode_image); return the number of entries.
+
+    Atomic and durable: the image goes to path + '.tmp-<pid>', is fsynced, then renamed over path, so a
+    reader sees the old image or the new one, never a part, even after a crash.
+    """
+    builder = DeckBuilder(kind)
+    builder.add(rows)
+    image = builder.finish()
+    _write_atomically(os.fspath(path), (image,), durable=True)
+    return len(builder)
+
+
+def _write_atomically(str path, chunks, bint durable):
+    """Write the chunks to path + '.tmp-<pid>' and rename that over path (fsyncing first when durable)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as out:
-            written = 0
-            for offset, data in sections:
-                out.write(bytes(offset - written))
-                out.write(data)
-                written = offset + len(data)
-            out.flush()
-            os.fsync(out.fileno())
+            for chunk in chunks:
+                out.write(chunk)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -364,8 +545,35 @@ def build_image(path, str kind, list rows) -> int:
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(os.path.dirname(os.path.abspath(path)))
-    return n
+    if durable:
+        _fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def digest64(const unsigned char[::1] data not None) -> int:
+    """XXH64 (seed 0) of a buffer: the digest of each projection snapshot chunk (fastpath/snapshot_format).
+
+    Several GB/s, so that checking a deck costs little next to reading it from Redis. The readable twin is
+    fastpath/reference/xxh64.py; the values are the published XXH64 ones.
+    """
+    cdef uint64_t h
+    cdef Py_ssize_t n = data.shape[0]
+    if n == 0:
+        return tg_xxh64(NULL, 0)
+    with nogil:
+        h = tg_xxh64(&data[0], <size_t>n)
+    return h
+
+
+def read_image_header(head, str where="image"):
+    """(kind, count, file_size) that an image's first bytes declare; ValueError unless they begin an image of
+    the format and layout this build maps (so a reader can refuse an image before it has all of it)."""
+    cdef const unsigned char[::1] view = head
+    cdef ImageHeader header
+    if <size_t>view.shape[0] < sizeof(ImageHeader):
+        raise ValueError(f"{where}: {view.shape[0]} bytes is too short for a deck image header")
+    memcpy(&header, &view[0], sizeof(ImageHeader))
+    _check_identity(&header, where)
+    return _KIND_NAMES[header.kind], header.count, header.file_size
 
 
 cpdef uint32_t _level_digits_for(Py_ssize_t count):
@@ -376,14 +584,14 @@ cpdef uint32_t _level_digits_for(Py_ssize_t count):
     return digits
 
 
-cdef object _first_duplicate(list rows, const uint64_t* keys, Py_ssize_t before):
+cdef object _first_duplicate(const uint64_t* keys, Py_ssize_t before):
     """ValueError for the first row (in row order, below `before`) whose prefix an earlier row has; or None."""
     cdef Py_ssize_t i
     seen = {}
     for i in range(before):
         first = seen.setdefault(keys[i], i)
         if first != i:
-            return ValueError(f"row {i}: prefix {rows[i][0]!r} already on row {first}")
+            return ValueError(f"row {i}: prefix {str(keys[i])[1:]!r} already on row {first}")
     return None
 
 
@@ -762,12 +970,8 @@ cdef class DeckImage:
         return matched
 
 
-cdef _check_header(const ImageHeader* header, uint64_t size, str path):
-    """ValueError unless the header describes a well-formed image of exactly `size` bytes.
-
-    The layout follows from the counts (see build_image): every offset must be the one expected, so each
-    section lies inside the file and none overlaps another. Arithmetic on Python ints: no wrap-around.
-    """
+cdef _check_identity(const ImageHeader* header, str path):
+    """ValueError unless the header is a deck image's, of this format, byte order and struct layout."""
     if memcmp(header.magic, MAGIC, 8) != 0:
         raise ValueError(f"{path}: not a deck image (bad magic {bytes(header.magic[:8])!r})")
     if header.format_version != _FORMAT_VERSION:
@@ -779,6 +983,15 @@ cdef _check_header(const ImageHeader* header, uint64_t size, str path):
         raise ValueError(f"{path}: image written by a build with another byte order or struct layout")
     if header.kind not in (KIND_ODECK, KIND_TDECK):
         raise ValueError(f"{path}: unknown deck kind {header.kind}")
+
+
+cdef _check_header(const ImageHeader* header, uint64_t size, str path):
+    """ValueError unless the header describes a well-formed image of exactly `size` bytes.
+
+    The layout follows from the counts (see DeckBuilder): every offset must be the one expected, so each
+    section lies inside the file and none overlaps another. Arithmetic on Python ints: no wrap-around.
+    """
+    _check_identity(header, path)
     if header.file_size != size:
         raise ValueError(f"{path}: the header says {header.file_size} bytes, the file has {size} "
                          f"(truncated or overwritten)")

@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 
 from fastpath import deck_image
 from fastpath import snapshot_format as fmt
+from fastpath.reference import image as reference_image
 from fastpath.reference import lpm as reference_lpm
+from fastpath.reference.xxh64 import xxh64
 
 IMPLEMENTATIONS = [pytest.param(deck_image, id="cython"), pytest.param(reference_lpm, id="reference")]
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -94,6 +96,8 @@ def test_image_agrees_with_reference(tmp_path, kind, data):
             assert image.longest_match(row[0]) == (row[0], tuple(row[1:]))
         for number in data.draw(numbers_for(rows)):
             assert image.longest_match(number) == expected(table, number), number
+    with open(path, "rb") as f:  # the readable decoder of the layout reads the same rows out of the bytes
+        assert reference_image.decode(f.read()) == (kind, sorted(rows))
 
 
 @pytest.mark.parametrize("kind", ["odeck", "tdeck"])
@@ -424,6 +428,51 @@ def test_cache_rebuilds_a_corrupt_file_and_checks_arguments(tmp_path):
         cache.get("tdeck:x", 1, "zdeck", list)
     with pytest.raises(ValueError):
         cache.get("", 1, "tdeck", list)
+
+
+def test_rows_added_in_batches_make_the_same_image():
+    rows = nested_rows(5_000, seed=3)
+    builder = deck_image.DeckBuilder("odeck")
+    for start in range(0, len(rows), 1_234):
+        builder.add(rows[start:start + 1_234])
+    assert len(builder) == len(rows)
+    assert builder.finish() == deck_image.encode_image("odeck", rows)
+    with pytest.raises(ValueError, match="finished"):
+        builder.add([odeck_row("1")])
+    assert deck_image.DeckBuilder("tdeck").finish() == deck_image.encode_image("tdeck", [])
+
+
+@pytest.mark.parametrize(("batches", "message"), [
+    ([[odeck_row("44"), odeck_row("1")], [odeck_row("2"), odeck_row("44")]], r"^row 3: prefix '44' already on row 0"),
+    ([[odeck_row("44")], [odeck_row("1"), ["5", 0, 0, 1.5, 1, 1, [], 0]]], r"^row 2: rate_per_min"),
+    ([[odeck_row("7")], [odeck_row("7"), odeck_row("x")]], r"^row 1: prefix '7' already on row 0"),
+])
+def test_rows_are_numbered_across_batches(batches, message):
+    builder = deck_image.DeckBuilder("odeck")
+    with pytest.raises(ValueError, match=message):  # from add() or from finish(), whichever meets it
+        for batch in batches:
+            builder.add(batch)
+        builder.finish()
+    with pytest.raises(ValueError, match="failed"):
+        builder.finish()
+
+
+# ------------------------------------------------------------------------------------------- chunk digest
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), cut=st.integers(0, 300))
+def test_the_chunk_digest_is_xxh64_as_its_reference_computes_it(data, cut):
+    assert deck_image.digest64(data) == xxh64(data)
+    assert deck_image.digest64(memoryview(data)[cut:]) == xxh64(data[cut:])
+
+
+def test_the_chunk_digest_has_the_published_xxh64_values():
+    vectors = {b"": 0xEF46DB3751D8E999, b"a": 0xD24EC4F1A98C6E5B, b"abc": 0x44BC2CF5AD770999,
+               b"Nobody inspects the spammish repetition": 0xFBCEA83C8A378BF1}
+    for data, digest in vectors.items():
+        assert deck_image.digest64(data) == digest == xxh64(data)
+    big = random.Random(1).randbytes(1 << 16)
+    assert deck_image.digest64(bytearray(big)) == xxh64(big)
 
 
 # ------------------------------------------------------------------------------------------- the layout (format 2)
