@@ -3,17 +3,18 @@
 Writers mark families dirty inside their transaction (`mark_dirty`): a change counter in PostgreSQL plus
 a NOTIFY delivered at commit. The Publisher thread wakes on the NOTIFY (or every few seconds, to catch
 up after Redis or this process was down), rebuilds each family whose counter is ahead of what Redis
-holds, writes the new version in chunks, and swaps the pointer atomically with one script that also
-announces the version on the feed stream. Readers never see half a snapshot: they only ever follow the
-pointer to a complete one.
+holds, writes the new version in chunks (write_snapshot: JSON rows, or for a deck its image, laid out here
+once for every node), and swaps the pointer atomically with one script that also announces the version on
+the feed stream. Readers never see half a snapshot: they only ever follow the pointer to a complete one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import psycopg
 import redis
@@ -23,7 +24,9 @@ from fastpath import snapshot_format as fmt
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "tollgate_projection"
-_PIPELINE_CHUNKS = 20  # chunks per round trip: big decks never hold Redis for long
+# Per round trip at most this many chunks, or bytes once past them: big decks never hold Redis for long.
+_PIPELINE_CHUNKS = 20
+_PIPELINE_BYTES = 4 << 20
 
 # family kind -> (query, parameter from the family name?)
 _QUERIES = {
@@ -89,9 +92,34 @@ def mark_dirty(conn: psycopg.Connection, *families: str) -> None:
         conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, family))
 
 
-def _chunks(cursor: psycopg.Cursor) -> Iterator[bytes]:
+def _batches(cursor: psycopg.Cursor) -> Iterator[list[tuple]]:
     while rows := cursor.fetchmany(fmt.CHUNK_ROWS):
-        yield fmt.encode_chunk([list(r) for r in rows])
+        yield rows
+
+
+def write_snapshot(client: redis.Redis, key: str, family: str, batches: Iterable[Sequence[Sequence]]) -> int:
+    """Write one version of a family at `key` (fastpath/snapshot_format): its chunks as they are encoded, a few
+    per round trip, then its header in front. Returns the number of chunks. Rows the format cannot hold raise
+    ValueError naming the row, and leave nothing at `key`."""
+    encoder = fmt.Encoder(family)
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(key)
+    count = pending = pending_bytes = 0
+    try:
+        for chunk in encoder.chunks(batches):
+            pipe.rpush(key, chunk)
+            count, pending, pending_bytes = count + 1, pending + 1, pending_bytes + len(chunk)
+            if pending == _PIPELINE_CHUNKS or pending_bytes >= _PIPELINE_BYTES:
+                pipe.execute()
+                pending = pending_bytes = 0
+        pipe.lpush(key, encoder.header())  # an empty family still has a snapshot: its header
+        pipe.execute()
+    except BaseException:
+        pipe.reset()
+        with contextlib.suppress(redis.RedisError):
+            client.delete(key)
+        raise
+    return count
 
 
 class Publisher:
@@ -179,29 +207,15 @@ class Publisher:
                 seq = row[0] if row else 0
                 with conn.cursor(name="projection") as cursor:
                     cursor.execute(_QUERIES[kind], params)
-                    rows = self._write_chunks(key, _chunks(cursor))
+                    chunks = write_snapshot(self._redis, key, family, _batches(cursor))
         swapped = self._swap(
             keys=[self._keys.pointer, self._keys.sources, self._keys.feed],
             args=[family, version, seq, fmt.RETIRED_TTL_SECONDS, self._keys.snapshot_prefix, fmt.FEED_MAXLEN],
         )
         if not swapped:
             self._redis.delete(key)
-        log.info("published %s v%d (%d chunks) in %.3f s", family, version, rows, time.monotonic() - started)
+        log.info("published %s v%d (%d chunks) in %.3f s", family, version, chunks, time.monotonic() - started)
         return version
-
-    def _write_chunks(self, key: str, chunks: Iterator[bytes]) -> int:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.delete(key)
-        pipe.rpush(key, fmt.encode_chunk([]))  # an empty family still has a (one-chunk) snapshot
-        count, pending = 0, 0
-        for chunk in chunks:
-            pipe.rpush(key, chunk)
-            count, pending = count + 1, pending + 1
-            if pending == _PIPELINE_CHUNKS:
-                pipe.execute()
-                pending = 0
-        pipe.execute()
-        return count
 
     def close(self) -> None:
         self.stop()

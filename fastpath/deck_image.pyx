@@ -28,6 +28,11 @@ fewer than D digits try every length the deck has (header length_mask).
 D grows with the deck (10**(D+1) <= count, 1 <= D <= 5): about ten or more prefixes per bucket and a
 level of 8 * 10**D bytes (800 kB for a million prefixes), small enough to stay in the CPU caches.
 
+Who does what: the control service's publisher lays the image out once per deck version (DeckBuilder,
+fed the rows batch by batch) and puts its bytes in Redis (fastpath/snapshot_format.py); a fast-path process
+streams those bytes into a file of its node's ImageCache and maps it (DeckImage). digest64 checks each
+chunk on the way. build_image writes an image from rows directly, for tests, benches and tools.
+
 The reference twin is fastpath/reference/lpm.py (a dict and a loop); tests/test_deck_image.py checks
 that both agree. fastpath/reference/image.py reads the rows back out of an image's bytes with struct:
 the layout's readable statement.
@@ -37,6 +42,7 @@ import errno as _errno
 import fcntl
 import os
 import re
+import shutil
 import sys
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
@@ -1018,6 +1024,8 @@ cdef _check_header(const ImageHeader* header, uint64_t size, str path):
 # ---------------------------------------------------------------------------------------------- cache
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+_IMAGE_NAME = re.compile(r".+\.\d+\.img(\.tmp-\d+)?")
 
 
 def image_file_stem(str family) -> str:
@@ -1027,27 +1035,57 @@ def image_file_stem(str family) -> str:
     return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), family)
 
 
+def boot_directory(str directory) -> str:
+    """directory/'boot-<this boot's id>', created; what earlier boots (or builds before them) left is removed.
+
+    Images are a cache of Redis written without fsync: after a crash, one may have been renamed into place but
+    never written out. No boot ever opens another boot's images, so none of them is ever trusted torn.
+    """
+    with open(_BOOT_ID) as f:
+        current = f"boot-{f.read().strip()}"
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith("boot-") and name != current:
+            shutil.rmtree(path, ignore_errors=True)      # other processes of this boot may be at it too
+        elif _IMAGE_NAME.fullmatch(name):                  # left by a build that predates boot directories
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    path = os.path.join(directory, current)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _as_chunks(content):
+    """load_image() may give the whole image or an iterable of its pieces."""
+    return (content,) if isinstance(content, (bytes, bytearray, memoryview)) else content
+
+
 class ImageCache:
     """The images of one process, shared with every other process of the node through `directory`.
 
-    get() maps directory/'<family>.<version>.img' when some process already built it; otherwise it takes
-    an exclusive flock on directory/'<family>.lock', looks again (another process may have finished while
-    this one waited), and only then builds from load_rows(). After a build, older versions of the family
-    are unlinked: processes that still map them keep reading them (the mapping holds the inode), and the
-    space goes back when the last one lets go. The process keeps the latest image of each family; an image
-    it drops stays valid for whoever still holds it.
+    Files live in boot_directory(directory). get() maps '<family>.<version>.img' there when some process
+    already wrote it; otherwise it takes an exclusive flock on '<family>.lock', looks again (another process
+    may have finished while this one waited), and only then writes what load_image() gives: the image's bytes,
+    whole or in pieces (a generator reading them from Redis, say). The pieces stream to a temporary file that
+    is renamed into place once complete; anything load_image() raises, or bytes that do not open as an image
+    of the kind, leave no file behind. After a write, older versions of the family are unlinked: processes that
+    still map them keep reading them (the mapping holds the inode), and the space goes back when the last one
+    lets go. The process keeps the latest image of each family; an image it drops stays valid for whoever
+    still holds it.
     """
 
     def __init__(self, str directory):
-        self.directory = directory
-        os.makedirs(directory, exist_ok=True)
+        self.directory = boot_directory(directory)
         self._images = {}       # family -> (version, DeckImage)
-        self.builds = 0         # images this process built (the rest were mapped from a peer's build)
+        self.builds = 0         # images this process wrote (the rest were mapped from a peer's)
 
     def path_for(self, str family, version) -> str:
         return os.path.join(self.directory, f"{image_file_stem(family)}.{int(version)}.img")
 
-    def get(self, str family, version, str kind, load_rows):
+    def get(self, str family, version, str kind, load_image):
         cached = self._images.get(family)
         if cached is not None and cached[0] == version:
             return cached[1]
@@ -1058,7 +1096,7 @@ class ImageCache:
         path = self.path_for(family, version)
         image = self._open(path, kind)
         if image is None:
-            image = self._build(family, version, kind, path, load_rows)
+            image = self._build(family, version, kind, path, load_image)
         self._images[family] = (version, image)
         return image
 
@@ -1077,18 +1115,17 @@ class ImageCache:
             return None
         return image
 
-    def _build(self, str family, int version, str kind, str path, load_rows):
+    def _build(self, str family, int version, str kind, str path, load_image):
         stem = image_file_stem(family)
         fd = os.open(os.path.join(self.directory, f"{stem}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            image = self._open(path, kind)      # built by another process while we waited?
+            image = self._open(path, kind)      # written by another process while we waited?
             if image is not None:
                 return image
-            rows = load_rows()
-            build_image(path, kind, rows if type(rows) is list else list(rows))
+            _write_atomically(path, _as_chunks(load_image()), durable=False)
+            image = _open_written(path, kind)
             self.builds += 1
-            image = DeckImage(path)
             self._remove_stale(stem, version)
             return image
         finally:
@@ -1104,3 +1141,18 @@ class ImageCache:
                     os.unlink(os.path.join(self.directory, name))
                 except FileNotFoundError:
                     pass
+
+
+def _open_written(str path, str kind):
+    """The image just written at path; a file that is not an image of the kind is unlinked, and ValueError."""
+    try:
+        image = DeckImage(path)
+    except ValueError:
+        os.unlink(path)
+        raise
+    if image.kind != kind:
+        found = image.kind
+        image.close()
+        os.unlink(path)
+        raise ValueError(f"{path}: a {found} image where a {kind} deck belongs")
+    return image

@@ -1,9 +1,11 @@
 """The fast path as a Kamailio process runs it: load the projection, follow it, decide calls.
 
 Each process keeps a World and an Engine built from it. Small families are read from Redis into the
-process; decks become memory-mapped images shared by every process of the node (deck_image.ImageCache).
-refresh() polls the change feed without blocking at most every `poll_seconds`, so a change reaches every
-process within that delay plus its next call. When Redis is unreachable the last good data keeps
+process; a deck's image is streamed from Redis into a file that every process of the node maps
+(deck_image.ImageCache), written once per node by whichever process gets there first. refresh() polls the
+change feed without blocking at most every `poll_seconds`, so a change reaches every process within that
+delay plus its next call. When Redis is unreachable, or a snapshot is refused (a format this process does
+not read, a chunk that does not match its digest: snapshot_format.SnapshotError), the last good data keeps
 serving (fail-static) and the error is logged once per outage; on recovery the process resyncs with the
 live versions, in case announcements were missed.
 """
@@ -25,7 +27,6 @@ from fastpath.feed import ProjectionFeed, SnapshotGone
 from fastpath.model import World
 
 log = logging.getLogger(__name__)
-DECK_KINDS = ("odeck", "tdeck")
 # While Redis is unreachable, poll this much less often: a Kamailio worker must not stall on it.
 OUTAGE_POLL_SECONDS = 1.0
 # Besides the feed, compare with the live versions this often: a process idle past the feed's trimming,
@@ -77,13 +78,19 @@ class FastPath:
             if self._failing or now >= self._next_resync:
                 return self._recover()
             return self._apply(self._feed.announcements(block_ms=None))
-        except (redis.RedisError, OSError, ValueError, SnapshotGone) as exc:  # ValueError: a snapshot that
-            # will not load; SnapshotGone: a version retired while we read it (the next poll takes the new one)
-            if not self._failing:
-                log.error("fast path: projection unreachable, serving the last good data: %s", exc)
-            self._failing = True
+        except (redis.RedisError, OSError, ValueError, SnapshotGone) as exc:  # SnapshotGone: a version retired
+            # while we read it (the next poll takes the new one)
+            self._fail(exc)
             self._next_poll = now + max(self._poll_seconds, OUTAGE_POLL_SECONDS)
             return False
+
+    def _fail(self, exc: Exception) -> None:
+        if not self._failing:  # once per outage, not once per poll
+            if isinstance(exc, ValueError):  # a snapshot refused (SnapshotError) or an image that will not open
+                log.error("fast path: refused a snapshot, serving the last good data: %s", exc)
+            else:
+                log.error("fast path: projection unreachable, serving the last good data: %s", exc)
+        self._failing = True
 
     def _recover(self) -> bool:
         versions_before, was_failing = dict(self.versions), self._failing
@@ -95,10 +102,11 @@ class FastPath:
     def _apply(self, versions: dict[str, int]) -> bool:
         # "Different", not "newer": after Redis lost everything, versions start again from 1.
         fresh = {f: v for f, v in versions.items() if v != self.versions.get(f)}
-        for family, version in sorted(fresh.items(), key=lambda item: fmt.kind_of(item[0]) in DECK_KINDS):
+        for family, version in sorted(fresh.items(), key=lambda item: fmt.kind_of(item[0]) in fmt.DECK_KINDS):
             kind = fmt.kind_of(family)
-            if kind in DECK_KINDS:
-                image = self._images.get(family, version, kind, lambda f=family, v=version: self._feed.read(f, v).rows)
+            if kind in fmt.DECK_KINDS:
+                image = self._images.get(family, version, kind,
+                                         lambda f=family, v=version: self._feed.image_chunks(f, v))
                 self.world.set_deck(family, image)
             elif kind in fmt.COLUMNS:
                 self.world.apply(self._feed.read(family, version))

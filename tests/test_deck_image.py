@@ -14,6 +14,7 @@ import random
 import struct
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -340,12 +341,12 @@ ROWS_V1 = [odeck_row("4", 1), odeck_row("44", 2), odeck_row("4420", 3, ["t1"])]
 ROWS_V2 = [odeck_row("4", 10), odeck_row("33", 30)]
 
 
-def load_rows_counted(marker_dir: str, rows: list[list], delay: float = 0.0) -> list[list]:
-    """load_rows for the cache: leaves one marker file per call, so the test can count builds."""
+def load_image_counted(impl, marker_dir: str, rows: list[list], delay: float = 0.0) -> bytes:
+    """load_image for the cache: leaves one marker file per call, so the test can count builds."""
     with open(os.path.join(marker_dir, f"build-{os.getpid()}-{uuid.uuid4().hex}"), "w"):
         pass
     time.sleep(delay)  # widen the race window
-    return rows
+    return impl.encode_image("odeck", rows)
 
 
 def cache_worker(impl_name: str, directory: str, marker_dir: str, barrier, results, version: int,
@@ -353,7 +354,7 @@ def cache_worker(impl_name: str, directory: str, marker_dir: str, barrier, resul
     impl = {"cython": deck_image, "reference": reference_lpm}[impl_name]
     cache = impl.ImageCache(directory)
     barrier.wait(timeout=30)
-    image = cache.get(FAMILY, version, "odeck", functools.partial(load_rows_counted, marker_dir, rows, 0.3))
+    image = cache.get(FAMILY, version, "odeck", functools.partial(load_image_counted, impl, marker_dir, rows, 0.3))
     results.put((os.getpid(), [image.longest_match(n) for n in NUMBERS]))
 
 
@@ -381,7 +382,8 @@ def test_processes_build_an_image_once(tmp_path, method, impl_name):
     assert len({pid for pid, _ in answers}) == 3
     table = reference_lpm.check_rows("odeck", ROWS_V1)
     assert all(lookups == [expected(table, n) for n in NUMBERS] for _, lookups in answers)
-    assert sorted(os.listdir(directory)) == ["odeck%3Agold%2Ev2.7.img", "odeck%3Agold%2Ev2.lock"]
+    boot = reference_lpm.ImageCache(str(directory)).directory  # both implementations use the same one
+    assert sorted(os.listdir(boot)) == ["odeck%3Agold%2Ev2.7.img", "odeck%3Agold%2Ev2.lock"]
 
 
 def test_a_new_version_unlinks_the_old_file_while_old_mappings_answer(tmp_path):
@@ -389,10 +391,11 @@ def test_a_new_version_unlinks_the_old_file_while_old_mappings_answer(tmp_path):
     markers.mkdir()
     cache = deck_image.ImageCache(str(directory))
     neighbour = deck_image.ImageCache(str(directory)).get(  # a family whose name extends ours: left alone
-        FAMILY + "x", 1, "odeck", lambda: ROWS_V2)
-    v1 = cache.get(FAMILY, 1, "odeck", functools.partial(load_rows_counted, str(markers), ROWS_V1))
+        FAMILY + "x", 1, "odeck", lambda: deck_image.encode_image("odeck", ROWS_V2))
+    v1 = cache.get(FAMILY, 1, "odeck", functools.partial(load_image_counted, deck_image, str(markers), ROWS_V1))
     assert cache.get(FAMILY, 1, "odeck", lambda: pytest.fail("mapped already")) is v1
-    (directory / "odeck%3Agold%2Ev2.1.img.tmp-999999").write_bytes(b"left by a crashed build")
+    boot = Path(cache.directory)
+    (boot / "odeck%3Agold%2Ev2.1.img.tmp-999999").write_bytes(b"left by a crashed build")
 
     # Another process of the node moves the family to version 2.
     ctx = multiprocessing.get_context("fork")
@@ -403,7 +406,7 @@ def test_a_new_version_unlinks_the_old_file_while_old_mappings_answer(tmp_path):
     _, child_lookups = results.get(timeout=60)
     child.join(timeout=30)
     assert builds(markers) == 2
-    assert sorted(os.listdir(directory)) == [
+    assert sorted(os.listdir(boot)) == [
         "odeck%3Agold%2Ev2.2.img", "odeck%3Agold%2Ev2.lock", "odeck%3Agold%2Ev2x.1.img", "odeck%3Agold%2Ev2x.lock"]
     # Our old mapping still answers from version 1; asking for version 2 maps the child's build.
     assert v1.longest_match("4420712345") == ("4420", (0, 0, 3, 60, 60, ["t1"], 0))
@@ -420,7 +423,8 @@ def test_cache_rebuilds_a_corrupt_file_and_checks_arguments(tmp_path):
     assert os.path.basename(path) == "tdeck%3Acarrier%2F1.3.img"
     with open(path, "wb") as f:
         f.write(b"not an image")
-    image = cache.get("tdeck:carrier/1", 3, "tdeck", lambda: [["1", 0, 0, 5, 1, 1, 0, "", 0]])
+    image = cache.get("tdeck:carrier/1", 3, "tdeck",
+                      lambda: deck_image.encode_image("tdeck", [["1", 0, 0, 5, 1, 1, 0, "", 0]]))
     assert image.longest_match("12")[1][2] == 5 and cache.builds == 1
     with pytest.raises(ValueError):
         cache.get("tdeck:x", -1, "tdeck", list)
@@ -428,6 +432,38 @@ def test_cache_rebuilds_a_corrupt_file_and_checks_arguments(tmp_path):
         cache.get("tdeck:x", 1, "zdeck", list)
     with pytest.raises(ValueError):
         cache.get("", 1, "tdeck", list)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_the_cache_keeps_nothing_that_is_not_an_image_of_the_kind(tmp_path, impl):
+    cache = impl.ImageCache(str(tmp_path))
+    with pytest.raises(ValueError):
+        cache.get("odeck:x", 1, "odeck", lambda: b"not an image")
+    with pytest.raises(ValueError, match="tdeck"):
+        cache.get("odeck:x", 1, "odeck", lambda: impl.encode_image("tdeck", [["1", 0, 0, 5, 1, 1, 0, "", 0]]))
+    assert [n for n in os.listdir(cache.directory) if ".img" in n] == [] and cache.builds == 0
+
+    def fails_halfway():
+        yield impl.encode_image("odeck", [odeck_row("44")])[:100]
+        raise ValueError("the source broke")
+
+    with pytest.raises(ValueError, match="the source broke"):
+        cache.get("odeck:x", 1, "odeck", fails_halfway)
+    assert [n for n in os.listdir(cache.directory) if ".img" in n] == []
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_images_of_an_earlier_boot_are_never_opened(tmp_path, impl):
+    """Images are not fsynced (a cache of Redis), so a crash may leave one torn: the next boot starts afresh."""
+    earlier = tmp_path / "boot-00000000-0000-0000-0000-000000000000"
+    earlier.mkdir()
+    impl.build_image(str(earlier / "odeck%3Agold.1.img"), "odeck", [odeck_row("44", 1)])
+    cache = impl.ImageCache(str(tmp_path))
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        assert cache.directory == str(tmp_path / f"boot-{f.read().strip()}")
+    assert os.listdir(tmp_path) == [os.path.basename(cache.directory)]
+    image = cache.get("odeck:gold", 1, "odeck", lambda: impl.encode_image("odeck", [odeck_row("44", 2)]))
+    assert image.longest_match("441")[1][2] == 2 and cache.builds == 1
 
 
 def test_rows_added_in_batches_make_the_same_image():
@@ -652,7 +688,7 @@ def test_an_image_of_the_previous_format_is_rebuilt_by_the_cache(tmp_path):
         f.write(struct.pack("=I", 1))
     with pytest.raises(ValueError, match="format version 1"):
         deck_image.DeckImage(path)
-    image = cache.get("odeck:old", 1, "odeck", lambda: [odeck_row("44", 2)])
+    image = cache.get("odeck:old", 1, "odeck", lambda: [deck_image.encode_image("odeck", [odeck_row("44", 2)])])
     assert cache.builds == 1 and image.longest_match("441")[1][2] == 2
     assert read_header(path)["format_version"] == 2
 

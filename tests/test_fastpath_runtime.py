@@ -100,3 +100,34 @@ def test_fail_static_then_resync(admin, fast, caplog):
     time.sleep(0.3)  # the change is published while this process cannot see Redis
     fast._feed._redis = real_client
     until(lambda: fast.decide(*call).code == 403, fast, seconds=2)
+
+
+def test_deck_texts_at_their_longest_reach_the_decision(admin, fast):
+    """Forced trunks with the longest ids the API takes and the longest prepend pass through the projection whole."""
+    suffix = str(time.monotonic_ns())[-8:]
+    provider = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
+        email=unique_email("p"), type=apb.PROVIDER)), metadata=admin.metadata)
+    ids = [f"{n}{suffix}-".ljust(63, "z" if n else "9") for n in range(3)]  # [a-z0-9][a-z0-9-]{0,62}
+    prepend = "".join(str(n % 10) for n in range(32))
+    for n, trunk_id in enumerate(ids):
+        admin.trunks.CreateTrunk(trunks_pb2.CreateTrunkRequest(trunk_id=trunk_id, trunk=trunks_pb2.Trunk(
+            provider=provider.name, priority=n, gateways=[trunks_pb2.Gateway(address=f"127.0.0.1:{5090 + n}")])),
+            metadata=admin.metadata)
+        deck = f"prefix,rate_per_min,strip,prepend\n44,0.01,2,{prepend}\n".encode()
+        admin.trunks.ImportTerminationRates(iter([common_pb2.ImportRatesRequest(
+            parent=f"trunks/{trunk_id}", csv_data=deck)]), metadata=admin.metadata)
+    group = admin.rate_groups.CreateRateGroup(rating_pb2.CreateRateGroupRequest(
+        rate_group_id=f"g{suffix}", rate_group=rating_pb2.RateGroup(trunks=[f"trunks/{ids[0]}"])),
+        metadata=admin.metadata)
+    admin.rate_groups.CreateOriginationRate(rating_pb2.CreateOriginationRateRequest(
+        parent=group.name, origination_rate=rating_pb2.OriginationRate(
+            prefix="44", rate_per_min=20_000, forced_trunks=[f"trunks/{ids[2]}", f"trunks/{ids[1]}"])),
+        metadata=admin.metadata)
+    customer = admin.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(
+        email=unique_email("c"), billing=apb.Billing(rate_group=group.name))), metadata=admin.metadata)
+    call = (customer.account_number, "15550001111", "4420123456", 10_000_000, int(time.time()))
+    until(lambda: len(fast.decide(*call).routes) == 2, fast, seconds=2)
+    routes = fast.decide(*call).routes
+    assert [r.trunk for r in routes] == [ids[1], ids[2]]  # the forced trunks, by trunk priority
+    assert all(len(r.trunk) == 63 and r.destination == prepend + "20123456" for r in routes)
+    assert fast.world.origination_decks[group.name.split("/")[1]].longest_match("4420")[1][5] == [ids[2], ids[1]]

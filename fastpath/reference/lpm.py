@@ -2,7 +2,8 @@
 
 The readable spec of the longest-prefix match, used by the differential tests and as the per-process
 dict deck that the bench compares the shared image with. Its "image" is a JSON file holding the rows;
-opening it builds a private dict (which is exactly the memory cost the Cython image avoids).
+opening it builds a private dict (which is exactly the memory cost the Cython image avoids). Its cache
+follows the same protocol as deck_image.ImageCache (boot directory, images written from load_image()).
 
 Semantics shared with the Cython image:
 - a prefix is 1 to 18 ASCII digits; a deck has each prefix once;
@@ -17,7 +18,8 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterable
 
 MAX_PREFIX_DIGITS = 18
 _FORMAT = "tollgate-reference-deck/1"
@@ -103,21 +105,32 @@ def _copy(record: tuple) -> tuple:
     return tuple(list(v) if isinstance(v, list) else v for v in record)
 
 
+def encode_image(kind: str, rows: list) -> bytes:
+    """Check the rows; the bytes of their image file (JSON)."""
+    check_rows(kind, rows)
+    return json.dumps({"format": _FORMAT, "kind": kind, "rows": [list(r) for r in rows]}).encode()
+
+
 def build_image(path: str, kind: str, rows: list) -> int:
     """Check the rows, then write them as JSON atomically (tmp file, fsync, rename). Returns the count."""
-    table = check_rows(kind, rows)
+    _write_atomically(path, [encode_image(kind, rows)], durable=True)
+    return len(rows)
+
+
+def _write_atomically(path: str, chunks: Iterable[bytes], durable: bool) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w") as out:
-            json.dump({"format": _FORMAT, "kind": kind, "rows": [list(r) for r in rows]}, out)
-            out.flush()
-            os.fsync(out.fileno())
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
         os.rename(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return len(table)
 
 
 class DeckImage(DictDeck):
@@ -142,19 +155,31 @@ def image_file_stem(family: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), family)
 
 
+def boot_directory(directory: str) -> str:
+    """directory/'boot-<boot id>': images are never fsynced, so no boot opens another's (see deck_image)."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        current = f"boot-{f.read().strip()}"
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.startswith("boot-") and name != current:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    os.makedirs(os.path.join(directory, current), exist_ok=True)
+    return os.path.join(directory, current)
+
+
 class ImageCache:
-    """Same protocol as deck_image.ImageCache: map if built, else build once per node under a flock."""
+    """Same protocol as deck_image.ImageCache: map if written, else write load_image() once per node under a flock."""
 
     def __init__(self, directory: str):
-        self.directory = directory
-        os.makedirs(directory, exist_ok=True)
+        self.directory = boot_directory(directory)
         self._images: dict[str, tuple[int, DeckImage]] = {}
         self.builds = 0
 
     def path_for(self, family: str, version: int) -> str:
         return os.path.join(self.directory, f"{image_file_stem(family)}.{int(version)}.img")
 
-    def get(self, family: str, version: int, kind: str, load_rows: Callable[[], list]) -> DeckImage:
+    def get(self, family: str, version: int, kind: str,
+            load_image: Callable[[], bytes | Iterable[bytes]]) -> DeckImage:
         cached = self._images.get(family)
         if cached and cached[0] == version:
             return cached[1]
@@ -166,9 +191,11 @@ class ImageCache:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 image = self._open(path, kind)
                 if image is None:
-                    build_image(path, kind, list(load_rows()))
+                    content = load_image()
+                    _write_atomically(path, [content] if isinstance(content, bytes | bytearray) else content,
+                                      durable=False)
+                    image = _open_written(path, kind)
                     self.builds += 1
-                    image = DeckImage(path)
                     for name in os.listdir(self.directory):
                         old = re.fullmatch(rf"{re.escape(stem)}\.(\d+)\.img(\.tmp-\d+)?", name)
                         if old and (old.group(2) or int(old.group(1)) < version):
@@ -186,3 +213,15 @@ class ImageCache:
         except (FileNotFoundError, ValueError):
             return None
         return image if image.kind == kind else None
+
+
+def _open_written(path: str, kind: str) -> DeckImage:
+    """The image just written; a file that is not an image of the kind is unlinked, and ValueError."""
+    try:
+        image = DeckImage(path)
+        if image.kind != kind:
+            raise ValueError(f"{path}: a {image.kind} image where a {kind} deck belongs")
+    except ValueError:
+        os.unlink(path)
+        raise
+    return image
