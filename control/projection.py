@@ -135,6 +135,7 @@ class Publisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._refused: set[str] = set()  # families whose rows the snapshot format would not take
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -168,6 +169,11 @@ class Publisher:
             if list(listener.notifies(timeout=self._interval, stop_after=1)):
                 list(listener.notifies(timeout=0.02))
 
+    def _report_refused(self, family: str, exc: ValueError) -> None:
+        if family not in self._refused:  # once until it publishes again, not every interval
+            log.error("projection: cannot publish %s, its live version stays: %s", family, exc)
+        self._refused.add(family)
+
     def _report_failure(self, exc: Exception) -> None:
         if not self._failing:  # once per outage, not once per retry
             log.error("projection publisher cannot reach its stores: %s", exc)
@@ -187,7 +193,12 @@ class Publisher:
         live = {k.decode() for k in self._redis.hkeys(self._keys.pointer)}
         stale = [f for f, seq in wanted.items() if published.get(f, -1) < seq or f not in live]
         for family in sorted(stale):
-            self.publish(family)
+            try:
+                self.publish(family)
+            except ValueError as exc:  # rows written around the API; the live version stays, the rest goes on
+                self._report_refused(family, exc)
+            else:
+                self._refused.discard(family)
         if self._failing:
             log.info("projection publisher recovered")
             self._failing = False

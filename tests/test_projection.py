@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 
+import psycopg
 import pytest
 
+from control.projection import mark_dirty
 from fastpath import snapshot_format as fmt
 from fastpath.feed import ProjectionFeed, Snapshot
 from tests.helpers import unique_email
@@ -138,3 +141,34 @@ def test_a_projection_from_another_database_is_replaced(admin, redis_client, key
     reader.load()
     wait_for(reader, "accounts", lambda s: account_record(s, account.account_number), seconds=3)
     assert redis_client.get(keys.epoch) != b"another-database"
+
+
+def test_a_deck_the_format_cannot_hold_keeps_its_live_version(server_factory, connect, redis_client, caplog):
+    """A row written around the API (a forced trunk with ',') cannot go into an image: that deck keeps its live
+    version, the error names it, and every other family is still published."""
+    server = server_factory()
+    stubs = connect(server)
+    group = stubs.rate_groups.CreateRateGroup(rating_pb2.CreateRateGroupRequest(
+        rate_group_id="held", rate_group=rating_pb2.RateGroup()), metadata=stubs.metadata)
+    upload(stubs, group.name, "prefix,rate_per_min\n44,0.01\n")
+    feed = ProjectionFeed(redis_client, server.keys.namespace)
+    feed.load()
+    wait_for(feed, "odeck:held", lambda s: len(s.rows) == 1, seconds=3)
+    live = redis_client.hget(server.keys.pointer, "odeck:held")
+    caplog.set_level(logging.ERROR, logger="control.projection")
+    with psycopg.connect(server.dsn) as conn:
+        conn.execute("UPDATE origination_rates SET forced_trunks = %s WHERE rate_group_id = 'held'", (["a,b"],))
+        mark_dirty(conn, "odeck:held")
+    deadline = time.monotonic() + 3
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "odeck:held" in r.getMessage()]
+
+    while not refusals() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(refusals()) == 1 and "forced trunk 'a,b'" in refusals()[0]
+    account = stubs.accounts.CreateAccount(apb.CreateAccountRequest(account=apb.Account(email=unique_email())),
+                                           metadata=stubs.metadata)  # after the refusal: the publisher goes on
+    wait_for(feed, "accounts", lambda s: account_record(s, account.account_number), seconds=3)
+    assert redis_client.hget(server.keys.pointer, "odeck:held") == live
+    assert len(refusals()) == 1  # once, though every reconcile meets it again
