@@ -4,7 +4,8 @@
     .venv/bin/pytest bench/bench_decision.py -o addopts= --benchmark-only   # pytest-benchmark view
 
 Goals (issue 4): compiled >= 30x faster than the reference in the same run, compiled median < 3 us;
-loading a 1M-row deck from Redis into a shared image <= 5 s. Decks are memory-mapped images for both
+loading a 1M-row deck from Redis into a shared image <= 5 s (issue 12 holds that load to 2x a raw read of its
+bytes: bench_deck_image.py). Decks are memory-mapped images for both
 engines (the reference pays its dict-free LPM through the same image), so the ratio measures the decision
 logic; a second line shows the reference with in-memory dict decks, its best case.
 """
@@ -17,12 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import _repo_path  # noqa: F401  (this checkout's packages, not the installed ones)
 import redis
+from _deck_load import load_seconds, raw_read
 
+from control.projection import write_snapshot
 from fastpath import _core
 from fastpath import snapshot_format as fmt
 from fastpath.deck_image import DeckImage, build_image
-from fastpath.feed import ProjectionFeed
 from fastpath.model import Account, RateGroup, Trunk, World
 from fastpath.reference import decision as reference
 from fastpath.reference.lpm import DictDeck
@@ -83,24 +86,25 @@ def median_ns(decide, batch: list[tuple], rounds: int = 5) -> float:
     return statistics.median(samples)
 
 
-def deck_load_seconds(rows: list[list], directory: Path) -> tuple[float, float, float]:
-    """Publish a deck to Redis as the control service does, then time a process loading it as an image."""
+def deck_load_seconds(rows: list[list], directory: Path) -> tuple[float, float]:
+    """Publish a deck to Redis as the control service does, then time a process loading it as an image:
+    (load seconds, raw read seconds of the same bytes)."""
     client = redis.Redis.from_url(REDIS)
-    keys = fmt.Keys("bench")
-    key = keys.snapshot("odeck:load", 1)
-    client.delete(key)
-    for start in range(0, len(rows), fmt.CHUNK_ROWS):
-        client.rpush(key, fmt.encode_chunk(rows[start:start + fmt.CHUNK_ROWS]))
-    feed = ProjectionFeed(client, "bench")
+    key = fmt.Keys("bench").snapshot("odeck:load", 1)
+    write_snapshot(client, key, "odeck:load", [rows])
+    try:
+        raw_s = min(_timed(lambda: raw_read(client, key)) for _ in range(3))
+        load_s = load_seconds(client, "bench", "odeck:load", 1, str(directory / "images"), rows[0][0])
+    finally:
+        client.delete(key)
+        client.close()
+    return load_s, raw_s
+
+
+def _timed(fn) -> float:
     started = time.perf_counter()
-    snapshot = feed.read("odeck:load", 1)
-    read_s = time.perf_counter() - started
-    build_image(str(directory / "load.img"), "odeck", snapshot.rows)
-    DeckImage(str(directory / "load.img")).longest_match("4420")
-    total_s = time.perf_counter() - started
-    client.delete(key)
-    client.close()
-    return read_s, total_s - read_s, total_s
+    fn()
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -114,7 +118,7 @@ def main() -> None:
         compiled_ns = median_ns(compiled.decide, batch)
         reference_ns = median_ns(ref.decide, batch[:5_000])
         dict_ref_ns = median_ns(reference.Engine(build_world(Path(directory), dict_decks=True)).decide, batch[:5_000])
-        read_s, build_s, load_s = deck_load_seconds(deck_rows(PREFIXES, 1, "odeck"), Path(directory))
+        load_s, raw_s = deck_load_seconds(deck_rows(PREFIXES, 1, "odeck"), Path(directory))
     print(f"world: 10,000 accounts, 1M-prefix origination deck, 3 trunks x 100k termination prefixes; "
           f"{routed / len(batch):.0%} of calls routed; engines agree on {agree}/2000")
     print(f"{'full decision':44} {'median ns':>10} {'vs compiled':>12}")
@@ -124,8 +128,8 @@ def main() -> None:
     print(f"goal: compiled >= 30x faster than the reference with its own (dict) decks "
           f"({dict_ref_ns / compiled_ns:.1f}x; {reference_ns / compiled_ns:.1f}x when both use the images), "
           f"median < 3000 ns ({compiled_ns:.0f})")
-    print(f"1M-row deck load: Redis read+decode {read_s:.2f} s + image build/open {build_s:.2f} s "
-          f"= {load_s:.2f} s (goal <= 5 s)")
+    print(f"1M-row deck load from Redis into a usable image: {load_s:.3f} s (goal <= 5 s; a raw read of its bytes "
+          f"{raw_s:.3f} s)")
 
 
 # ---------------------------------------------------------------------------------------------- pytest-benchmark
