@@ -14,6 +14,7 @@ import secrets
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -25,13 +26,18 @@ from fastpath import deck_image, runtime
 from fastpath import snapshot_format as fmt
 from fastpath.feed import ProjectionFeed, SnapshotGone
 from fastpath.reference import lpm as reference_lpm
-from tests.conftest import REDIS_NAMESPACE, REDIS_URL
+from tests.conftest import REDIS_URL
 from tests.test_deck_image import decks, expected, nested_rows, numbers_for, odeck_row
 
 
 @pytest.fixture
-def keys() -> fmt.Keys:
-    return fmt.Keys(f"{REDIS_NAMESPACE}fmt{secrets.token_hex(3)}")
+def keys(redis_client) -> Iterator[fmt.Keys]:
+    """A namespace of the test's own, emptied afterwards (conftest's REDIS_NAMESPACE, imported from here, would be
+    another random one than the session's: pytest loads conftest.py as a module of its own)."""
+    keys = fmt.Keys(f"tgtestfmt{secrets.token_hex(4)}")
+    yield keys
+    for key in redis_client.scan_iter(f"{keys.namespace}:*", count=1000):
+        redis_client.delete(key)
 
 
 @pytest.fixture
