@@ -2,7 +2,10 @@
 # Load the demo accounts through tollgate-admin, skipping those that exist already (safe to run again):
 #   9000000001  provider "Demo Carrier Ltd", prepaid
 #   9000000002  customer "Demo Customer Inc", postpaid with a 100.00 credit limit and a SIP device
-#   9000000003  customer "Demo Prepaid Shop", prepaid, funded with one 20.00 payment
+#   9000000003  customer "Demo Prepaid Shop", prepaid, funded with one 20.00 payment, with a SIP device whose
+#               credentials are kept in run/demo-sip-device (mode 600) for scripts/demo-call.sh
+#   CARRIER01   provider of examples/provider.yaml, its trunks pointed at the demo carrier (TOLLGATE_DEMO_CARRIER,
+#               default 127.0.0.1:5090: admin/demo/carrier.py, which start-stack.sh runs)
 # The CLI finds the server and an admin token as usual: TOLLGATE_ADDRESS / TOLLGATE_TOKEN, or
 # ~/.config/tollgate/admin.toml. start-stack.sh runs this after starting the control service.
 # The demo accounts have no portal password; set one with `tollgate-admin accounts update N --password ...`.
@@ -10,6 +13,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ADMIN="$ROOT/.venv/bin/tollgate-admin"
+RUN="${TOLLGATE_RUN_DIR:-$ROOT/run}"
+CARRIER="${TOLLGATE_DEMO_CARRIER:-127.0.0.1:5090}"
 EXIT_NOT_FOUND=4        # tollgate-admin's exit codes (admin/errors.py)
 EXIT_ALREADY_EXISTS=5
 
@@ -62,9 +67,13 @@ ensure 9000000002 customer \
     --max-calls 10 --cps 2
 
 # The demo carrier's trunks, decks and localization come from the declarative example (idempotent):
-# provider CARRIER01 with trunks carrier-fra and carrier-ams and their termination decks.
-say "applying examples/provider.yaml (demo carrier CARRIER01, its trunks and decks)"
-"$ADMIN" apply -f "$ROOT/examples/provider.yaml" | sed 's/^/    /'
+# provider CARRIER01 with trunks carrier-fra and carrier-ams and their termination decks; the example's gateways
+# are documentation addresses, so the demo applies a copy whose trunks all reach the demo carrier on loopback.
+mkdir -p "$RUN"
+"$ROOT/.venv/bin/python" -m admin.demo.provider "$ROOT/examples/provider.yaml" --carrier "$CARRIER" \
+    -o "$RUN/demo-provider.yaml"
+say "applying examples/provider.yaml, trunks sent to the demo carrier on udp:$CARRIER ($RUN/demo-provider.yaml)"
+"$ADMIN" apply -f "$RUN/demo-provider.yaml" | sed 's/^/    /'
 
 # A retail rate group over those trunks, with its origination deck, for the demo customer.
 rc=0
@@ -90,3 +99,14 @@ ensure 9000000003 customer \
 "$ADMIN" accounts pay 9000000003 20.00 --note "demo opening balance" --request-id demo-9000000003-opening \
     >/dev/null
 say "demo prepaid customer 9000000003 rates with demo-retail, balance 20.00"
+
+# The prepaid customer's SIP device places the demo call (scripts/demo-call.sh). Its password is shown only once,
+# at creation, so the demo keeps a password of its own in a file only root reads, set on the device whenever the
+# file is new (a fresh stack, or a run/ that was wiped).
+DEVICE_FILE="$RUN/demo-sip-device"
+if [[ ! -s "$DEVICE_FILE" ]]; then
+    password="$("$ROOT/.venv/bin/python" -c 'import secrets; print(secrets.token_urlsafe(18))')"
+    "$ADMIN" sip-devices update 9000000003 --password="$password" >/dev/null
+    (umask 077; printf '9000000003 %s\n' "$password" >"$DEVICE_FILE")
+    say "demo SIP device 9000000003: credentials in $DEVICE_FILE (for scripts/demo-call.sh)"
+fi

@@ -3,7 +3,7 @@
 # control service writes. Run by start-stack.sh after the control service; safe to run again: it stops the
 # previous one first, and calls in progress survive (the node's dialogs are kept in PostgreSQL and loaded again).
 # Environment: TOLLGATE_SIP_LISTEN (default udp:127.0.0.1:5060; TCP listens on the same port),
-# TOLLGATE_SIP_TLS_PORT (default 5061; 0 = no TLS), TOLLGATE_SIP_MODE (relay | redirect), TOLLGATE_SIP_SHM_MB
+# TOLLGATE_RUN_DIR (default run/: pid files, logs, the rendered cfg), TOLLGATE_SIP_TLS_PORT (default 5061; 0 = no TLS), TOLLGATE_SIP_MODE (relay | redirect), TOLLGATE_SIP_SHM_MB
 # (Kamailio's shared memory, default 1024: every relayed call's transaction and dialog live there),
 # TOLLGATE_SIP_SHED_PERCENT (new calls get 503 Overloaded below this share free, default 15),
 # TOLLGATE_SIP_MAX_CPS (new calls a second before 503 Overloaded, default 0 = no limit: set it to what the node
@@ -17,8 +17,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-RUNDIR="$ROOT/run/kamailio"
-LOG="$ROOT/run/kamailio.log"
+RUN="${TOLLGATE_RUN_DIR:-$ROOT/run}"
+RUNDIR="$RUN/kamailio"
+LOG="$RUN/kamailio.log"
 LISTEN="${TOLLGATE_SIP_LISTEN:-udp:127.0.0.1:5060}"
 TLS_PORT="${TOLLGATE_SIP_TLS_PORT:-5061}"
 MODE="${TOLLGATE_SIP_MODE:-relay}"

@@ -7,7 +7,8 @@
 #      (next to the config), when missing, and the service set to mutual TLS with them;
 #   4. ~/.config/tollgate/admin.toml for tollgate-admin, with that token and the client certificate;
 #   5. the control service (re)started in the background: pid run/control.pid, log run/control.log;
-#   6. demo data (scripts/demo_data.sh), then a summary.
+#   6. the demo carrier on loopback (scripts/start-demo-carrier.sh) and the demo data (scripts/demo_data.sh);
+#   7. Kamailio, unless it runs already, then a summary ending with the demo call command.
 # Safe to run again: it keeps the configuration and the data, and restarts the control service only: a running
 # Kamailio keeps its calls (restart it on its own with scripts/start-kamailio.sh; its calls survive that too).
 set -euo pipefail
@@ -17,8 +18,10 @@ cd "$ROOT"
 
 export TOLLGATE_CONFIG="${TOLLGATE_CONFIG:-/etc/tollgate/control.toml}"
 PY=.venv/bin/python
-PIDFILE=run/control.pid
-LOG=run/control.log
+# Pid files and logs: run/ of this clone, or TOLLGATE_RUN_DIR (a second stack on one machine needs its own).
+RUN="${TOLLGATE_RUN_DIR:-$ROOT/run}"
+PIDFILE="$RUN/control.pid"
+LOG="$RUN/control.log"
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'start-stack: %s\n' "$*" >&2; exit 1; }
@@ -186,7 +189,7 @@ then
 fi
 
 say "starting the control service on $ADDRESS (log $LOG)"
-mkdir -p run
+mkdir -p "$RUN"
 printf '\n=== %s start-stack.sh: starting tollgate-control\n' "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" >>"$LOG"
 # setsid: the service outlives this shell and its terminal; it keeps the pid written below.
 setsid .venv/bin/tollgate-control </dev/null >>"$LOG" 2>&1 &
@@ -225,12 +228,17 @@ then
 fi
 say "control service is SERVING on $ADDRESS (pid $(cat "$PIDFILE"))"
 
+# --- demo carrier ------------------------------------------------------------------------------------
+# A gateway on loopback that answers every call and hangs up after TOLLGATE_DEMO_HOLD seconds (admin/demo/carrier.py):
+# the demo trunks point at it, so a demo call completes without any real carrier.
+bash scripts/start-demo-carrier.sh
+
 # --- demo data ---------------------------------------------------------------------------------------
 TOLLGATE_ADDRESS="$ADDRESS" TOLLGATE_TOKEN="$TOKEN" bash scripts/demo_data.sh
 
 # --- Kamailio ----------------------------------------------------------------------------------------
 # Started when it is not running; a running one keeps its calls and follows the projection by itself.
-if pid="$(cat run/kamailio/kamailio.pid 2>/dev/null)" && [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+if pid="$(cat "$RUN/kamailio/kamailio.pid" 2>/dev/null)" && [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
     say "Kamailio keeps running (pid $pid); to restart it: bash scripts/start-kamailio.sh (calls survive)"
 else
     bash scripts/start-kamailio.sh
@@ -241,10 +249,11 @@ cat <<EOF
 
 tollgate control service
   address      $ADDRESS (gRPC, $TRANSPORT; CA and certificates in $TLS_DIR)
-  pid / log    $ROOT/$PIDFILE  /  $ROOT/$LOG
+  pid / log    $PIDFILE  /  $LOG
   config       $TOLLGATE_CONFIG (admin token in admin_tokens)
   CLI config   $HOME/.config/tollgate/admin.toml (address + the same token)
-  SIP          Kamailio on ${TOLLGATE_SIP_LISTEN:-udp:127.0.0.1:5060} (log $ROOT/run/kamailio.log)
+  SIP          Kamailio on ${TOLLGATE_SIP_LISTEN:-udp:127.0.0.1:5060} (log $RUN/kamailio.log)
+  demo carrier udp:${TOLLGATE_DEMO_CARRIER:-127.0.0.1:5090} answers every call, hangs up after ${TOLLGATE_DEMO_HOLD:-5} s (log $RUN/demo-carrier.log)
   stop         bash scripts/stop-stack.sh
 
 Accounts (demo data):
@@ -258,4 +267,6 @@ Use the CLI:
   $ROOT/.venv/bin/tollgate-admin --help            (or: source .venv/bin/activate)
 List the gRPC services through server reflection:
   python3 scripts/list-services.py --methods
+Place a call from the demo prepaid customer's SIP device through Kamailio to the demo carrier:
+  bash scripts/demo-call.sh
 EOF

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PIDFILE="$ROOT/run/control.pid"
+PIDFILE="${TOLLGATE_RUN_DIR:-$ROOT/run}/control.pid"
 
 say() { printf '==> %s\n' "$*"; }
 

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PIDFILE="$ROOT/run/kamailio/kamailio.pid"
+PIDFILE="${TOLLGATE_RUN_DIR:-$ROOT/run}/kamailio/kamailio.pid"
 
 say() { printf '==> %s\n' "$*"; }
 

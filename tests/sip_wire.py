@@ -9,61 +9,19 @@ can authenticate, then replay or bend them.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
 
-LOOPBACK = "127.0.0.1"
+from admin.demo.sip import LOOPBACK, Message, digest, response, sdp
+
+# The message model, answers and credentials are the demo's (admin/demo/sip.py), shared with the tests.
+__all__ = ["LOOPBACK", "Gateway", "Message", "Peer", "challenge_nonce", "digest", "request", "response", "sdp"]
+
 _HEADER_END = b"\r\n\r\n"
-
-
-@dataclass
-class Message:
-    raw: bytes
-    source: tuple[str, int] = ("", 0)
-    at: float = field(default_factory=time.monotonic)
-
-    @property
-    def text(self) -> str:
-        return self.raw.decode("utf-8", "replace")
-
-    @property
-    def first_line(self) -> str:
-        return self.text.split("\r\n", 1)[0]
-
-    @property
-    def status(self) -> int | None:
-        parts = self.first_line.split(" ", 2)
-        return int(parts[1]) if parts[0] == "SIP/2.0" and len(parts) > 1 and parts[1].isdigit() else None
-
-    @property
-    def method(self) -> str | None:
-        return None if self.first_line.startswith("SIP/2.0") else self.first_line.split(" ", 1)[0]
-
-    @property
-    def cseq_method(self) -> str:
-        return (self.header("CSeq") or " ").split()[-1]
-
-    def headers(self, name: str) -> list[str]:
-        """Every value of header `name` (case-insensitive), in order."""
-        wanted = name.lower()
-        head = self.text.split("\r\n\r\n", 1)[0]
-        return [line.split(":", 1)[1].strip() for line in head.split("\r\n")[1:]
-                if ":" in line and line.split(":", 1)[0].strip().lower() == wanted]
-
-    def header(self, name: str) -> str | None:
-        found = self.headers(name)
-        return found[0] if found else None
-
-    def tag(self, name: str) -> str:
-        value = self.header(name) or ""
-        match = re.search(r";tag=([^;>\s]+)", value)
-        return match.group(1) if match else ""
 
 
 def request(method: str, ruri: str, *, via: tuple[str, int], call_id: str, from_user: str = "15550001111",
@@ -79,24 +37,6 @@ def request(method: str, ruri: str, *, via: tuple[str, int], call_id: str, from_
              f"CSeq: {cseq} {method}", f"Contact: <sip:{from_user}@{via[0]}:{via[1]}>", "Max-Forwards: 70",
              *headers, f"Content-Length: {len(body.encode())}", "", body]
     return "\r\n".join(lines)
-
-
-def sdp(host: str = LOOPBACK) -> str:
-    return (f"v=0\r\no=- 1 1 IN IP4 {host}\r\ns=-\r\nc=IN IP4 {host}\r\nt=0 0\r\n"
-            "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
-
-
-def digest(*, username: str, password: str, realm: str, method: str, uri: str, nonce: str, nc: int = 1,
-           cnonce: str = "0a4f113b", algorithm: str = "MD5", claimed_algorithm: str | None = None,
-           header: str = "Proxy-Authorization") -> str:
-    """An RFC 2617 qop=auth credentials header (always computed with MD5; `claimed_algorithm` is what it says)."""
-    ha1 = hashlib.md5(f"{username}:{realm}:{password}".encode()).hexdigest()
-    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
-    nc_text = f"{nc:08x}"
-    response = hashlib.md5(f"{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}".encode()).hexdigest()
-    return (f'{header}: Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
-            f'response="{response}", algorithm={claimed_algorithm or algorithm}, cnonce="{cnonce}", qop=auth, '
-            f"nc={nc_text}")
 
 
 def challenge_nonce(message: Message, header: str = "Proxy-Authenticate") -> str:
@@ -155,23 +95,6 @@ class Peer:
 
 
 # ---------------------------------------------------------------------------------------------- gateway
-
-
-def response(request_message: Message, code: int, reason: str, *, to_tag: str = "", extra: list[str] = (),
-             body: str = "", contact: str = "") -> bytes:
-    """A response to `request_message`, copying Via, From, To (+ tag), Call-ID, CSeq and Record-Route."""
-    lines = [f"SIP/2.0 {code} {reason}"]
-    lines += [f"Via: {v}" for v in request_message.headers("Via")]
-    lines.append(f"From: {request_message.header('From')}")
-    to = request_message.header("To") or ""
-    lines.append(f"To: {to};tag={to_tag}" if to_tag and ";tag=" not in to else f"To: {to}")
-    lines += [f"Call-ID: {request_message.header('Call-ID')}", f"CSeq: {request_message.header('CSeq')}"]
-    if code < 300 or (100 < code < 200):
-        lines += [f"Record-Route: {rr}" for rr in request_message.headers("Record-Route")]
-    if contact:
-        lines.append(f"Contact: <{contact}>")
-    lines += [*extra, f"Content-Length: {len(body.encode())}", "", body]
-    return "\r\n".join(lines).encode()
 
 
 class Gateway:
