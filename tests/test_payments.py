@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -58,6 +60,28 @@ def test_a_retried_payment_with_the_same_request_id_pays_once(admin, control_ser
     with pytest.raises(grpc.RpcError) as caught:
         _pay(admin, account, 8 * EUR, request_id=key)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in caught.value.details()
+
+
+def test_concurrent_retries_of_one_request_id_all_return_the_first_payment(admin, control_server, redis_client):
+    """A client that times out and retries from several workers at once: every attempt lands together, and
+    each must get the one payment back - not a second payment, not a unique-violation error."""
+    account = _customer(admin)
+    number = account.split("/", 1)[1]
+    key = secrets.token_hex(8)
+    attempts = 8
+    start = threading.Barrier(attempts)
+
+    def attempt(_: int) -> apb.Payment:
+        start.wait()
+        return _pay(admin, account, 3 * EUR, request_id=key)
+
+    with ThreadPoolExecutor(attempts) as pool:
+        payments = list(pool.map(attempt, range(attempts)))
+    assert all(payment == payments[0] for payment in payments), {p.name for p in payments}
+    assert payments[0].balance_after == 3 * EUR
+    got = admin.accounts.GetAccount(apb.GetAccountRequest(name=account), metadata=admin.metadata)
+    assert got.balance == 3 * EUR
+    assert _live_available(CallState(redis_client, control_server.keys.namespace), number, 3 * EUR) == 3 * EUR
 
 
 @pytest.mark.parametrize(("amount", "field"), [(0, "amount"), (10**13, "amount")])
