@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The per-account keys: the live money (HASH balance, reserved), the open calls (HASH call id ->
-# "reserve:granted:admitted_at[:answered_at]"), settled call ids (SET), settled calls' events (STREAM),
-# payments applied (SET), and the CPS counter of one second (cps:<epoch second>).
+# "reserve:granted:admitted_at[:answered_at]"), settled call ids (ZSET scored by the second each settled, trimmed
+# to callstate.store.SETTLED_WINDOW_SECONDS), settled calls' events (STREAM), payments applied (SET), and the CPS
+# counter of one second (cps:<epoch second>).
 MONEY, CALLS, SETTLED, EVENTS, PAYMENTS = "money", "calls", "settled", "events", "payments"
 
 

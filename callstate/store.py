@@ -40,7 +40,10 @@ TRUNK_AT_CPS = "cps"
 TRUNK_FULL = "full"
 _TRUNK_OUTCOMES = {1: TRUNK_SEIZED, -1: TRUNK_AT_CPS, -2: TRUNK_FULL}
 
-SETTLED_TTL_SECONDS = 7 * 86_400  # how long a settled call id is remembered against retries
+# How long a settled call id is remembered against retries, late settlements and reused Call-IDs: longer than
+# the longest call (company max_call_seconds <= 24 h) plus ringing and the reaper's grace, so that a node that
+# settles a call the reaper settled already still finds it; the set holds only this window's calls.
+SETTLED_WINDOW_SECONDS = 26 * 3600
 # A word a hiredis command format carries as it is: no space (it splits arguments) and no '%' (it formats).
 _FORMAT_SAFE = re.compile(r"[^\s%]+")
 
@@ -230,7 +233,7 @@ class CallState:
     def settle(self, account: str, call_id: str, cost: int, event: CallEvent) -> bool:
         """Release the call's reservation and debit its cost, once per call id; False for a repeat."""
         return bool(self._run(scripts.SETTLE, self._money_keys(account),
-                              [call_id, cost, SETTLED_TTL_SECONDS, event.encode()]))
+                              [call_id, cost, SETTLED_WINDOW_SECONDS, event.encode()]))
 
     def settle_command(self, account: str, cost: int) -> str | None:
         """settle() as a hiredis command format with two `%s`: the settlement id (call id), then the event
@@ -240,14 +243,14 @@ class CallState:
         if not _FORMAT_SAFE.fullmatch(base):
             return None
         return (f"EVALSHA {scripts.SETTLE.sha} 4 {base}{CALLS} {base}{MONEY} {base}{SETTLED} {base}{EVENTS} %s "
-                f"{int(cost)} {SETTLED_TTL_SECONDS} %s")
+                f"{int(cost)} {SETTLED_WINDOW_SECONDS} %s")
 
     def credit_provider(self, provider: str, customer: str, call_id: str, amount: int) -> bool:
         """The provider's side of a settled call, from its event (the ledger applies it): credited `amount`
         once per (customer, call id). False for a repeat."""
         return bool(self._run(scripts.CREDIT_PROVIDER, [self.keys.account(provider, MONEY),
                                                         self.keys.account(provider, SETTLED)],
-                              [provider_settlement_id(customer, call_id), amount, SETTLED_TTL_SECONDS]))
+                              [provider_settlement_id(customer, call_id), amount, SETTLED_WINDOW_SECONDS]))
 
     def credit_providers(self, credits: Sequence[tuple[str, str, str, int]]) -> None:
         """credit_provider() for each (provider, customer, call id, amount), in one round trip."""
@@ -257,7 +260,7 @@ class CallState:
         for provider, customer, call_id, amount in credits:
             self._scripts[scripts.CREDIT_PROVIDER.name](
                 keys=[self.keys.account(provider, MONEY), self.keys.account(provider, SETTLED)],
-                args=[provider_settlement_id(customer, call_id), amount, SETTLED_TTL_SECONDS], client=pipe)
+                args=[provider_settlement_id(customer, call_id), amount, SETTLED_WINDOW_SECONDS], client=pipe)
         pipe.execute()
 
     def _money_keys(self, account: str) -> list[str]:
@@ -280,7 +283,7 @@ class CallState:
         trunks' channels."""
         restarted = {node: [start.started, start.last_heartbeat] for node, start in (restarts or {}).items()}
         reaped = self._run(scripts.REAP, self._money_keys(account),
-                           [now, grace_seconds, SETTLED_TTL_SECONDS, account, ring_seconds,
+                           [now, grace_seconds, SETTLED_WINDOW_SECONDS, account, ring_seconds,
                             json.dumps(nodes or {}), node_dead_seconds, json.dumps(restarted),
                             json.dumps(dict.fromkeys(survivors, 1))])
         return [tuple(_text(v) for v in pair) for pair in reaped]

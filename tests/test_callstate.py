@@ -139,6 +139,24 @@ def test_a_call_id_is_admitted_once(admissions):
     assert admissions.available("1001", 0) == 9 * EUR and admissions.open_calls("1001") == 0
 
 
+def test_settled_call_ids_are_remembered_for_the_window_only(admissions, redis_client):
+    """The settled ids of a busy account must not grow without end: an id older than the window is dropped at
+    the next settlement, while one inside it still makes a repeat."""
+    admissions.credit("1001", 10 * EUR)
+    for call in ("old", "recent"):
+        admit(admissions, call)
+        assert admissions.settle("1001", call, EUR, CallEvent(call_id=call, account="1001"))
+    settled = admissions.keys.account("1001", adm.SETTLED)
+    now = int(redis_client.time()[0])
+    redis_client.zadd(settled, {"old": now - adm.SETTLED_WINDOW_SECONDS - 5})  # as if settled 26 h ago
+    admit(admissions, "new")
+    assert admissions.settle("1001", "new", EUR, CallEvent(call_id="new", account="1001"))
+    assert set(redis_client.zrange(settled, 0, -1)) == {b"recent", b"new"}
+    assert 0 < redis_client.ttl(settled) <= adm.SETTLED_WINDOW_SECONDS
+    assert not admissions.settle("1001", "recent", EUR, CallEvent(call_id="recent", account="1001"))
+    assert admit(admissions, "recent").outcome == adm.DUPLICATE
+
+
 def test_settlement_debits_exactly_once_and_queues_one_event(admissions, redis_client):
     admissions.credit("1001", 10 * EUR)
     admit(admissions, "c1", reserve=4 * EUR)

@@ -17,7 +17,8 @@ local function reply(code, granted, reserve, available)
   return string.format('%d:%d:%d:%d', code, granted, reserve, available)
 end
 
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
+-- #include settled
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or is_settled(KEYS[4], ARGV[1]) then
   return reply(-4, 0, 0, 0)
 end
 local cps = tonumber(ARGV[2])

@@ -9,11 +9,12 @@
 --   the node's last heartbeat before its restart. A node restarting keeps the calls it loaded (survivors);
 -- - their node is alive but the call outlived any end it could have (answered: its grant + grace seconds ago;
 --   unanswered: the ring time + grace): its end was lost; answered, it is charged its grant.
--- KEYS: calls, money, settled, events stream. ARGV: now, grace seconds, settled TTL, account, ring seconds,
+-- KEYS: calls, money, settled, events stream. ARGV: now, grace seconds, settled window, account, ring seconds,
 -- nodes (JSON {node = last heartbeat, epoch seconds}), node_dead seconds, restarts (JSON {node = {started, last
 -- heartbeat before}}), survivors (JSON {call id = 1}: the calls restarted nodes loaded).
 -- Returns {call id, trunk or ""} per reaped call (the caller frees the trunk's channel: another slot).
 -- #include cost
+-- #include settled
 local now, grace, ring = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 local nodes, node_dead = cjson.decode(ARGV[6]), tonumber(ARGV[7])
 local restarts, survivors = cjson.decode(ARGV[8] or '{}'), cjson.decode(ARGV[9] or '{}')
@@ -43,8 +44,7 @@ local function settle_orphan(call_id, call, answered, ended)
   local route = call.p or {}
   local provider_cost = route.pt and cost(billable, numbers(route.pt)) or 0
   redis.call('HINCRBY', KEYS[2], 'balance', 0 - customer_cost)
-  redis.call('SADD', KEYS[3], call_id)
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  remember_settled(KEYS[3], call_id, ARGV[3])
   redis.call('XADD', KEYS[4], '*', 'event', cjson.encode({
     call_id = call_id, account = ARGV[4], setup_time = call.t, answer_time = call.a or '',
     end_time = string.format('%.3f', answered and ended or now), billable_seconds = int(billable),
@@ -58,7 +58,7 @@ local entries = redis.call('HGETALL', KEYS[1])
 for i = 1, #entries, 2 do
   local call_id, call = entries[i], cjson.decode(entries[i + 1])
   local answered = call.a and tonumber(call.a)
-  if redis.call('SISMEMBER', KEYS[3], call_id) == 1 then
+  if is_settled(KEYS[3], call_id) then
     -- Settled already (a restore raced its end): only its reservation and slot are left to free.
     redis.call('HDEL', KEYS[1], call_id)
     redis.call('HINCRBY', KEYS[2], 'reserved', 0 - tonumber(call.r))
