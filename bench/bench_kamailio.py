@@ -41,6 +41,7 @@ from pathlib import Path
 import _repo_path  # noqa: F401  (the repository root on sys.path, for tests/)
 import psycopg
 from _load import Step, run_load
+from _memory import pss_kib
 from _nodes import CHILDREN, REDIS_URL, Processes, control_service, idle_cpu, redis_pid, start_baseline
 
 from callstate.store import CallState
@@ -59,6 +60,7 @@ from tests.kamailio_harness import (
     start_kamailio,
     wait_routable,
 )
+from tollgate.v1 import common_pb2
 
 BENCH = Path(__file__).resolve().parent
 NATIVE_CFG = BENCH / "native_redirect.cfg"
@@ -69,6 +71,7 @@ UAS_ANSWER = BENCH / "sipp" / "uas_answer.xml"
 UAC_CALL = SCENARIOS / "uac_call.xml"  # INVITE, 200, ACK, hold, BYE through the Record-Route
 UAC_EXPECT = SCENARIOS / "uac_expect.xml"  # INVITE, a final answer, ACK
 HOLD_MS = 100  # talk time of a relayed call
+PIECE = 256 * 1024  # a big deck is streamed in pieces (gRPC's message limit)
 FLOODER_IP = "127.0.0.2"  # the refusal flood's source address (mapped to a customer limited to 1 call/s)
 # Kamailio 5.6's dialog module may log this when it ends a dialog whose 200 another worker is still handling
 # (see tests/test_kamailio_relay.py); not a fault of the script.
@@ -94,6 +97,7 @@ class World:
     namespace: str
     dsn: str
     money: CallState
+    rate_group: str  # the customer's (rateGroups/...): the memory phase loads a big deck into it
 
     @property
     def gateway(self) -> str:
@@ -133,7 +137,7 @@ def make_world(admin, client, namespace: str, dsn: str, work: Path) -> World:
     wait_routable(fast, number(customer))
     wait_routable(fast, number(flooder))
     return World(number(customer), tech_prefix + DESTINATION, number(flooder), flood_prefix + DESTINATION,
-                 gateway_port, namespace, dsn, money)
+                 gateway_port, namespace, dsn, money, rate_group)
 
 
 def tollgate_node(work: Path, name: str, world: World, mode: str, processes: Processes, **options) -> Kamailio:
@@ -269,6 +273,36 @@ def flood_phase(work: Path, world: World, processes: Processes, rpid: int | None
     return Flood(alone, calls, found["flood"], recorded, catch_up)
 
 
+def memory_phase(admin, work: Path, world: World, processes: Processes, rpid: int | None, rows: int) -> list[str]:
+    """Each process's PSS on a fresh relay node before and after the customer's rate group gets a deck of `rows`
+    prefixes (the published image, mapped by every process): what a big deck costs each worker."""
+    node = tollgate_node(work, "memory", world, "relay", processes)
+    idle = idle_cpu(node, 1.0)
+    run_load("memory", node, UAC_CALL, work, 20, 2, processes, rpid, idle, values=call_values(world),
+             uas=(UAS_ANSWER, world.gateway_port))
+    before = {pid: pss_kib(pid) for pid in node.worker_pids()}
+    deck = "prefix,rate_per_min\n44,0.05\n" + "".join(f"{10_000_000 + i * 7},0.0{i % 10}\n" for i in range(rows))
+    started = time.monotonic()
+    data = deck.encode()
+    pieces = [common_pb2.ImportRatesRequest(parent=world.rate_group, csv_data=data[:PIECE])]
+    pieces += [common_pb2.ImportRatesRequest(csv_data=data[i:i + PIECE]) for i in range(PIECE, len(data), PIECE)]
+    admin.rate_groups.ImportOriginationRates(iter(pieces), metadata=admin.metadata, timeout=900)
+    imported = time.monotonic() - started
+    time.sleep(6)  # the publisher's next round, then every process follows within a second or two
+    run_load("memory", node, UAC_CALL, work, 20, 2, processes, rpid, idle, values=call_values(world),
+             uas=(UAS_ANSWER, world.gateway_port))  # every worker decides calls on the new deck
+    after = {pid: pss_kib(pid) for pid in node.worker_pids() if pid in before}
+    images = [f.stat().st_size for f in (work / "memory" / "images").rglob("*") if f.is_file()]
+    drain(world)
+    node.stop()
+    growth = sorted(after[pid] - before[pid] for pid in after)
+    return [f"memory: a {rows:,}-prefix origination deck (imported in {imported:.0f} s): PSS per Kamailio process "
+            f"{min(after.values()) / 1024:.1f}-{max(after.values()) / 1024:.1f} MiB after, growth "
+            f"{growth[0] / 1024:+.1f} to {growth[-1] / 1024:+.1f} MiB; the node ({len(after)} processes) "
+            f"{sum(before.values()) / 1024:.0f} -> {sum(after.values()) / 1024:.0f} MiB; the largest deck image mapped "
+            f"{max(images, default=0) / 2**20:.0f} MiB (shared: pages are counted when a lookup touches them)"]
+
+
 def _ledger_catch_up(world: World, at_most: int) -> tuple[int, float]:
     """(refusal CDRs in PostgreSQL once no new one came for 5 s, seconds until the last one came)."""
     ended, recorded, last_change = time.monotonic(), -1, time.monotonic()
@@ -344,10 +378,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="length of each step")
     parser.add_argument("--flood-rate", type=int, default=5000, help="INVITEs/s of the refusal flood (0: none)")
     parser.add_argument("--no-overload", action="store_true", help="skip the overload and flood phases")
+    parser.add_argument("--deck-rows", type=int, default=1_000_000,
+                        help="prefixes of the deck whose memory per process is measured last (0: skip)")
+    parser.add_argument("--only-memory", action="store_true", help="only the memory phase")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp statistics)")
     args = parser.parse_args()
-    rates = [int(r) for r in args.rates.split(",") if r]
-    relay_rates = [int(r) for r in args.relay_rates.split(",") if r]
+    args.rates = [int(r) for r in args.rates.split(",") if r]
+    args.relay_rates = [int(r) for r in args.relay_rates.split(",") if r]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally clauses stop everything
 
     processes = Processes()
@@ -365,27 +402,10 @@ def main() -> int:
             world = make_world(admin, client, namespace, dsn, work)
             rpid = redis_pid(client)
             print(f"{CHILDREN} workers per node, TLSF allocator; Redis CPU {'measured' if rpid else 'not measurable'}")
-            steps = routing_phase(work, world, processes, rpid, rates, args.seconds, faults)
-            goals += routing_goals(steps)
-            relay_steps = relay_phase(work, world, processes, rpid, relay_rates, args.seconds, faults)
-            relay, native = best(relay_steps, "relay"), best(relay_steps, "native-rly")
-            if relay and native:
-                goals.append(Goal("relay: clean calls/s, tollgate / native relay", relay.cps / native.cps,
-                                  RELAY_VS_NATIVE))
-            lines += notes(steps, relay_steps)
-            if not args.no_overload:
-                goals += overload_goals(work, world, processes, rpid, steps, relay_steps, args.seconds, lines)
-                if args.flood_rate:
-                    capacity = capacity_of(relay_steps, "relay")
-                    flood = flood_phase(work, world, processes, rpid, capacity=capacity,
-                                        rate=max(capacity // 4, 10), flood_rate=args.flood_rate,
-                                        seconds=args.seconds)
-                    goals.append(Goal("refusal flood: admitted calls' goodput, flooded / alone",
-                                      flood.calls.cps / flood.alone.cps if flood.alone.cps else 0.0, FLOOD_GOODPUT))
-                    lines.append(f"refusal flood: {flood.refusals.placed:,} INVITEs from {FLOODER_IP} at "
-                                 f"{flood.refusals.rate:,}/s offered, {flood.refusals.succeeded:,} answered 503; "
-                                 f"{flood.recorded:,} refusal CDRs in PostgreSQL, the last {flood.catch_up:.1f} s "
-                                 f"after the flood ended")
+            if args.only_memory:
+                lines += memory_phase(admin, work, world, processes, rpid, args.deck_rows)
+            else:
+                goals += all_phases(args, work, world, processes, rpid, faults, lines, admin)
         finally:
             processes.stop()
 
@@ -399,6 +419,36 @@ def main() -> int:
     for goal in goals:
         print("  " + goal.line())
     return 0
+
+
+def all_phases(args: argparse.Namespace, work: Path, world: World, processes: Processes, rpid: int | None,
+               faults: dict[str, list[str]], lines: list[str], admin) -> list[Goal]:
+    """Routing, relay, overload, flood and memory phases in turn; their goals (notes go to `lines`)."""
+    goals: list[Goal] = []
+    steps = routing_phase(work, world, processes, rpid, args.rates, args.seconds, faults)
+    goals += routing_goals(steps)
+    relay_steps = relay_phase(work, world, processes, rpid, args.relay_rates, args.seconds, faults)
+    relay, native = best(relay_steps, "relay"), best(relay_steps, "native-rly")
+    if relay and native:
+        goals.append(Goal("relay: clean calls/s, tollgate / native relay", relay.cps / native.cps,
+                          RELAY_VS_NATIVE))
+    lines += notes(steps, relay_steps)
+    if not args.no_overload:
+        goals += overload_goals(work, world, processes, rpid, steps, relay_steps, args.seconds, lines)
+        if args.flood_rate:
+            capacity = capacity_of(relay_steps, "relay")
+            flood = flood_phase(work, world, processes, rpid, capacity=capacity,
+                                rate=max(capacity // 4, 10), flood_rate=args.flood_rate,
+                                seconds=args.seconds)
+            goals.append(Goal("refusal flood: admitted calls' goodput, flooded / alone",
+                              flood.calls.cps / flood.alone.cps if flood.alone.cps else 0.0, FLOOD_GOODPUT))
+            lines.append(f"refusal flood: {flood.refusals.placed:,} INVITEs from {FLOODER_IP} at "
+                         f"{flood.refusals.rate:,}/s offered, {flood.refusals.succeeded:,} answered 503; "
+                         f"{flood.recorded:,} refusal CDRs in PostgreSQL, the last {flood.catch_up:.1f} s "
+                         f"after the flood ended")
+    if args.deck_rows:
+        lines += memory_phase(admin, work, world, processes, rpid, args.deck_rows)
+    return goals
 
 
 def overload_goals(work: Path, world: World, processes: Processes, rpid: int | None, steps: list[Step],
