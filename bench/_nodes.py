@@ -83,9 +83,9 @@ def start_baseline(template: Path, workdir: Path, processes: Processes, *, accou
     cfg.write_text(re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: values[m.group(1)], template.read_text()))
     with log_path.open("ab") as log:
         started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
-                                  # the allocator tollgate's nodes run with: a baseline on the default (qm)
-                                  # would spend a third of its CPU in qm_malloc
-                                  "-m", "256", "-M", "16", "-x", "tlsf"],
+                                  # the allocator tollgate's nodes run with (scripts/start-kamailio.sh), so
+                                  # that a baseline spends what they spend in malloc
+                                  "-m", "256", "-M", "16", "-x", "qm"],
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=timeout)
     if started.returncode != 0 or not pidfile.exists():
         raise RuntimeError(f"{template.name} did not start (exit {started.returncode}):\n{log_path.read_text()}")

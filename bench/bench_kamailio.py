@@ -9,8 +9,8 @@ creates a routable IP-mapped prepaid customer (provider, trunk, rate group, deck
 1. Routing server (INVITE -> 302 -> ACK): tollgate (kemi/, TOLLGATE_MODE "redirect"), the native baseline
    bench/native_redirect.cfg (one htable lookup, one Redis HMGET through ndb_redis, 302) and kemi-floor (the
    same in Python, bench/kemi_floor.cfg: the floor of any KEMI script), each on its own loopback port with
-   2 workers, -m 256 and the TLSF allocator. sipp offers each rate to each of them in turn (interleaved, so
-   that the machine's noise hits all alike).
+   2 workers, -m 256 and the qm allocator (as the stack runs). sipp offers each rate to each of them in turn
+   (interleaved, so that the machine's noise hits all alike).
 2. Relayed calls (INVITE, 200, ACK, 100 ms, BYE) through tollgate in relay mode as the stack runs it (dialogs
    in PostgreSQL, topology hiding) and through bench/native_relay.cfg (tm + rr + dialog, one ndb_redis call
    at setup and one at the end), to a sipp gateway.
@@ -401,7 +401,7 @@ def main() -> int:
         try:
             world = make_world(admin, client, namespace, dsn, work)
             rpid = redis_pid(client)
-            print(f"{CHILDREN} workers per node, TLSF allocator; Redis CPU {'measured' if rpid else 'not measurable'}")
+            print(f"{CHILDREN} workers per node, qm allocator; Redis CPU {'measured' if rpid else 'not measurable'}")
             if args.only_memory:
                 lines += memory_phase(admin, work, world, processes, rpid, args.deck_rows)
             else:
