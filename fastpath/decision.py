@@ -18,6 +18,7 @@ MAX_CALLER_ID_DIGITS = 32  # the longest caller id or DID the control plane stor
 
 
 MAX_USER_LENGTH = 64  # a SIP device username's longest
+MAX_DIALLED = 64  # a dialled user part longer than any tech prefix + number: answered 484 before identification
 
 # A decision's trace (Engine.trace; the route simulator shows it): the facts the decision went through, in
 # order, as plain tuples, so that the two implementations are held to the same trace exactly

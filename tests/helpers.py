@@ -30,6 +30,7 @@ from tollgate.v1 import (
     operator_pb2_grpc,
     rating_pb2_grpc,
     receipt_pb2_grpc,
+    route_pb2_grpc,
     trunks_pb2_grpc,
 )
 
@@ -57,6 +58,7 @@ class Stubs:
     audit: audit_pb2_grpc.AuditServiceStub
     receipts: receipt_pb2_grpc.ReceiptServiceStub
     notifications: notification_pb2_grpc.NotificationServiceStub
+    routes: route_pb2_grpc.RouteServiceStub
 
 
 def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
@@ -75,6 +77,7 @@ def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
         audit_pb2_grpc.AuditServiceStub(channel),
         receipt_pb2_grpc.ReceiptServiceStub(channel),
         notification_pb2_grpc.NotificationServiceStub(channel),
+        route_pb2_grpc.RouteServiceStub(channel),
     )
 
 
