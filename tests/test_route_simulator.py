@@ -34,23 +34,6 @@ class World:
     rate_group: str
 
 
-def simulate(admin, account: str, number: str = DESTINATION, caller_id: str = CALLER, metadata=None,
-             **fields) -> route_pb2.SimulateCallResponse:
-    request = route_pb2.SimulateCallRequest(account=f"accounts/{account}", caller_id=caller_id, number=number,
-                                            **fields)
-    return admin.routes.SimulateCall(request, metadata=metadata or admin.metadata)
-
-
-def simulate_until(admin, account: str, accept, timeout: float = 5.0, **options) -> route_pb2.SimulateCallResponse:
-    """SimulateCall again until accept(response): a change reaches the projection within about a second."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = simulate(admin, account, **options)
-        if accept(response) or time.monotonic() > deadline:
-            return response
-        time.sleep(0.1)
-
-
 def answer(response: route_pb2.SimulateCallResponse) -> tuple[int, str, str]:
     return response.sip_code, response.sip_reason, response.stage
 
@@ -69,18 +52,18 @@ def world(admin, money) -> World:
     return World(number(customer), trunks, rate_group)
 
 
-def customer(admin, money, world: World, **settings) -> str:
+def customer(admin, money, simulate, world: World, **settings) -> str:
     """Another customer of the world's rate group, once the simulator sees it (10.00 unless `balance`)."""
     account = number(make_customer(admin, money, world.rate_group, **settings))
-    simulate_until(admin, account, lambda r: r.account_status == "ACTIVE")
+    simulate.until(account, DESTINATION, lambda r: r.account_status == "ACTIVE")
     return account
 
 
 # ---------------------------------------------------------------------------------------------- the trace
 
 
-def test_a_routable_call_is_traced_step_by_step(admin, world):
-    response = simulate_until(admin, world.account, lambda r: r.sip_code == 200, number="00" + DESTINATION)
+def test_a_routable_call_is_traced_step_by_step(admin, world, simulate):
+    response = simulate.until(world.account, "00" + DESTINATION, lambda r: r.sip_code == 200)
     cheap, dear, elsewhere = world.trunks
     assert answer(response) == (200, "Relayed", "") and response.relayed_to == f"trunks/{cheap}"
     assert response.account_status == "ACTIVE" and response.engine == "cython"
@@ -104,52 +87,52 @@ def test_a_routable_call_is_traced_step_by_step(admin, world):
     assert "dearer than the caller's rate" in details and "no termination rate for the number" in details
 
 
-def test_the_simulation_changes_nothing(admin, money, world):
+def test_the_simulation_changes_nothing(admin, money, world, simulate):
     before = (money.available(world.account, 0), money.open_calls(world.account))
     for _ in range(3):
-        assert simulate(admin, world.account).sip_code == 200
+        assert simulate(world.account, DESTINATION).sip_code == 200
     assert (money.available(world.account, 0), money.open_calls(world.account)) == before
 
 
 # ---------------------------------------------------------------------------------------------- SPEC §8 answers
 
 
-def test_refusals_of_the_decision(admin, money, world):
-    assert answer(simulate(admin, world.account, number="33123456")) == (404, "No rate for destination", "rate")
-    assert answer(simulate(admin, world.account, number=DESTINATION + "0" * 12)) == (484, "Address Incomplete",
+def test_refusals_of_the_decision(admin, money, world, simulate):
+    assert answer(simulate(world.account, "33123456")) == (404, "No rate for destination", "rate")
+    assert answer(simulate(world.account, DESTINATION + "0" * 12)) == (484, "Address Incomplete",
                                                                                     "number")
-    broke = customer(admin, money, world, balance=0)
+    broke = customer(admin, money, simulate, world, balance=0)
     money.credit(broke, 0)  # its money is known (restored): 0.00
-    response = simulate_until(admin, broke, lambda r: r.sip_code == 402)
+    response = simulate.until(broke, DESTINATION, lambda r: r.sip_code == 402)
     assert answer(response) == (402, "Insufficient balance", "balance") and response.granted_seconds == 0
 
 
-def test_cli_pool_refusal(admin, money, world):
-    account = customer(admin, money, world)
+def test_cli_pool_refusal(admin, money, world, simulate):
+    account = customer(admin, money, simulate, world)
     admin.accounts.UpdateAccount(apb.UpdateAccountRequest(
         account=apb.Account(name=f"accounts/{account}", billing=apb.Billing(cli_pool=6)),
         update_mask=field_mask_pb2.FieldMask(paths=["billing.cli_pool"])), metadata=admin.metadata)
-    response = simulate_until(admin, account, lambda r: r.sip_code == 403)
+    response = simulate.until(account, DESTINATION, lambda r: r.sip_code == 403)
     assert answer(response) == (403, "CLI not allowed", "cli")
     (cli,) = [step for step in response.steps if step.check == "cli"]
     assert cli.outcome == "refused" and "reject if not a DID" in cli.detail
 
 
-def test_a_disabled_account(admin, money, world):
-    account = customer(admin, money, world)
+def test_a_disabled_account(admin, money, world, simulate):
+    account = customer(admin, money, simulate, world)
     admin.accounts.UpdateAccount(apb.UpdateAccountRequest(account=apb.Account(
         name=f"accounts/{account}", status=apb.INACTIVE)), metadata=admin.metadata)
-    response = simulate_until(admin, account, lambda r: r.sip_code == 403)
+    response = simulate.until(account, DESTINATION, lambda r: r.sip_code == 403)
     assert answer(response) == (403, "Account disabled", "account") and response.account_status == "INACTIVE"
     assert [step.check for step in response.steps] == ["account", "answer"]
 
 
-def test_live_counters_cps_and_concurrent_calls(admin, money, redis_client, world):
-    limited = customer(admin, money, world, cps=2, max_concurrent_calls=1)
+def test_live_counters_cps_and_concurrent_calls(admin, money, redis_client, world, simulate):
+    limited = customer(admin, money, simulate, world, cps=2, max_concurrent_calls=1)
     now = int(time.time())
     for second in (now, now + 1, now + 2):  # whichever second the server reads in
         redis_client.set(money.keys.cps(limited, second), 2, ex=5)
-    response = simulate(admin, limited)
+    response = simulate(limited, DESTINATION)
     assert answer(response) == (503, "CPS limit exceeded", "cps")
     (cps,) = [step for step in response.steps if step.check == "cps"]
     assert (cps.outcome, cps.count, cps.limit) == ("refused", 2, 2)
@@ -158,12 +141,12 @@ def test_live_counters_cps_and_concurrent_calls(admin, money, redis_client, worl
     grant = money.admit_call(limited, "sim-open-call", now=now, cps=0, max_calls=0, credit_limit=0,
                              terms=(0, 0, 50_000, 1, 1), max_call_seconds=60)
     assert grant.outcome == "admitted"
-    response = simulate(admin, limited)
+    response = simulate(limited, DESTINATION)
     assert answer(response) == (503, "Concurrent call limit", "concurrency")
     assert response.available == 10 * EUR - grant.reserve  # the open call's reservation counts
 
 
-def test_a_trunk_at_its_channel_limit_leaves_no_route(admin, money, fast, world):
+def test_a_trunk_at_its_channel_limit_leaves_no_route(admin, money, fast, world, simulate):
     rate_group, (trunk,), _provider = make_carrier(admin, [([dead_gateway()], "prefix,rate_per_min\n44,0.01\n")],
                                                    "prefix,rate_per_min\n44,0.05\n")
     account = number(make_customer(admin, money, rate_group))
@@ -171,7 +154,7 @@ def test_a_trunk_at_its_channel_limit_leaves_no_route(admin, money, fast, world)
     money.seize_trunk(trunk, "another-call", now=int(time.time()), max_calls=1, cps=0,
                       hold_until=int(time.time()) + 60)
     try:
-        response = simulate_until(admin, account, lambda r: r.sip_code == 503)
+        response = simulate.until(account, DESTINATION, lambda r: r.sip_code == 503)
     finally:
         money.release_trunk(trunk, "another-call")
     assert answer(response) == (503, "No route available", "route")
@@ -232,17 +215,18 @@ def _operator(admin, role: int) -> tuple:
     return (("authorization", f"Bearer {made.token.token}"),)
 
 
-def test_an_account_simulates_only_its_own_calls(admin, world):
+def test_an_account_simulates_only_its_own_calls(admin, world, simulate):
     own, token = _login(admin)
-    assert simulate(admin, own, metadata=token).account_status in ("ACTIVE", "UNKNOWN")
-    assert failure(lambda: simulate(admin, world.account, metadata=token)).code == grpc.StatusCode.NOT_FOUND
+    assert simulate(own, DESTINATION, metadata=token).account_status in ("ACTIVE", "UNKNOWN")
+    assert failure(lambda: simulate(world.account, DESTINATION, metadata=token)).code == grpc.StatusCode.NOT_FOUND
 
 
-def test_operators_who_read_the_configuration_may_simulate(admin, world):
+def test_operators_who_read_the_configuration_may_simulate(admin, world, simulate):
     readonly, billing = (_operator(admin, role) for role in (operator_pb2.OPERATOR_ROLE_READONLY,
                                                              operator_pb2.OPERATOR_ROLE_BILLING))
-    assert simulate(admin, world.account, metadata=readonly).sip_code == 200
-    assert failure(lambda: simulate(admin, world.account, metadata=billing)).code == grpc.StatusCode.PERMISSION_DENIED
+    assert simulate(world.account, DESTINATION, metadata=readonly).sip_code == 200
+    denied = failure(lambda: simulate(world.account, DESTINATION, metadata=billing))
+    assert denied.code == grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.mark.parametrize(("fields", "field"), [
