@@ -215,9 +215,18 @@ def _operator(admin, role: int) -> tuple:
     return (("authorization", f"Bearer {made.token.token}"),)
 
 
-def test_an_account_simulates_only_its_own_calls(admin, world, simulate):
+def test_an_account_simulates_only_its_own_calls(admin, money, world, simulate):
     own, token = _login(admin)
+    money.credit(own, 10 * EUR)
     assert simulate(own, DESTINATION, metadata=token).account_status in ("ACTIVE", "UNKNOWN")
+    admin.accounts.UpdateAccount(apb.UpdateAccountRequest(
+        account=apb.Account(name=f"accounts/{own}", billing=apb.Billing(rate_group=world.rate_group)),
+        update_mask=field_mask_pb2.FieldMask(paths=["billing.rate_group"])), metadata=admin.metadata)
+    seen = simulate.until(own, DESTINATION, lambda r: r.sip_code == 200, metadata=token)
+    # Its own side only, as its CDRs show it: the carriers (trunks, gateways, their prices) stay hidden.
+    assert seen.sip_code == 200 and seen.rate_group == world.rate_group
+    assert not seen.trunks and not seen.relayed_to
+    assert not any(step.trunk or "trunk " in step.detail for step in seen.steps)
     assert failure(lambda: simulate(world.account, DESTINATION, metadata=token)).code == grpc.StatusCode.NOT_FOUND
 
 

@@ -48,7 +48,10 @@ def rule_text(rule: Rule) -> str:
 
 
 class Report:
-    def __init__(self, sim: Simulation, decimals: int) -> None:
+    def __init__(self, sim: Simulation, decimals: int, carriers: bool = True) -> None:
+        """carriers=False: the account's own view, without the carrier side (trunks, providers, gateways, their
+        prices), which its CDRs do not show it either."""
+        self.carriers = carriers
         self.sim = sim
         self.world: World = sim.world
         self.decimals = decimals
@@ -204,11 +207,14 @@ class Report:
         self.step("balance", PASS, f"{money}: grants {decision.granted_seconds} s{reserve}")
 
     def _routes(self) -> None:
-        for _kind, source, trunk_ids in self.of("candidates"):
+        for _kind, source, trunk_ids in self.of("candidates") if self.carriers else ():
             where = "the rate's forced trunks" if source == "forced" else "the rate group's trunks"
             self.step("route", INFO, f"considering {', '.join(trunk_ids) or 'no trunks'} ({where})")
         routes = {route.trunk: (index, route) for index, route in enumerate(self.sim.decision.routes)}
-        for _kind, trunk_id, dropped, prefix, rate in self.of("trunk"):
+        if not self.carriers:
+            kept = len(self.sim.decision.routes)
+            self.step("route", INFO, f"{len(self.of('trunk'))} trunks considered, {kept} usable")
+        for _kind, trunk_id, dropped, prefix, rate in self.of("trunk") if self.carriers else ():
             self._localized("termination_destination", trunk_id)
             self._localized("termination_caller_id", trunk_id)
             self._trunk(trunk_id, dropped, prefix, rate, routes.get(trunk_id))
@@ -239,7 +245,7 @@ class Report:
 
     def _relay(self) -> None:
         decision = self.sim.decision
-        if decision.code != 200 or decision.direction != "outbound":
+        if decision.code != 200 or decision.direction != "outbound" or not self.carriers:
             return
         for item in self.out.trunks:
             if item.position and (item.max_concurrent_calls or item.cps):
@@ -256,7 +262,9 @@ class Report:
             self.step("answer", REFUSED, f"{sim.answer.code} {sim.answer.reason} (check: {sim.answer.stage})")
             return
         decision = sim.decision
-        if decision.direction == "outbound":
+        if decision.direction == "outbound" and not self.carriers:
+            detail = "relayed to a carrier; its answer follows"
+        elif decision.direction == "outbound":
             route = decision.routes[sim.relay_index]
             out.relayed_to = f"trunks/{route.trunk}"
             gateway = "/".join(route.gateways[0]) if route.gateways else ""

@@ -50,4 +50,4 @@ class RouteService(route_pb2_grpc.RouteServiceServicer):
                                                   request.call_id)
         except ProjectionUnavailable as exc:
             raise unavailable(f"the switch's data in Redis cannot be read now; retry shortly ({exc})") from None
-        return Report(simulation, decimals).build()
+        return Report(simulation, decimals, carriers=calls.principal().is_operator).build()
