@@ -24,6 +24,7 @@ from admin import (
     operators,
     rating,
     receipts,
+    route,
     trunks,
 )
 from admin.errors import EXIT_OTHER, EXIT_USAGE, UsageError, report_rpc_error
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     notifications.add_parsers(commands, common)
     operators.add_parsers(commands, common)
     audit.add_parsers(commands, common)
+    route.add_parsers(commands, common)
     return parser
 
 

@@ -225,6 +225,14 @@ class CallState:
     def open_calls(self, account: str) -> int:
         return int(self._redis.hlen(self.keys.account(account, CALLS)))
 
+    def calls_this_second(self, account: str, second: int) -> int:
+        """The account's new calls counted in that second (the admission's CPS counter), without counting one."""
+        return int(self._redis.get(self.keys.cps(account, second)) or 0)
+
+    def trunk_calls_this_second(self, trunk: str, second: int) -> int:
+        """The trunk's channels seized in that second (seize_trunk's CPS counter), without seizing one."""
+        return int(self._redis.get(self.keys.trunk(trunk, f"cps:{second}")) or 0)
+
     def open_call(self, account: str, call_id: str) -> OpenCall | None:
         entry = self._redis.hget(self.keys.account(account, CALLS), call_id)
         return OpenCall.decode(entry) if entry else None

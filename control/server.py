@@ -28,10 +28,12 @@ from control.api.servicers.access import AuditService, AuthService, OperatorServ
 from control.api.servicers.accounts import AccountService, CompanyService
 from control.api.servicers.billing import CdrService, InvoiceService, NotificationService, ReceiptService
 from control.api.servicers.configuration import DirectoryService, RateGroupService, TrunkService
+from control.api.servicers.routing import RouteService
 from control.billing.worker import BillingWorker, Settings
 from control.config import Config, describe, load_config
 from control.notifications.sender import MailSettings, Sender
 from control.projection import Publisher
+from control.routing.simulator import Simulator
 from tollgate.v1 import (
     account_pb2,
     account_pb2_grpc,
@@ -55,6 +57,8 @@ from tollgate.v1 import (
     rating_pb2_grpc,
     receipt_pb2,
     receipt_pb2_grpc,
+    route_pb2,
+    route_pb2_grpc,
     trunks_pb2,
     trunks_pb2_grpc,
 )
@@ -74,6 +78,7 @@ SERVICE_NAMES = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     receipt_pb2.DESCRIPTOR.services_by_name["ReceiptService"].full_name,
     notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+    route_pb2.DESCRIPTOR.services_by_name["RouteService"].full_name,
 )
 _HEALTH_INTERVAL_SECONDS = 5.0
 
@@ -86,11 +91,13 @@ class RunningServer:
     publisher: Publisher
     billing: BillingWorker
     notifier: Sender
+    simulator: Simulator
     _stop_health: threading.Event
 
     def stop(self, grace: float = 2.0) -> None:
         self._stop_health.set()
         self.server.stop(grace).wait()
+        self.simulator.close()
         self.publisher.close()
         self.billing.stop()
         self.notifier.stop()
@@ -148,7 +155,7 @@ def _listen(server: grpc.Server, config: Config) -> int:
         return 0
 
 
-def _servicers(server: grpc.Server, database: db.Database, config: Config) -> None:
+def _servicers(server: grpc.Server, database: db.Database, config: Config, simulator: Simulator) -> None:
     limiter = throttle.LoginThrottle(
         throttle.Policy(config.login_free_attempts, config.login_max_attempts, config.login_lock_seconds),
         throttle.Policy(config.login_source_free_attempts, config.login_source_max_attempts, config.login_lock_seconds))
@@ -164,6 +171,7 @@ def _servicers(server: grpc.Server, database: db.Database, config: Config) -> No
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditService(database), server)
     receipt_pb2_grpc.add_ReceiptServiceServicer_to_server(ReceiptService(database), server)
     notification_pb2_grpc.add_NotificationServiceServicer_to_server(NotificationService(database), server)
+    route_pb2_grpc.add_RouteServiceServicer_to_server(RouteService(database, simulator), server)
 
 
 def billing_settings(config: Config) -> Settings:
@@ -192,7 +200,8 @@ def create_server(config: Config) -> RunningServer:
     options = [("grpc.max_receive_message_length", config.max_request_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=interceptors,
                          options=options)
-    _servicers(server, database, config)
+    simulator = Simulator(config.redis_url, config.redis_namespace)
+    _servicers(server, database, config, simulator)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -200,9 +209,11 @@ def create_server(config: Config) -> RunningServer:
         port = _listen(server, config)
     except SystemExit:
         pool.close()
+        simulator.close()
         raise
     if port == 0:
         pool.close()
+        simulator.close()
         raise SystemExit(f"cannot listen on {config.listen}: address in use or invalid")
     publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace)
     publisher.start()
@@ -214,7 +225,7 @@ def create_server(config: Config) -> RunningServer:
     stop = threading.Event()
     threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
     threading.Thread(target=_housekeeping, args=(pool, config, stop), name="housekeeping", daemon=True).start()
-    return RunningServer(server, port, pool, publisher, billing, notifier, stop)
+    return RunningServer(server, port, pool, publisher, billing, notifier, simulator, stop)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,10 @@
 Engine(world) mirrors a World into typed records once per projection change; Engine.decide() then
 runs per INVITE with C integers for money and time, C lookups into shared deck images, and Python
 objects only where a string has to be built. tests/test_fastpath_differential.py holds it to the
-reference.
+reference, decisions and traces alike.
+
+Engine.trace() runs the same code with a list that each step appends its facts to (fastpath.decision names
+them), for the route simulator; Engine.decide() passes None, and each step's cost is then one pointer test.
 """
 
 from cpython.unicode cimport PyUnicode_GET_LENGTH
@@ -185,6 +188,7 @@ cdef class _Group:
 cdef class _Trunk:
     cdef str id, provider
     cdef bint usable
+    cdef str unusable  # why not usable, for traces (fastpath.decision.TRUNK_VERDICTS); "" when usable
     cdef int64_t provider_expires  # epoch second the provider's account expires (INT64_MAX: never)
     cdef tuple gateways
     cdef int max_concurrent_calls, cps, priority
@@ -212,14 +216,21 @@ cdef _Rules _rules(object source):
     return rules
 
 
-cdef str _localize(str number, list rules):
+cdef str _localize(str number, list rules, list trace, str name, str owner):
+    """The rules applied in order; with a trace, each rule's (name, owner, index, before, after) noted."""
     cdef tuple rule
+    cdef str before
+    cdef Py_ssize_t index = 0
     for rule in rules:
+        before = number
         if rule[0] == 0:
             if number.startswith(rule[1]):
                 number = rule[2] + number[len(<str>rule[1]):]
         else:
             number = rule[1].sub(rule[2], number, 1)
+        if trace is not None:
+            trace.append(("localize", name, owner, index, before, number))
+        index += 1
     return number
 
 
@@ -370,7 +381,9 @@ cdef class Engine:
         cdef _Trunk c = _Trunk.__new__(_Trunk)
         c.id = t.id
         c.provider = t.provider
-        c.usable = t.status == model.ACTIVE and t.provider_usable and len(t.gateways) > 0 and deck is not None
+        c.unusable = ("inactive" if t.status != model.ACTIVE else "provider_disabled" if not t.provider_usable
+                      else "no_gateways" if len(t.gateways) == 0 else "no_rates" if deck is None else "")
+        c.usable = not c.unusable
         c.provider_expires = INT64_MAX if t.provider_expire_epoch is None else t.provider_expire_epoch
         c.gateways = tuple(t.gateways)
         c.max_concurrent_calls = t.max_concurrent_calls
@@ -382,32 +395,47 @@ cdef class Engine:
 
     cpdef Decision decide(self, str account_number, str caller_id, str destination, int64_t available,
                           int64_t now, int64_t entropy=0):
+        return self._decide(account_number, caller_id, destination, available, now, entropy, None)
+
+    def trace(self, str account_number, str caller_id, str destination, int64_t available, int64_t now,
+              int64_t entropy=0):
+        """(the decision, the facts it went through): fastpath.decision names the trace's entries."""
+        cdef list facts = []
+        decision = self._decide(account_number, caller_id, destination, available, now, entropy, facts)
+        return decision, tuple(facts)
+
+    cdef Decision _decide(self, str account_number, str caller_id, str destination, int64_t available,
+                          int64_t now, int64_t entropy, list trace):
         cdef _Account account = self.accounts.get(account_number)
         cdef Decision d
         if account is None or not account.usable(now):
             return _decision(403, "Account disabled", "account", "", "", "", False)
-        destination = _localize(destination, account.rules.destination)
+        destination = _localize(destination, account.rules.destination, trace, "destination", "")
         cdef bint inbound = destination in self.did_owner
         cdef bint local = account.allow_local_calls and destination in self.devices_active
         if not (inbound or local or _is_number(destination, self.max_destination_digits,
                                                self.min_destination_digits)):
             return _decision(484, "Address Incomplete", "number", "", "", "", False)
         if inbound:
-            caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_inbound), account, True)
+            caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_inbound, trace,
+                                                    "caller_id_inbound", ""), account, True, trace)
             return self._inbound(destination, caller_id, account, now)
-        caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_outbound), account, local)
+        caller_id = self._presentable(_localize(caller_id, account.rules.caller_id_outbound, trace,
+                                                "caller_id_outbound", ""), account, local, trace)
         if local:
             return self._local(account, caller_id, destination, available, now)
-        return self._outbound(account, caller_id, destination, available, entropy, now)
+        return self._outbound(account, caller_id, destination, available, entropy, now, trace)
 
-    cdef str _presentable(self, str caller_id, _Account account, bint on_switch):
+    cdef str _presentable(self, str caller_id, _Account account, bint on_switch, list trace):
         """A caller id that cannot be presented (not plain digits toward a carrier, not a plain user part toward
         our own devices) becomes the account's default caller id, or anonymous."""
         if _is_user(caller_id) if on_switch else _is_number(caller_id, MAX_CALLER_ID_DIGITS):
             return caller_id
-        if self.fallback_to_default and account.default_caller_id:
-            return account.default_caller_id
-        return ANONYMOUS
+        presented = account.default_caller_id if self.fallback_to_default and account.default_caller_id \
+            else ANONYMOUS
+        if trace is not None:
+            trace.append(("fallback", caller_id, presented))
+        return presented
 
     cdef Decision _inbound(self, str did, str caller_id, _Account account, int64_t now):
         owner_number = self.did_owner[did]
@@ -456,42 +484,57 @@ cdef class Engine:
             self.pools_both[account.number] = both
         return both
 
+    cdef str _cli_outcome(self, _Account account, str caller_id, tuple pool, int option):
+        """What CLI pool `option` does with a caller id (fastpath.decision.CLI_OUTCOMES)."""
+        if caller_id in pool:
+            return "in_pool"
+        if option <= 2:
+            return "random" if pool else "empty_pool"
+        if option <= 5:
+            return "non_cli" if account.non_cli_rate_group else "no_non_cli_group"
+        return "reject"
+
     cdef Decision _outbound(self, _Account account, str caller_id, str destination, int64_t available,
-                            int64_t entropy, int64_t now):
+                            int64_t entropy, int64_t now, list trace):
         cdef int option = account.cli_pool
         cdef str group_id = account.rate_group
-        cdef tuple pool
+        cdef str outcome = "disabled"
+        cdef tuple pool = ()
         cdef Decision d
         cdef _Group group
         cdef Hit hit
         cdef _DictStrings strings = _DictStrings.__new__(_DictStrings)
-        cdef bint found = False
+        cdef bint found = False, refused = False
         cdef int64_t initial, increment, rate, granted
         if option != 0:
             pool = self._pool(account, option)
-            if caller_id not in pool:
-                if option <= 2:
-                    if not pool:
-                        return _decision(403, "CLI not allowed", "cli", "outbound", caller_id, destination,
-                                         account.allow_recording)
-                    caller_id = pool[entropy % len(pool)]
-                elif option <= 5:
-                    if not account.non_cli_rate_group:
-                        return _decision(403, "CLI not allowed", "cli", "outbound", caller_id, destination,
-                                         account.allow_recording)
-                    group_id = account.non_cli_rate_group
-                else:
-                    return _decision(403, "CLI not allowed", "cli", "outbound", caller_id, destination,
-                                     account.allow_recording)
+            outcome = self._cli_outcome(account, caller_id, pool, option)
+            if outcome == "random":
+                caller_id = pool[entropy % len(pool)]
+            elif outcome == "non_cli":
+                group_id = account.non_cli_rate_group
+            elif outcome != "in_pool":
+                refused = True
+        if trace is not None:
+            trace.append(("cli", option, len(pool), outcome, caller_id, "" if refused else group_id))
+        if refused:
+            return _decision(403, "CLI not allowed", "cli", "outbound", caller_id, destination,
+                             account.allow_recording)
         group = self.groups.get(group_id)
         if group is not None and group.active:
             found = _lookup(self.origination_decks.get(group_id), destination, &hit, strings)
         if not found:
+            if trace is not None:
+                trace.append(("rate", group_id, "unknown_group" if group is None else
+                              "inactive_group" if not group.active else "no_match", "", 0, ()))
             return _decision(404, "No rate for destination", "rate", "outbound", caller_id, destination,
                              account.allow_recording)
         initial = hit.initial if hit.initial else group.default_initial
         increment = hit.increment if hit.increment else group.default_increment
         rate = _ceil_div(hit.rate * (100 + group.markup_percent), 100)
+        if trace is not None:
+            trace.append(("rate", group.id, "matched", destination[:hit.prefix_len], hit.rate,
+                          (hit.connect_fee, hit.included, rate, initial, increment)))
         granted = c_max_duration(available, hit.connect_fee, hit.included, rate, initial, increment,
                                  self.max_call_seconds)
         d = _decision(402, "Insufficient balance", "balance", "outbound", caller_id, destination,
@@ -503,7 +546,9 @@ cdef class Engine:
             return d
         d.granted_seconds = granted
         forced = tuple(strings.value) if hit.has_strings else group.trunks
-        d.routes = self._routes(account, group, forced, destination, caller_id, rate, granted, now)
+        if trace is not None:
+            trace.append(("candidates", "forced" if hit.has_strings else "group", forced))
+        d.routes = self._routes(account, group, forced, destination, caller_id, rate, granted, now, trace)
         if not d.routes:
             d.code, d.reason, d.stage = 503, "No route available", "route"
             return d
@@ -513,7 +558,7 @@ cdef class Engine:
         return d
 
     cdef tuple _routes(self, _Account account, _Group group, tuple trunk_ids, str destination, str caller_id,
-                       int64_t origination_rate, int64_t granted, int64_t now):
+                       int64_t origination_rate, int64_t granted, int64_t now, list trace):
         cdef Py_ssize_t count = len(trunk_ids), kept = 0, index
         cdef Candidate[16] small
         cdef Candidate* items = small
@@ -524,7 +569,7 @@ cdef class Engine:
                 raise MemoryError()
         try:
             self._collect(account, group, trunk_ids, destination, caller_id, origination_rate, granted, now,
-                          items, &kept, routes)
+                          items, &kept, routes, trace)
             _sort(items, kept)
             return tuple([routes[items[index].route] for index in range(kept)])
         finally:
@@ -533,7 +578,7 @@ cdef class Engine:
 
     cdef int _collect(self, _Account account, _Group group, tuple trunk_ids, str destination, str caller_id,
                       int64_t origination_rate, int64_t granted, int64_t now, Candidate* items,
-                      Py_ssize_t* kept_out, list routes) except -1:
+                      Py_ssize_t* kept_out, list routes, list trace) except -1:
         """One Route per usable trunk with a termination rate (loss-less filtered), and its sort key."""
         cdef Py_ssize_t count = len(trunk_ids), kept = 0, index
         cdef _Trunk trunk
@@ -544,12 +589,19 @@ cdef class Engine:
         for index in range(count):
             trunk = self.trunks.get(trunk_ids[index])
             if trunk is None or not trunk.usable or trunk.provider_expires <= now:
+                if trace is not None:
+                    trace.append(("trunk", trunk_ids[index], "unknown" if trunk is None else
+                                  trunk.unusable or "provider_expired", "", 0))
                 continue
-            number = _localize(destination, trunk.rules.termination_destination) \
-                if trunk.rules.termination_destination else destination
+            number = _localize(destination, trunk.rules.termination_destination, trace, "termination_destination",
+                               trunk.id) if trunk.rules.termination_destination else destination
             if not _lookup(trunk.deck, number, &hit, strings):
+                if trace is not None:
+                    trace.append(("trunk", trunk.id, "no_rate", "", 0))
                 continue
             if hit.rate > origination_rate and not account.allow_loss_less_routing:
+                if trace is not None:
+                    trace.append(("trunk", trunk.id, "loss", number[:hit.prefix_len], hit.rate))
                 continue
             route = Route.__new__(Route)
             route.trunk = trunk.id
@@ -557,9 +609,12 @@ cdef class Engine:
             route.gateways = trunk.gateways
             route.destination = number if hit.strip == 0 and not hit.has_strings else \
                 (strings.value if hit.has_strings else "") + number[hit.strip:]
-            route.caller_id = _localize(caller_id, trunk.rules.termination_caller_id) \
-                if trunk.rules.termination_caller_id and caller_id != ANONYMOUS else caller_id
+            route.caller_id = _localize(caller_id, trunk.rules.termination_caller_id, trace, "termination_caller_id",
+                                        trunk.id) if trunk.rules.termination_caller_id and caller_id != ANONYMOUS \
+                else caller_id
             route.prefix = number[:hit.prefix_len]
+            if trace is not None:
+                trace.append(("trunk", trunk.id, "", route.prefix, hit.rate))
             route.rate_per_min = hit.rate
             route.cost = c_cost(granted, hit.connect_fee, hit.included, hit.rate, hit.initial or 1, hit.increment or 1)
             route.terms = (hit.connect_fee, hit.included, hit.rate, hit.initial or 1, hit.increment or 1)

@@ -18,6 +18,23 @@ MAX_CALLER_ID_DIGITS = 32  # the longest caller id or DID the control plane stor
 
 
 MAX_USER_LENGTH = 64  # a SIP device username's longest
+MAX_DIALLED = 64  # a dialled user part longer than any tech prefix + number: answered 484 before identification
+
+# A decision's trace (Engine.trace; the route simulator shows it): the facts the decision went through, in
+# order, as plain tuples, so that the two implementations are held to the same trace exactly
+# (tests/test_fastpath_differential.py). Deciding without a trace (Engine.decide, every INVITE) records nothing.
+#   ("localize", rule list, owner, index, before, after)  one rule applied; owner "" = the account's profile,
+#                                                          else the trunk whose profile it is
+#   ("fallback", caller id, presented)                     a caller id that cannot be presented, replaced
+#   ("cli", option, pool size, outcome, caller id, rate group id)      outcome: one of CLI_OUTCOMES
+#   ("rate", rate group id, outcome, prefix, base rate, terms)          outcome: one of RATE_OUTCOMES; terms as
+#                                                          Decision.terms (markup and group defaults applied)
+#   ("candidates", "forced" | "group", trunk ids)           the trunks routing considers, in the rate group's order
+#   ("trunk", trunk id, verdict, prefix, rate_per_min)     "" = kept, else one of TRUNK_VERDICTS
+CLI_OUTCOMES = ("disabled", "in_pool", "random", "empty_pool", "non_cli", "no_non_cli_group", "reject")
+RATE_OUTCOMES = ("matched", "unknown_group", "inactive_group", "no_match")
+TRUNK_VERDICTS = ("", "unknown", "inactive", "provider_disabled", "no_gateways", "no_rates", "provider_expired",
+                  "no_rate", "loss")
 
 
 def is_user(text: str) -> bool:

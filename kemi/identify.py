@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import KSR
 
+from fastpath.decision import MAX_DIALLED
 from fastpath.model import ACTIVE, Device, account_for_source
 from fastpath.runtime import FastPath
 
@@ -20,7 +21,6 @@ QOP_AUTH = 1  # auth_challenge flags: qop=auth
 STALE = 16  # ... and stale=true (same password, new nonce)
 CHALLENGED_ALGORITHMS = ("", "md5")  # what the credentials may say (kamailio.cfg challenges with MD5)
 STALE_OR_REUSED = (-4, -6)  # pv_auth_check: nonce expired or bound to another request; nonce count reused
-MAX_DIALLED = 64  # a dialled user part longer than any tech prefix + number is not worth deciding on
 
 
 @dataclass

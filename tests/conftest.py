@@ -27,7 +27,7 @@ from control.config import Config
 from control.server import RunningServer, create_server
 from fastpath import runtime
 from fastpath import snapshot_format as fmt
-from tests.helpers import Run, Stubs, clean_env, run_cli, stubs_for
+from tests.helpers import Run, Simulate, Stubs, clean_env, run_cli, stubs_for
 from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_relay
 from tests.sip_wire import Gateway
 
@@ -142,6 +142,12 @@ def channel(control_server: ControlServer) -> Iterator[grpc.Channel]:
 def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
     """Stubs and the admin's bearer metadata: `admin.accounts.GetAccount(req, metadata=admin.metadata)`."""
     return stubs_for(channel, control_server.admin_token)
+
+
+@pytest.fixture(scope="session")
+def simulate(admin: Stubs) -> Simulate:
+    """The route simulator as the admin asks it: `simulate(account, number)` -> SimulateCallResponse."""
+    return Simulate(admin)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from tollgate.v1 import (
     operator_pb2_grpc,
     rating_pb2_grpc,
     receipt_pb2_grpc,
+    route_pb2,
+    route_pb2_grpc,
     trunks_pb2_grpc,
 )
 
@@ -57,6 +60,7 @@ class Stubs:
     audit: audit_pb2_grpc.AuditServiceStub
     receipts: receipt_pb2_grpc.ReceiptServiceStub
     notifications: notification_pb2_grpc.NotificationServiceStub
+    routes: route_pb2_grpc.RouteServiceStub
 
 
 def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
@@ -75,7 +79,33 @@ def stubs_for(channel: grpc.Channel, token: str) -> Stubs:
         audit_pb2_grpc.AuditServiceStub(channel),
         receipt_pb2_grpc.ReceiptServiceStub(channel),
         notification_pb2_grpc.NotificationServiceStub(channel),
+        route_pb2_grpc.RouteServiceStub(channel),
     )
+
+
+@dataclass
+class Simulate:
+    """RouteService.SimulateCall as tests call it: `simulate(account, number)`; `simulate.until(account, accept)`
+    asks again until accept(response), since a change reaches the projection within about a second."""
+
+    stubs: Stubs
+    caller_id: str = "15550001111"
+
+    def __call__(self, account: str, number: str, caller_id: str | None = None, metadata=None,
+                 **fields) -> route_pb2.SimulateCallResponse:
+        request = route_pb2.SimulateCallRequest(account=f"accounts/{account}", number=number,
+                                                caller_id=self.caller_id if caller_id is None else caller_id,
+                                                **fields)
+        return self.stubs.routes.SimulateCall(request, metadata=metadata or self.stubs.metadata)
+
+    def until(self, account: str, number: str, accept, timeout: float = 5.0,
+              **options) -> route_pb2.SimulateCallResponse:
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self(account, number, **options)
+            if accept(response) or time.monotonic() > deadline:
+                return response
+            time.sleep(0.1)
 
 
 @dataclass

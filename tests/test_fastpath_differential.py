@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from fastpath import _core
 from fastpath.decision import Call
 from fastpath.model import Device, World
-from fastpath.reference.decision import decide
+from fastpath.reference.decision import decide, trace
 from tests.worlds import NOW, account, group, origination, rules, termination, trunk, with_image_decks, world
 
 DIGITS = "0123"  # a small alphabet: prefixes collide and nest often
@@ -124,13 +124,18 @@ calls = st.builds(Call, account=st.sampled_from([*ACCOUNTS, *ACCOUNTS, "404"]), 
 
 
 def assert_same(w: World, batch: list[Call], compiled_world: World | None = None) -> None:
-    """The reference on `w` and the compiled engine on `compiled_world` (default: `w`) decide alike."""
+    """The reference on `w` and the compiled engine on `compiled_world` (default: `w`) decide alike, and trace
+    alike (the route simulator's steps); tracing never changes the decision."""
     engine = _core.Engine(compiled_world or w)
     for call in batch:
         expected = decide(w, call).as_tuple()
-        actual = engine.decide(call.account, call.caller_id, call.destination, call.available, call.now,
-                               call.entropy).as_tuple()
+        arguments = (call.account, call.caller_id, call.destination, call.available, call.now, call.entropy)
+        actual = engine.decide(*arguments).as_tuple()
         assert actual == expected, call
+        expected_decision, expected_trace = trace(w, call)
+        traced, facts = engine.trace(*arguments)
+        assert (traced.as_tuple(), expected_decision.as_tuple()) == (expected, expected), call
+        assert facts == expected_trace, call
 
 
 @settings(max_examples=300, deadline=None)

@@ -77,6 +77,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "OperatorService/ListLoginLocks": _ALL_OPERATORS,
     "OperatorService/ClearLoginLock": _ADMIN,
     "AuditService/ListAuditEvents": frozenset({"admin", "readonly"}),
+    # Who may read the configuration may see how it routes a call; an account, its own calls only.
+    "RouteService/SimulateCall": (_READ - {"billing"}) | _ACCOUNT,
 }
 # CallerIds have no Update RPC; the rule is harmless but keeps the table honest about what exists.
 del ALLOWED["DirectoryService/UpdateCallerId"]
