@@ -93,7 +93,8 @@ class ControlServer:
 def _test_config(dsn: str, namespace: str, token: str) -> Config:
     # Every test logs in from 127.0.0.1: the per-source login throttle would soon lock the whole session out,
     # so its limits are out of reach here (tests/test_login_throttle.py runs servers with real ones).
-    return Config(listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS_URL, redis_namespace=namespace, plaintext=True,
+    return Config(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS_URL,
+                  redis_namespace=namespace, plaintext=True,
                   admin_tokens=(token,), workers=8, projection_interval_seconds=0.5,
                   login_source_free_attempts=1_000_000, login_source_max_attempts=1_000_000)
 
