@@ -237,6 +237,7 @@ else
 fi
 
 # --- summary -----------------------------------------------------------------------------------------
+METRICS="$(.venv/bin/python -c 'from control.config import load_config; print(load_config().metrics_listen or "off")')"
 cat <<EOF
 
 tollgate control service
@@ -245,6 +246,7 @@ tollgate control service
   config       $TOLLGATE_CONFIG (admin token in admin_tokens)
   CLI config   $HOME/.config/tollgate/admin.toml (address + the same token)
   SIP          Kamailio on ${TOLLGATE_SIP_LISTEN:-udp:127.0.0.1:5060} (log $ROOT/run/kamailio.log)
+  metrics      control http://$METRICS/metrics, Kamailio http://${TOLLGATE_SIP_METRICS_LISTEN:-127.0.0.1:9465}/metrics
   stop         bash scripts/stop-stack.sh
 
 Accounts (demo data):
