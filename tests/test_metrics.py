@@ -9,8 +9,12 @@ compared with their values before (read from its /metrics directly).
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,6 +27,22 @@ from tollgate.v1 import account_pb2 as apb
 from tollgate.v1 import auth_pb2
 
 UNRATED = "3312345678"  # the customer's rate group prices 44 only: refused by the decision
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "examples" / "grafana-dashboard.json"
+HISTOGRAM_SAMPLES = re.compile(r"_(bucket|count|sum)$")
+
+
+def documented() -> set[str]:
+    """The metric names README's "Metrics" section lists in its tables."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `(tollgate_\w+)` \|", section, re.MULTILINE))
+
+
+def exposed(samples: dict, documented_name: str) -> bool:
+    """A documented metric is in a scrape: as itself (counter, gauge) or as its histogram's _count."""
+    names = {name for name, _labels in samples}
+    return documented_name in names or f"{documented_name}_count" in names
 
 
 def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -108,4 +128,23 @@ def test_prometheus_sees_a_node_and_the_control_service_count_calls(admin, money
     assert server.eventually('tollgate_projection_version{job="control"}', lambda v: v >= node_version) >= node_version
     assert server.eventually('tollgate_ledger_backlog{job="control"}', lambda v: v == 0) == 0
     assert server.value('tollgate_notifications_pending{job="control"}') is not None
+    names = documented()  # every documented metric is there by now, and nothing there is undocumented
+    node_samples, control_samples = scrape(metered_relay.metrics_address), scrape(control)
+    assert {n for n in names if n.startswith("tollgate_sip_") and not exposed(node_samples, n)} == set()
+    assert {n for n in names if not n.startswith("tollgate_sip_") and not exposed(control_samples, n)} == set()
+    scraped = {HISTOGRAM_SAMPLES.sub("", name) for name, _ in (*node_samples, *control_samples)}
+    assert {n for n in scraped if n.startswith("tollgate_")} <= names
 
+
+def test_the_grafana_dashboard_queries_documented_metrics_in_valid_promql(tmp_path):
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    expressions = [target["expr"] for panel in panels for target in panel.get("targets", [])]
+    used = {HISTOGRAM_SAMPLES.sub("", name) for expr in expressions for name in re.findall(r"tollgate_\w+", expr)}
+    assert used and used <= documented()
+    # promtool (Debian's prometheus) parses each as a recording rule's expression; Grafana's variables filled in.
+    rules = tmp_path / "dashboard-rules.yml"
+    rules.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": [
+        {"record": f"tollgate:panel{i}", "expr": expr.replace("$__rate_interval", "1m").replace("$node", ".*")}
+        for i, expr in enumerate(expressions)]}]}))
+    checked = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
