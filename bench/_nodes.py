@@ -119,7 +119,7 @@ def control_service():
     try:
         token = secrets.token_urlsafe(24)
         dsn = psycopg.conninfo.make_conninfo(PG_SERVER_DSN, dbname=database)
-        config = Config(listen="127.0.0.1:0", dsn=dsn,
+        config = Config(listen="127.0.0.1:0", metrics_listen="", dsn=dsn,
                         redis_url=REDIS_URL, redis_namespace=namespace, admin_tokens=(token,), workers=8,
                         projection_interval_seconds=0.5, plaintext=True)
         running = create_server(config)

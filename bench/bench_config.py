@@ -74,8 +74,8 @@ def main() -> None:
     dsn = psycopg.conninfo.make_conninfo(PG, dbname=name)
     client = redis.Redis.from_url(REDIS)
     client.flushdb()
-    running = create_server(Config(listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS, admin_tokens=("bench",),
-                                   plaintext=True))
+    running = create_server(Config(listen="127.0.0.1:0", metrics_listen="", dsn=dsn, redis_url=REDIS,
+                                   admin_tokens=("bench",), plaintext=True))
     try:
         data = deck_csv(args.rows)
         print(f"deck: {args.rows:,} rows, {len(data) / 1e6:.1f} MB of CSV")

@@ -91,7 +91,8 @@ def phase(stubs, threads: int, seconds: float) -> tuple[list[float], list[float]
 
 def run_phase(dsn: str, name: str, threads: int, seconds: float, **limits) -> None:
     token = "tga_" + secrets.token_urlsafe(16)
-    running = create_server(Config(listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS, redis_namespace="benchflood",
+    running = create_server(Config(listen="127.0.0.1:0", metrics_listen="", dsn=dsn, redis_url=REDIS,
+                                   redis_namespace="benchflood",
                                    admin_tokens=(token,), plaintext=True, **limits))
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -21,6 +21,9 @@ ENV_PREFIX = "TOLLGATE_"
 @dataclass(frozen=True)
 class Config:
     listen: str = "127.0.0.1:50051"
+    # Prometheus /metrics (control/metrics.py), HTTP without TLS: keep it on loopback or a monitoring network.
+    # Empty = no metrics.
+    metrics_listen: str = "127.0.0.1:9464"
     dsn: str = "postgresql://postgres@127.0.0.1:5432/tollgate"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_namespace: str = "tg"  # key prefix of the projection; distinct per stack sharing one Redis

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import psycopg
 import redis
 
+from control.metrics import ControlMetrics
 from fastpath import snapshot_format as fmt
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,9 @@ class Publisher:
     """Keeps Redis in step with PostgreSQL; one per control service process."""
 
     def __init__(self, dsn: str, redis_url: str, interval_seconds: float = 2.0,
-                 namespace: str = fmt.DEFAULT_NAMESPACE):
+                 namespace: str = fmt.DEFAULT_NAMESPACE, metrics: ControlMetrics | None = None):
         self._dsn = dsn
+        self._metrics = metrics
         self._keys = fmt.Keys(namespace)
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
         self._swap = self._redis.register_script(_SWAP)
@@ -182,6 +184,7 @@ class Publisher:
     # ------------------------------------------------------------------ publishing
     def reconcile(self) -> list[str]:
         """Publish every family Redis lags behind; return their names."""
+        started = time.monotonic()  # (woken by a change's NOTIFY at its commit, or the periodic check)
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             wanted = dict(conn.execute("SELECT family, seq FROM projection_state").fetchall())
             epoch = conn.execute("SELECT epoch FROM projection_epoch").fetchone()[0]
@@ -199,6 +202,8 @@ class Publisher:
                 self._report_refused(family, exc)
             else:
                 self._refused.discard(family)
+                if self._metrics:
+                    self._metrics.publish_lag.labels(fmt.kind_of(family)).observe(time.monotonic() - started)
         if self._failing:
             log.info("projection publisher recovered")
             self._failing = False

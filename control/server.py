@@ -23,7 +23,7 @@ from control import db
 from control.access import throttle, tls
 from control.access.auth import PasswordGate, TokenAuthority
 from control.api import calls, paging
-from control.api.interceptors import AuthInterceptor, ErrorInterceptor, RequestCheckInterceptor
+from control.api.interceptors import AuthInterceptor, ErrorInterceptor, MetricsInterceptor, RequestCheckInterceptor
 from control.api.servicers.access import AuditService, AuthService, OperatorService
 from control.api.servicers.accounts import AccountService, CompanyService
 from control.api.servicers.billing import CdrService, InvoiceService, NotificationService, ReceiptService
@@ -31,6 +31,7 @@ from control.api.servicers.configuration import DirectoryService, RateGroupServi
 from control.api.servicers.routing import RouteService
 from control.billing.worker import BillingWorker, Settings
 from control.config import Config, describe, load_config
+from control.metrics import ControlMetrics, MetricsServer, StateCollector, StateSources, serve
 from control.notifications.sender import MailSettings, Sender
 from control.projection import Publisher
 from control.routing.simulator import Simulator
@@ -93,9 +94,17 @@ class RunningServer:
     notifier: Sender
     simulator: Simulator
     _stop_health: threading.Event
+    metrics: ControlMetrics
+    metrics_server: MetricsServer | None = None  # None: metrics_listen is empty
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_server.port if self.metrics_server else None
 
     def stop(self, grace: float = 2.0) -> None:
         self._stop_health.set()
+        if self.metrics_server:
+            self.metrics_server.stop()
         self.server.stop(grace).wait()
         self.simulator.close()
         self.publisher.close()
@@ -155,10 +164,15 @@ def _listen(server: grpc.Server, config: Config) -> int:
         return 0
 
 
+<<<<<<< HEAD
 def _servicers(server: grpc.Server, database: db.Database, config: Config, simulator: Simulator) -> None:
+=======
+def _servicers(server: grpc.Server, database: db.Database, config: Config, metrics: ControlMetrics) -> None:
+>>>>>>> issue-13-metrics
     limiter = throttle.LoginThrottle(
         throttle.Policy(config.login_free_attempts, config.login_max_attempts, config.login_lock_seconds),
-        throttle.Policy(config.login_source_free_attempts, config.login_source_max_attempts, config.login_lock_seconds))
+        throttle.Policy(config.login_source_free_attempts, config.login_source_max_attempts, config.login_lock_seconds),
+        metrics)
     account_pb2_grpc.add_AccountServiceServicer_to_server(AccountService(database), server)
     company_pb2_grpc.add_CompanyServiceServicer_to_server(CompanyService(database), server)
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(database, config, limiter), server)
@@ -195,13 +209,18 @@ def create_server(config: Config) -> RunningServer:
         page_key = paging.load_key(conn)
     parts = calls.Server(config, paging.PageTokens(page_key),
                          PasswordGate(config.password_checks, config.password_checks_waiting))
-    interceptors = [ErrorInterceptor(parts), AuthInterceptor(TokenAuthority(database, config.admin_tokens)),
-                    RequestCheckInterceptor()]
+    metrics = ControlMetrics()
+    interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(parts),
+                    AuthInterceptor(TokenAuthority(database, config.admin_tokens)), RequestCheckInterceptor()]
     options = [("grpc.max_receive_message_length", config.max_request_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=interceptors,
                          options=options)
+<<<<<<< HEAD
     simulator = Simulator(config.redis_url, config.redis_namespace)
     _servicers(server, database, config, simulator)
+=======
+    _servicers(server, database, config, metrics)
+>>>>>>> issue-13-metrics
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -215,17 +234,38 @@ def create_server(config: Config) -> RunningServer:
         pool.close()
         simulator.close()
         raise SystemExit(f"cannot listen on {config.listen}: address in use or invalid")
-    publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace)
+    try:
+        metrics_server = _serve_metrics(config, pool, metrics)
+    except SystemExit:
+        pool.close()
+        raise
+    publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace,
+                          metrics)
     publisher.start()
-    billing = BillingWorker(pool, config.dsn, config.redis_url, config.redis_namespace, billing_settings(config))
+    billing = BillingWorker(pool, config.dsn, config.redis_url, config.redis_namespace, billing_settings(config),
+                            metrics)
     billing.start()
-    notifier = Sender(pool, config.dsn, mail_settings(config))
+    notifier = Sender(pool, config.dsn, mail_settings(config), metrics)
     notifier.start()
     server.start()
     stop = threading.Event()
     threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
     threading.Thread(target=_housekeeping, args=(pool, config, stop), name="housekeeping", daemon=True).start()
+<<<<<<< HEAD
     return RunningServer(server, port, pool, publisher, billing, notifier, simulator, stop)
+=======
+    return RunningServer(server, port, pool, publisher, billing, notifier, stop, metrics, metrics_server)
+
+
+def _serve_metrics(config: Config, pool: ConnectionPool, metrics: ControlMetrics) -> MetricsServer | None:
+    """/metrics on metrics_listen (None when it is empty), with the queues read at each scrape."""
+    if not config.metrics_listen:
+        return None
+    # Its own client with short timeouts: a scrape must not wait long on a Redis that does not answer.
+    client = redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    metrics.watch(StateCollector(StateSources(pool, client, config.redis_namespace)))
+    return serve(config.metrics_listen, metrics.registry, client)
+>>>>>>> issue-13-metrics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     running = create_server(config)
     transport = ("mutual TLS" if config.tls_client_ca_file else "TLS") if config.tls_cert_file else "PLAINTEXT"
     log.info("listening on %s (port %d, %s)", config.listen, running.port, transport)
+    if running.metrics_server:
+        log.info("metrics on http://%s/metrics", config.metrics_listen)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -51,6 +51,7 @@ class FastPath:
         self.world = World()
         self.engine = self._engine_class(self.world)
         self.versions: dict[str, int] = {}
+        self.synced_at = 0.0  # time.time() of the last successful look at Redis (a load, or a poll of the feed)
         self._next_poll = 0.0
         self._next_resync = 0.0
         self._failing = True  # until the first load succeeds
@@ -61,12 +62,19 @@ class FastPath:
         """Whether a first load has succeeded (before it, there is nothing to decide with)."""
         return bool(self.versions)
 
+    @property
+    def version(self) -> int:
+        """The newest family version this process serves: versions are drawn from one counter, so the highest
+        says how recent its projection is (0 before the first load)."""
+        return max(self.versions.values(), default=0)
+
     def load(self) -> None:
         """Read every live family whose version differs from ours. Raises when Redis is unreachable."""
         live = self._feed.live_versions()
         self._apply({f: v for f, v in live.items() if self.versions.get(f) != v})
         self._failing = False
         self._next_resync = time.monotonic() + RESYNC_SECONDS
+        self.synced_at = time.time()
 
     def refresh(self) -> bool:
         """Apply announced changes when a poll is due; True when the engine changed. Never raises."""
@@ -77,7 +85,9 @@ class FastPath:
         try:
             if self._failing or now >= self._next_resync:
                 return self._recover()
-            return self._apply(self._feed.announcements(block_ms=None))
+            changed = self._apply(self._feed.announcements(block_ms=None))
+            self.synced_at = time.time()
+            return changed
         except (redis.RedisError, OSError, ValueError, SnapshotGone) as exc:  # SnapshotGone: a version retired
             # while we read it (the next poll takes the new one)
             self._fail(exc)

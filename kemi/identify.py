@@ -16,6 +16,7 @@ import KSR
 from fastpath.decision import MAX_DIALLED
 from fastpath.model import ACTIVE, Device, account_for_source
 from fastpath.runtime import FastPath
+from kemi.metrics import Off
 
 QOP_AUTH = 1  # auth_challenge flags: qop=auth
 STALE = 16  # ... and stale=true (same password, new nonce)
@@ -36,11 +37,12 @@ def dialled_number() -> str | None:
     return user if len(user) <= MAX_DIALLED else None
 
 
-def caller(fast: FastPath, realm: str, dialled: str) -> Caller | None:
-    """The INVITE's caller, or None once the request has been answered (challenge or 403): digest when it
-    carries credentials for our realm, else the source address's IP map, else a challenge."""
+def caller(fast: FastPath, realm: str, dialled: str, metrics: Off | None = None) -> Caller | None:
+    """The INVITE's caller, or None once the request has been answered (challenge or 403, which `metrics`
+    counts as a refusal at stage "auth"): digest when it carries credentials for our realm, else the source
+    address's IP map, else a challenge."""
     if KSR.auth.has_credentials(realm) > 0:
-        device = authenticated_device(fast, realm, register=False)
+        device = authenticated_device(fast, realm, register=False, metrics=metrics)
         if device is None:
             return None
         return Caller(device.account, KSR.kx.gete_fuser() or "", dialled)
@@ -52,26 +54,30 @@ def caller(fast: FastPath, realm: str, dialled: str) -> Caller | None:
     return Caller(account, KSR.kx.gete_fuser() or "", without_prefix)
 
 
-def authenticated_device(fast: FastPath, realm: str, register: bool) -> Device | None:
+def authenticated_device(fast: FastPath, realm: str, register: bool, metrics: Off | None = None) -> Device | None:
     """The device whose credentials this request carries, or None once the request has been answered: no
-    credentials, or credentials not for this request -> a fresh challenge; unknown device or a wrong password
-    -> 403. For a REGISTER the credentials' user must be the To user."""
+    credentials, or credentials not for this request -> a fresh challenge (not a refusal: the caller retries);
+    unknown device or a wrong password -> 403. For a REGISTER the credentials' user must be the To user."""
     if KSR.auth.has_credentials(realm) < 0 or not _for_this_request():
         KSR.auth.auth_challenge(realm, QOP_AUTH)
         return None
     device = fast.world.devices.get(KSR.kx.gete_au() or "")
     if device is None or device.status != ACTIVE or device.realm != realm:
-        KSR.sl.send_reply(403, "Forbidden")
-        return None
+        return _forbidden(metrics)
     rc = KSR.auth.pv_auth_check(realm, device.ha1, 1, 1 if register else 0)  # 1: the password is an HA1
     if rc in STALE_OR_REUSED:
         KSR.auth.auth_challenge(realm, QOP_AUTH | STALE)
         return None
     if rc < 0:
-        KSR.sl.send_reply(403, "Forbidden")
-        return None
+        return _forbidden(metrics)
     KSR.auth.consume_credentials()
     return device
+
+
+def _forbidden(metrics: Off | None) -> None:
+    KSR.sl.send_reply(403, "Forbidden")
+    if metrics is not None:
+        metrics.refused("auth", 403)
 
 
 def _for_this_request() -> bool:

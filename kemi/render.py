@@ -28,7 +28,8 @@ PYTHON_MODULES = {"app_python3": "python_exec", "app_python3s": "app_python3s_ex
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_0-9]+)\}\}")
 # What a value spliced into a quoted cfg string or a hiredis command format may hold.
 _FORMAT_SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
-_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE", "DIALOG_DB_DEFINE"})  # may render as nothing
+# May render as nothing.
+_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE", "DIALOG_DB_DEFINE", "METRICS_DEFINE"})
 
 
 def python_path() -> str:
@@ -75,8 +76,9 @@ class Tls:
     key: str
 
 
-def listen_lines(listen: str, tcp: bool, tls: Tls | None) -> str:
-    """`udp:HOST:PORT` -> the listen lines: UDP, TCP on the same port (when tcp), TLS on tls.port."""
+def listen_lines(listen: str, tcp: bool, tls: Tls | None, metrics: tuple[str, int] | None = None) -> str:
+    """`udp:HOST:PORT` -> the listen lines: UDP, TCP on the same port (when tcp), TLS on tls.port, and the
+    metrics' own TCP listener (xhttp serves HTTP on TCP only)."""
     proto, _, address = listen.partition(":")
     host, _, port = address.rpartition(":")
     if proto != "udp" or not host or not port.isdigit():
@@ -86,9 +88,21 @@ def listen_lines(listen: str, tcp: bool, tls: Tls | None) -> str:
         lines.append(f"listen=tcp:{host}:{port}")
     if tls:
         lines.append(f"listen=tls:{host}:{tls.port}")
-    if not tcp and not tls:
+    if metrics:
+        lines.append(f"listen=tcp:{metrics[0]}:{metrics[1]}")
+    if not tcp and not tls and not metrics:
         lines.append("disable_tcp=yes")
     return "\n".join(lines)
+
+
+def metrics_address(metrics_listen: str) -> tuple[str, int] | None:
+    """"HOST:PORT" -> (host, port) of the node's /metrics listener; "" -> None (no metrics)."""
+    if not metrics_listen:
+        return None
+    host, _, port = metrics_listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or not _FORMAT_SAFE.fullmatch(host):
+        raise ValueError(f"metrics_listen {metrics_listen!r}: expected HOST:PORT (an IPv4 address or a name)")
+    return host, int(port)
 
 
 def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_dir: str, mode: str = "relay",
@@ -98,7 +112,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
            topoh_key: str = "", topoh_mask_ip: str = "127.0.0.8", nonce_seconds: int = 30,
            python_module: str = "app_python3", topology_hiding: bool = True, node_id: str = "",
            dialog_db: DialogDb | None = None, keepalive_seconds: int = 30, max_cps: int = 0,
-           source_max_cps: int = 0) -> str:
+           source_max_cps: int = 0, metrics_listen: str = "") -> str:
     """The configuration text; `listen` is `udp:HOST:PORT` (TCP is added on the same port unless tcp=False,
     TLS on tls.port when given). `shed_free_percent`: new calls are answered 503 while less than this share
     of Kamailio's shared memory is free (0 never sheds). `auth_secret` (digest nonces) and `topoh_key`
@@ -109,7 +123,8 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
     the node keeps its dialogs in PostgreSQL (they survive its restart). `keepalive_seconds`: how often an
     answered call's parties are probed (in-dialog OPTIONS; Kamailio's minimum is 30). `max_cps`: new calls a
     second this node takes before it sheds them with 503 Overloaded (0: no limit); `source_max_cps`: the most of
-    them one source address may take (0: no limit)."""
+    them one source address may take (0: no limit). `metrics_listen` ("HOST:PORT", TCP): where the node serves
+    Prometheus' /metrics (Kamailio's xhttp_prom, README "Metrics"); empty leaves the metrics out altogether."""
     if keepalive_seconds < 30:
         raise ValueError(f"keepalive_seconds {keepalive_seconds}: Kamailio's dialog keepalives need 30 or more")
     if not 0 <= shed_free_percent <= 100:
@@ -120,8 +135,9 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         raise ValueError(f"python_module {python_module!r}: expected one of {sorted(PYTHON_MODULES)}")
     if not _FORMAT_SAFE.fullmatch(namespace):
         raise ValueError(f"namespace {namespace!r}: letters, digits and _.:- only")
+    metrics = metrics_address(metrics_listen)
     values = {
-        "LISTEN": listen_lines(listen, tcp, tls), "RUNDIR": rundir, "REDIS_URL": redis_url,
+        "LISTEN": listen_lines(listen, tcp, tls, metrics), "RUNDIR": rundir, "REDIS_URL": redis_url,
         "NAMESPACE": namespace, "IMAGE_DIR": image_dir, "MODE": mode, "CHILDREN": str(children),
         "DEBUG": str(debug), "KEMI_SCRIPT": script or str(SCRIPT), "PYTHONPATH": pythonpath or python_path(),
         "FR_TIMER": str(int(fr_timer_ms)), "FR_INV_TIMER": str(int(fr_inv_timer_ms)),
@@ -148,6 +164,9 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "DIALOG_VARS_TABLE": dialog_db.vars_table if dialog_db else "-",
         "DIALOG_DB_PERIOD": str(max(int(dialog_db.period_seconds), 1)) if dialog_db else "1",
         "NODE_STARTED_LUA": _one_line(scripts.NODE_STARTED.text),
+        "METRICS_DEFINE": "#!define WITH_METRICS" if metrics else "",
+        "METRICS": "on" if metrics else "off",
+        "METRICS_PORT": str(metrics[1]) if metrics else "0",
     }
     for name, value in values.items():
         if (not value and name not in _OPTIONAL) or any(c in value for c in '"\r'):
@@ -198,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--python-module", choices=sorted(PYTHON_MODULES), default="app_python3")
     parser.add_argument("--no-topology-hiding", action="store_true", help="leave Kamailio's topoh out")
     parser.add_argument("--node-id", default="", help="the node's name in Redis (default: the listen address)")
+    parser.add_argument("--metrics-listen", default="",
+                        help="HOST:PORT (TCP) of the node's Prometheus /metrics; empty: no metrics")
     parser.add_argument("--dialog-db", nargs=3, metavar=("URL", "TABLE", "VARS_TABLE"),
                         help="keep dialogs in PostgreSQL (python -m callstate.dialogs prints these three)")
     args = parser.parse_args(argv)
@@ -208,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
                             max_cps=args.max_cps, source_max_cps=args.source_max_cps,
                             auth_secret=args.auth_secret, topoh_key=args.topoh_key,
                             python_module=args.python_module, topology_hiding=not args.no_topology_hiding,
-                            node_id=args.node_id, dialog_db=DialogDb(*args.dialog_db) if args.dialog_db else None))
+                            node_id=args.node_id, dialog_db=DialogDb(*args.dialog_db) if args.dialog_db else None,
+                            metrics_listen=args.metrics_listen))
 
 
 if __name__ == "__main__":

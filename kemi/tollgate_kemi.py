@@ -54,7 +54,7 @@ from callstate.plan import RELAY_FAILED, CallPlan, Position, RoutePlan  # noqa: 
 from callstate.store import CallState  # noqa: E402
 from fastpath.decision import BEFORE_BALANCE  # noqa: E402
 from fastpath.runtime import FastPath, redis_client  # noqa: E402
-from kemi import identify, redirect, relay  # noqa: E402
+from kemi import identify, metrics, redirect, relay  # noqa: E402
 from kemi.render import NDB_SERVER_NAME as NDB_SERVER  # noqa: E402
 from kemi.settlement import refused_call, settle_call  # noqa: E402
 
@@ -83,6 +83,7 @@ class Settings:
         self.image_dir = _define("TOLLGATE_IMAGE_DIR")
         self.mode = _define("TOLLGATE_MODE")
         self.node = _define("TOLLGATE_NODE")
+        self.metrics = _define("TOLLGATE_METRICS")  # "on" / "off": kamailio.cfg declares xhttp_prom's metrics
 
 
 class KamailioLogHandler(logging.Handler):
@@ -157,6 +158,8 @@ class Tollgate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.relay = settings.mode == RELAY
+        self.metrics = metrics.for_setting(settings.metrics)
+        self._reported_sync = 0.0  # the FastPath.synced_at last put in the projection gauges
         self.fast: FastPath | None = None
         self.state: CallState | None = None
         self.pid = 0
@@ -202,6 +205,7 @@ class Tollgate:
         self.loaded = True
         KSR.htable.sht_seti("tgnode", "loaded", 1)  # kamailio.cfg's keepalive: this node can route
         self._sync_topology_hiding()
+        self._report_projection()
         if failed_before:
             KSR.warn("tollgate: projection loaded\n")
 
@@ -212,6 +216,7 @@ class Tollgate:
         if self.loaded:
             if self.fast.refresh():
                 self._sync_topology_hiding()
+            self._report_projection()
             return self.fast
         self._load()
         return self.fast if self.loaded else None
@@ -223,6 +228,14 @@ class Tollgate:
         if fast is None:
             KSR.sl.send_reply(503, "Routing data not loaded")
         return fast
+
+    def _report_projection(self) -> None:
+        """The projection gauges, only when this worker looked at Redis since it last reported (a poll is due at
+        most every 0.25 s): a call in between pays one comparison, not two KSR calls."""
+        fast = self.fast
+        if fast.synced_at != self._reported_sync:
+            self._reported_sync = fast.synced_at
+            self.metrics.projection(fast.version, fast.synced_at)
 
     def _sync_topology_hiding(self) -> None:
         """kamailio.cfg's htable tgplain := the gateways ("ip:port") of trunks with topology hiding OFF."""
@@ -256,21 +269,37 @@ class Tollgate:
 
     @guarded
     def ksr_invite(self, msg):
+        started = time.perf_counter()  # the decision latency: the INVITE's whole stay in Python
+        try:
+            self._invite()
+        except Exception:
+            self.metrics.call(metrics.FAILED, 500)  # (the guard answers 500)
+            raise
+        finally:
+            self.metrics.decided(time.perf_counter() - started)
+
+    def _invite(self) -> None:
         if not CALL_ID.fullmatch(KSR.kx.get_callid() or ""):
-            KSR.sl.send_reply(400, "Bad Call-ID")
+            self._refuse(400, "Bad Call-ID", "request")
             return
         fast = self._ready()
         if fast is None:
+            self.metrics.call(metrics.FAILED, 503)
             return
         dialled = identify.dialled_number()
         if dialled is None:
-            KSR.sl.send_reply(484, "Address Incomplete")
+            self._refuse(484, "Address Incomplete", "number")
             return
         realm = fast.world.sip_realm
-        caller = identify.caller(fast, realm, dialled)
+        caller = identify.caller(fast, realm, dialled, self.metrics)
         if caller is None:
             return
         self._decide_and_admit(fast, caller, realm)
+
+    def _refuse(self, code: int, reason: str, stage: str) -> None:
+        """A refusal before anyone is identified: no CDR (no account to give it to), only its metrics."""
+        KSR.sl.send_reply(code, reason)
+        self.metrics.refused(stage, code)
 
     def _decide_and_admit(self, fast: FastPath, caller: identify.Caller, realm: str) -> None:
         """SPEC §5 order: the account, then CPS and concurrent calls (Redis), then the decision's refusals,
@@ -286,6 +315,7 @@ class Tollgate:
         decision = fast.engine.decide(caller.account, caller.caller_id, caller.dialled, PLENTY, now, entropy)
         if decision.stage == "account":  # unknown, inactive, deleted or expired: before any counting
             KSR.sl.send_reply(decision.code, decision.reason)
+            self.metrics.refused(decision.stage, decision.code)
             self._record_refusal(caller, call_id, decision, (decision.code, decision.reason, decision.stage))
             return
         if decision.stage not in BEFORE_BALANCE and decision.code != 200:
@@ -303,17 +333,23 @@ class Tollgate:
         if grant is None:
             KSR.hdr.append_to_reply(f"Retry-After: {RETRY_AFTER_SECONDS}\r\n")
             KSR.sl.send_reply(503, "Call state unreachable")
+            self.metrics.call(metrics.FAILED, 503)
             return
         refused = _refusal(grant, decision)
         if refused:
             if grant.outcome == store.RESTORING:
                 KSR.hdr.append_to_reply(f"Retry-After: {RETRY_AFTER_SECONDS}\r\n")
             KSR.sl.send_reply(refused[0], refused[1])
+            self.metrics.refused(refused[2], refused[0])
             if grant.outcome != store.DUPLICATE:  # (a reused Call-ID's call has its CDR)
                 self._record_refusal(caller, call_id, decision, refused)
             return
         if not self.relay:
-            redirect.answer(decision, realm)
+            code, stage = redirect.answer(decision, realm)
+            if stage:
+                self.metrics.refused(stage, code)
+            else:
+                self.metrics.call(metrics.REDIRECTED, code)
             return
         plan = self._plan(world, caller, call_id, decision, grant)
         self._relay(plan, decision, realm)
@@ -328,7 +364,7 @@ class Tollgate:
         except Exception:
             try:  # release the reservation; the fault itself is logged (and answered 500) by the guard
                 self._settle(plan, None, answer=None, end=time.time(), code=500, reason="Server Internal Error",
-                             stage="relay", end_reason=events.FAILED)
+                             stage="relay", end_reason=events.FAILED, counted=False)  # (ksr_invite counts it)
             except Exception as exc:
                 KSR.err(f"tollgate: releasing {plan.call_id} failed too: {_one_line(exc)}\n")
             raise
@@ -397,6 +433,14 @@ class Tollgate:
         protocol code); through redis-py when the command cannot be formatted or ndb_redis fails (Redis
         restarted without the script: redis-py loads it again). None when Redis is unreachable."""
         command = self.state.admit_call_command(account, **admission)
+        started = time.perf_counter()
+        try:
+            return self._admit_through_redis(command, account, call_id, admission)
+        finally:
+            self.metrics.admitted(time.perf_counter() - started)
+
+    def _admit_through_redis(self, command: str | None, account: str, call_id: str,
+                             admission: dict) -> store.Grant | None:
         if command is not None and KSR.ndb_redis.redis_cmd_p1(NDB_SERVER, command, call_id, NDB_REPLY) >= 0:
             reply = KSR.pv.get(NDB_REPLY_VALUE)  # (it returns 0 on success, -1 on failure)
             if isinstance(reply, str):  # an error reply (NOSCRIPT) is no string
@@ -436,7 +480,7 @@ class Tollgate:
             tuple(decision.terms), grant.granted, grant.reserve, time.time(), decision.record, tuple(routes))
 
     def _settle(self, plan: CallPlan, at: Position | None, *, answer: float | None, end: float, code: int,
-                reason: str, end_reason: str, stage: str = "") -> None:
+                reason: str, end_reason: str, stage: str = "", counted: bool = True) -> None:
         """The call's money and event, once per call id (the script is idempotent): the customer debited
         cost(billable) under the plan's terms; the event carries the provider's termination cost, which the
         ledger credits (one atomic step decides both)."""
@@ -452,6 +496,19 @@ class Tollgate:
             first = state.settle(account, call_id, settled.customer_cost, settled.event)
         if not first:
             KSR.info(f"tollgate: call {call_id} already settled\n")
+        elif counted:
+            self._count_end(answer is not None, code, stage)
+
+    def _count_end(self, answered: bool, code: int, stage: str) -> None:
+        """A relayed (or relay-refused) call's outcome, counted once: at its first settlement."""
+        if answered:
+            self.metrics.call(metrics.ANSWERED, code)
+        elif stage == "route":  # no route or no registered callee, found while relaying
+            self.metrics.refused(stage, code)
+        elif stage == "relay":  # the switch could not send it
+            self.metrics.call(metrics.FAILED, code)
+        else:
+            self.metrics.call(metrics.UNANSWERED, code)
 
 
 def _refusal(grant: store.Grant, decision) -> tuple[int, str, str] | None:

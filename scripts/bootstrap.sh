@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make a Debian 12 machine ready for tollgate, and do nothing that is already done:
-#   - the Debian packages (PostgreSQL, Redis, Python build tools, Kamailio + its Python/Redis modules, SIPp);
+#   - the Debian packages (PostgreSQL, Redis, Python build tools, Kamailio + its Python/Redis modules, SIPp,
+#     Prometheus for the metrics test);
 #   - PostgreSQL and Redis running on 127.0.0.1, with 127.0.0.1 connections as user `postgres` allowed;
 #   - the virtualenv .venv with tollgate installed in editable mode (`pip install -e '.[test]'`).
 # Installing packages, starting PostgreSQL and editing pg_hba.conf need root; the rest does not.
@@ -17,6 +18,7 @@ PACKAGES=(
     sip-tester openssl
     poppler-utils fonts-dejavu-core
     curl ca-certificates
+    prometheus
 )
 PYTHON="${PYTHON:-python3}"          # the interpreter that creates .venv
 STAMP=.venv/.tollgate-installed      # touched after a successful pip install
@@ -66,6 +68,12 @@ if ((${#missing[@]})); then
     if [[ " ${missing[*]} " == *" kamailio "* && -d /run/systemd/system ]]; then
         say "disabling the stock kamailio.service (tollgate starts Kamailio itself)"
         systemctl disable --now kamailio.service >/dev/null 2>&1 || true
+    fi
+    # Likewise Debian's Prometheus, installed for tests/test_metrics.py (which starts its own on a free port):
+    # the stock one scrapes only itself. Point a Prometheus of your own at tollgate (README "Metrics").
+    if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+        say "disabling the stock prometheus.service (the tests start their own)"
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
     fi
 else
     say "Debian packages present"

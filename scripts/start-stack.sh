@@ -245,6 +245,7 @@ else
 fi
 
 # --- summary -----------------------------------------------------------------------------------------
+METRICS="$(.venv/bin/python -c 'from control.config import load_config; print(load_config().metrics_listen or "off")')"
 cat <<EOF
 
 tollgate control service
@@ -254,6 +255,7 @@ tollgate control service
   CLI config   $HOME/.config/tollgate/admin.toml (address + the same token)
   SIP          Kamailio on ${TOLLGATE_SIP_LISTEN:-udp:127.0.0.1:5060} (log $RUN/kamailio.log)
   demo carrier udp:${TOLLGATE_DEMO_CARRIER:-127.0.0.1:5090} answers every call, hangs up after ${TOLLGATE_DEMO_HOLD:-5} s (log $RUN/demo-carrier.log)
+  metrics      control http://$METRICS/metrics, Kamailio http://${TOLLGATE_SIP_METRICS_LISTEN:-127.0.0.1:9465}/metrics
   stop         bash scripts/stop-stack.sh
 
 Accounts (demo data):

@@ -29,6 +29,7 @@ from fastpath import runtime
 from fastpath import snapshot_format as fmt
 from tests.helpers import Run, Simulate, Stubs, clean_env, run_cli, stubs_for
 from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_relay
+from tests.prometheus_harness import Prometheus, start_prometheus
 from tests.sip_wire import Gateway
 
 PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -93,7 +94,8 @@ class ControlServer:
 def _test_config(dsn: str, namespace: str, token: str) -> Config:
     # Every test logs in from 127.0.0.1: the per-source login throttle would soon lock the whole session out,
     # so its limits are out of reach here (tests/test_login_throttle.py runs servers with real ones).
-    return Config(listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS_URL, redis_namespace=namespace, plaintext=True,
+    return Config(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", dsn=dsn, redis_url=REDIS_URL,
+                  redis_namespace=namespace, plaintext=True,
                   admin_tokens=(token,), workers=8, projection_interval_seconds=0.5,
                   login_source_free_attempts=1_000_000, login_source_max_attempts=1_000_000)
 
@@ -174,13 +176,17 @@ def connect() -> Iterator[Callable[[ControlServer], Stubs]]:
 # ---------------------------------------------------------------------------------------------- Kamailio
 # Real Kamailio nodes on free loopback ports (tests/kamailio_harness.py), one per test module that asks.
 
+def _stop_checked(instance: Kamailio) -> None:
+    instance.stop()
+    faults = [line for line in instance.faults() if DIALOG_BYE_RACE not in line]
+    assert not faults, "faults in Kamailio's log:\n" + "\n".join(faults)
+
+
 @pytest.fixture(scope="module")
 def relay(control_server, tmp_path_factory) -> Kamailio:
     instance = start_relay(control_server, tmp_path_factory.mktemp("relay"))
     yield instance
-    instance.stop()
-    faults = [line for line in instance.faults() if DIALOG_BYE_RACE not in line]
-    assert not faults, "faults in Kamailio's log:\n" + "\n".join(faults)
+    _stop_checked(instance)
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +194,32 @@ def relay2(control_server, tmp_path_factory) -> Kamailio:
     """A second node on the same Redis."""
     instance = start_relay(control_server, tmp_path_factory.mktemp("relay2"))
     yield instance
-    instance.stop()
-    faults = [line for line in instance.faults() if DIALOG_BYE_RACE not in line]
-    assert not faults, "faults in Kamailio's log:\n" + "\n".join(faults)
+    _stop_checked(instance)
+
+
+@pytest.fixture(scope="module")
+def metered_relay(control_server, tmp_path_factory) -> Kamailio:
+    """A relay node serving Prometheus metrics (Kamailio.metrics_address) that takes one new call a second from
+    one source address: a second call within the same second is shed."""
+    instance = start_relay(control_server, tmp_path_factory.mktemp("metered"), metrics_port=0, source_max_cps=1)
+    yield instance
+    _stop_checked(instance)
+
+
+@pytest.fixture
+def prometheus(tmp_path) -> Iterator[Callable[[dict[str, str]], Prometheus]]:
+    """Start a real Prometheus: prometheus({job: "host:port"}) -> a server scraping their /metrics every second;
+    stopped at the end."""
+    started: list[Prometheus] = []
+
+    def start(targets: dict[str, str]) -> Prometheus:
+        server = start_prometheus(tmp_path / f"prometheus{len(started)}", targets)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

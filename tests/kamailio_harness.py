@@ -140,10 +140,18 @@ class Kamailio:
     pid: int
     log_path: Path
     tls_port: int | None = None
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str:
+        """host:port of the node's Prometheus /metrics (started with metrics_port)."""
+        if self.metrics_port is None:
+            raise ValueError("this node was started without metrics")
+        return f"{self.host}:{self.metrics_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -183,11 +191,12 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
                    timeout: float = 10.0, attempts: int = 3, mode: str = "relay", fr_timer_ms: int = 3000,
                    shed_free_percent: int = 15, tls: bool = False, nonce_seconds: int = 30,
                    dialog_dsn: str | None = None, port: int | None = None, max_cps: int = 0,
-                   source_max_cps: int = 0) -> Kamailio:
+                   source_max_cps: int = 0, metrics_port: int | None = None) -> Kamailio:
     """Kamailio running tollgate's cfg on a free UDP port of `host` (TCP on the same port, TLS on another when
     `tls`), answering; raises with the log's end otherwise. Every node of a test session shares the digest
     and topology-hiding secrets, as the nodes of one stack do. With `dialog_dsn` the node keeps its dialogs
-    in that PostgreSQL database; `port` restarts a node where it was (its dialogs name its address)."""
+    in that PostgreSQL database; `port` restarts a node where it was (its dialogs name its address). With
+    `metrics_port` it serves Prometheus' /metrics on that TCP port of `host` (0: a free one; Kamailio.metrics_url)."""
     workdir.mkdir(parents=True, exist_ok=True)
     rundir = workdir / "run"
     rundir.mkdir(exist_ok=True)
@@ -198,11 +207,13 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
         port = port or free_port(host)
         tls_settings = Tls(free_port(host), *self_signed_certificate()) if tls else None
         dialog_db = _dialog_db(dialog_dsn, f"{host}:{port}", namespace) if dialog_dsn else None
+        metrics = None if metrics_port is None else (host, metrics_port or free_port(host))
         cfg.write_text(render(listen=f"udp:{host}:{port}", rundir=str(rundir), redis_url=redis_url,
                               namespace=namespace, image_dir=str(workdir / "images"), children=children, mode=mode,
                               fr_timer_ms=fr_timer_ms, shed_free_percent=shed_free_percent, tls=tls_settings,
                               auth_secret=NODE_SECRETS[0], topoh_key=NODE_SECRETS[1], nonce_seconds=nonce_seconds,
-                              dialog_db=dialog_db, max_cps=max_cps, source_max_cps=source_max_cps))
+                              dialog_db=dialog_db, max_cps=max_cps, source_max_cps=source_max_cps,
+                              metrics_listen=f"{metrics[0]}:{metrics[1]}" if metrics else ""))
         pidfile.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             # The allocator the stack runs with (scripts/start-kamailio.sh: qm survives the 5.6 tls module's
@@ -216,7 +227,7 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
     else:
         raise RuntimeError(f"kamailio did not start (exit {started.returncode}):\n{_tail(log_path)}")
     kamailio = Kamailio(host, port, workdir, int(pidfile.read_text()), log_path,
-                        tls_settings.port if tls_settings else None)
+                        tls_settings.port if tls_settings else None, metrics[1] if metrics else None)
     deadline = time.monotonic() + timeout
     while options_probe(host, port) is None:
         if time.monotonic() > deadline or not _alive(kamailio.pid):

@@ -66,7 +66,8 @@ def _wait(predicate, timeout: float = 10.0) -> bool:
 def test_the_service_runs_on_a_redis_acl_user_and_a_postgresql_role(redis_user, postgres_role, caplog):
     caplog.set_level(logging.INFO)
     token = "tga_" + secrets.token_urlsafe(16)
-    config = Config(listen="127.0.0.1:0", dsn=postgres_role["dsn"], redis_url=redis_user["url"],
+    config = Config(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", dsn=postgres_role["dsn"],
+                    redis_url=redis_user["url"],
                     redis_namespace=redis_user["namespace"], admin_tokens=(token,), plaintext=True, workers=4,
                     projection_interval_seconds=0.5)
     running = create_server(config)

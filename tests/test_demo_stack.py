@@ -53,6 +53,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         "TOLLGATE_SIP_SECRETS": str(base / "etc" / "sip.secrets"),
         "TOLLGATE_DEMO_CARRIER": f"127.0.0.1:{free_port()}",
         "TOLLGATE_DEMO_HOLD": "1",
+        "TOLLGATE_METRICS_LISTEN": f"127.0.0.1:{_free_tcp_port()}",
+        "TOLLGATE_SIP_METRICS_LISTEN": f"127.0.0.1:{_free_tcp_port()}",
     }
     try:
         started = subprocess.run(["bash", "scripts/start-stack.sh"], cwd=ROOT, env=env, capture_output=True,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import kemi
 from callstate.events import FAILED, HANGUP, REFUSED, CallEvent
 from callstate.plan import CallPlan, Position, RoutePlan, final_answer, next_position
 from fastpath.decision import Decision
@@ -126,6 +127,7 @@ class FakeKSR(types.ModuleType):
         self.replies: list[tuple[int, str]] = []
         self.errors: list[str] = []
         self.variables = dict(dialog or {})
+        self.metrics: list[tuple] = []  # (KSR.xhttp_prom function, its arguments)
         ns = types.SimpleNamespace
         self.kx = ns(get_def=lambda name: f'"{defines[name]}"', get_callid=lambda: "c1@test",
                      gete_ruser=lambda: "4420123456", gete_fuser=lambda: "1555", get_srcip=lambda: "127.0.0.1",
@@ -138,11 +140,17 @@ class FakeKSR(types.ModuleType):
         self.hdr = ns(append_to_reply=lambda text: 1)
         self.err = self.errors.append
         self.warn = self.info = lambda text: None
+        self.xhttp_prom = ns(**{name: self._recorder(name) for name in (
+            "counter_inc_l1", "counter_inc_l2", "histogram_observe_l0", "gauge_set_l0")})
+
+    def _recorder(self, name: str):
+        return lambda *args: self.metrics.append((name, args)) or 1
 
 
-def _defines(redis_url: str, namespace: str, tmp_path: Path, mode: str) -> dict[str, str]:
+def _defines(redis_url: str, namespace: str, tmp_path: Path, mode: str, metrics: str = "off") -> dict[str, str]:
     return {"TOLLGATE_PYTHONPATH": str(ROOT), "TOLLGATE_REDIS_URL": redis_url, "TOLLGATE_NAMESPACE": namespace,
-            "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": mode, "TOLLGATE_NODE": "test-node"}
+            "TOLLGATE_IMAGE_DIR": str(tmp_path), "TOLLGATE_MODE": mode, "TOLLGATE_NODE": "test-node",
+            "TOLLGATE_METRICS": metrics}
 
 
 @pytest.fixture
@@ -151,8 +159,11 @@ def load_script(monkeypatch):
 
     def load(ksr: FakeKSR):
         monkeypatch.setitem(sys.modules, "KSR", ksr)
-        for name in ("kemi.identify", "kemi.relay", "kemi.redirect"):  # they bind KSR when imported
+        for name in ("kemi.identify", "kemi.relay", "kemi.redirect", "kemi.metrics"):  # they bind KSR when imported
             monkeypatch.delitem(sys.modules, name, raising=False)
+            # (and `from kemi import x` takes the package's attribute when it has one: the module bound to the
+            # previous fake)
+            monkeypatch.delattr(kemi, name.split(".")[1], raising=False)
         spec = importlib.util.spec_from_file_location(f"tollgate_kemi_{suffix()}", ROOT / "kemi" / "tollgate_kemi.py")
         script = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(script)
@@ -164,12 +175,13 @@ def load_script(monkeypatch):
 def test_a_python_fault_answers_500_and_logs_one_line(load_script, tmp_path):
     from fastpath.model import IpIndex, IpMap, World
 
-    ksr = FakeKSR(_defines("redis://127.0.0.1:1/0", "x", tmp_path, "redirect"))
+    ksr = FakeKSR(_defines("redis://127.0.0.1:1/0", "x", tmp_path, "redirect", metrics="on"))
     script = load_script(ksr)
     handler = script.Tollgate(script.Settings())  # mod_init() would also set up logging for Kamailio
 
     class BrokenFastPath:
         world = World(ip_maps=IpIndex([IpMap(ipaddress.ip_network("127.0.0.1/32"), "", "1000000001")]))
+        synced_at, version = 1.0, 7
 
         def refresh(self):
             return False
@@ -186,6 +198,9 @@ def test_a_python_fault_answers_500_and_logs_one_line(load_script, tmp_path):
     assert ksr.replies == [(500, "Server Internal Error")]
     assert len(ksr.errors) == 1 and ksr.errors[0].count("\n") == 1
     assert "KeyError" in ksr.errors[0] and "c1@test" in ksr.errors[0]
+    assert [m for m in ksr.metrics if m[0] != "gauge_set_l0"] == [  # (the projection gauges: once per poll)
+        ("counter_inc_l2", ("calls_total", 1, "failed", "500")),
+        ("histogram_observe_l0", ("decision_seconds", ksr.metrics[-1][1][1]))]
 
 
 def test_every_entry_kamailio_cfg_names_exists_for_app_python3_and_app_python3s(load_script, tmp_path):
@@ -215,7 +230,7 @@ def test_kamailio_reporting_the_end_several_times_settles_once(load_script, tmp_
     account, provider, call_id = f"c{suffix()}", f"p{suffix()}", f"twice-{suffix()}"
     now = time.time()
     call = plan(route(provider=provider), call_id=call_id, account=account, setup=now - 11)
-    ksr = FakeKSR(_defines(control_server.redis_url, control_server.keys.namespace, tmp_path, "relay"),
+    ksr = FakeKSR(_defines(control_server.redis_url, control_server.keys.namespace, tmp_path, "relay", "on"),
                   dialog={"tollgate": call.encode(), "tollgate_at": "0,0", "tollgate_answer": f"{now - 10:.6f}"})
     script = load_script(ksr)
     handler = script.Tollgate(script.Settings())
@@ -234,3 +249,4 @@ def test_kamailio_reporting_the_end_several_times_settles_once(load_script, tmp_
     assert balance(money, account) == EUR - billable * 10_000 and money.open_calls(account) == 0
     assert (event["provider"], event["provider_cost"]) == (provider, str(billable * 5_000))
     assert (event["sip_code"], event["end_reason"]) == ("200", "duration_limit")  # the first report counts
+    assert ksr.metrics == [("counter_inc_l2", ("calls_total", 1, "answered", "200"))]  # one call, counted once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kemi.render import Tls, ndb_redis_server, render
+from kemi.render import Tls, metrics_address, ndb_redis_server, render
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -47,3 +47,17 @@ def test_every_variant_of_the_cfg_is_one_kamailio_accepts(tmp_path, mode, varian
     assert checked.returncode == 0, checked.stderr[-2000:]
     assert ("topoh.so" in cfg.read_text().split("#!ifdef WITH_TOPOH", 1)[1]) and (
         ("#!define WITH_TOPOH" in cfg.read_text()) == (variant != "no-topology-hiding" and mode == "relay"))
+
+
+def test_a_node_without_metrics_loads_no_http_module_and_one_with_them_listens_where_told():
+    plain = render(listen="udp:127.0.0.1:5060", rundir="/run/x", redis_url="redis://127.0.0.1:6379/0",
+                   namespace="tg", image_dir="/run/x/images")
+    metered = render(listen="udp:127.0.0.1:5060", rundir="/run/x", redis_url="redis://127.0.0.1:6379/0",
+                     namespace="tg", image_dir="/run/x/images", metrics_listen="127.0.0.1:9465")
+    assert "#!define WITH_METRICS" not in plain and '#!define TOLLGATE_METRICS "off"' in plain
+    assert "#!define WITH_METRICS" in metered and '#!define TOLLGATE_METRICS "on"' in metered
+    assert "listen=tcp:127.0.0.1:9465" in metered and "$Rp != 9465" in metered
+    assert metrics_address("") is None and metrics_address("0.0.0.0:9465") == ("0.0.0.0", 9465)
+    for wrong in ("9465", "127.0.0.1:", "127.0.0.1:99999", 'a"b:1'):
+        with pytest.raises(ValueError):
+            metrics_address(wrong)

@@ -20,10 +20,14 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from control.api import errors
+
+if TYPE_CHECKING:
+    from control.metrics import ControlMetrics
 
 KINDS = ("login", "source")
 MAX_KEY_LENGTH = 320  # the longest email address
@@ -61,8 +65,9 @@ def login_key(login: str) -> str:
 
 
 class LoginThrottle:
-    def __init__(self, login: Policy, source: Policy):
+    def __init__(self, login: Policy, source: Policy, metrics: ControlMetrics | None = None):
         self._policies = {"login": login, "source": source}
+        self._metrics = metrics
         self._seen: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (remember until, locked until)
         self._guard = threading.Lock()
 
@@ -80,7 +85,7 @@ class LoginThrottle:
             seen = [self._seen[item] for item in keys.items() if item in self._seen]
         waits = [until - now for remember, until in seen if remember > now]
         if waits:
-            _refuse(max(waits))
+            self._refuse(max(waits))
 
     def forget(self, kind: str, key: str) -> None:
         with self._guard:
@@ -97,9 +102,16 @@ class LoginThrottle:
         for row in rows:
             self._remember(row["kind"], row["key"], row["wait"])
         if rows:
-            _refuse(max(row["wait"] for row in rows))
+            self._refuse(max(row["wait"] for row in rows))
+
+    def _refuse(self, wait: float) -> None:
+        if self._metrics:
+            self._metrics.login_locked.inc()
+        _refuse(wait)
 
     def failed(self, conn: psycopg.Connection, keys: dict[str, str]) -> None:
+        if self._metrics:
+            self._metrics.login_failures.inc()
         for kind, key in keys.items():
             policy = self._policies[kind]
             failures = conn.execute(_FAILED, {"kind": kind, "key": key, "window": policy.lock_seconds}

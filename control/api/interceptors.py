@@ -1,5 +1,7 @@
 """The server's interceptors, outermost first:
 
+0. MetricsInterceptor counts every RPC by method and status code and times it (control/metrics.py), around
+   everything else, so that a refusal by any interceptor below is counted with its code.
 1. ErrorInterceptor opens the Call (request id, client address, the server's parts) and turns whatever an
    RPC raises into its status: an ApiError as it is, a database error the caller caused through
    errors.from_exception, anything else INTERNAL with its traceback logged (a fault of ours, never the
@@ -13,12 +15,14 @@ Server reflection (the only bidirectional stream) passes through untouched: it i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
 
 from control.access.auth import TokenAuthority
 from control.api import calls, errors, permissions, request_checks
+from control.metrics import ControlMetrics
 
 log = logging.getLogger("tollgate.control")
 
@@ -50,6 +54,48 @@ def _around(before: Callable[[object, grpc.ServicerContext], object]) -> Callabl
         return unary
 
     return wrap
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: ControlMetrics):
+        self._metrics = metrics
+
+    def _observe(self, method: str, context: grpc.ServicerContext, started: float, raised: bool) -> None:
+        # An abort sets the code and raises; a client gone mid-stream is CANCELLED; an exception that escapes
+        # everything is UNKNOWN to the client.
+        code = context.code()
+        if code is None and raised:
+            code = grpc.StatusCode.UNKNOWN if context.is_active() else grpc.StatusCode.CANCELLED
+        code = code or grpc.StatusCode.OK
+        self._metrics.rpcs.labels(method, code.name).inc()
+        self._metrics.rpc_seconds.labels(method).observe(time.perf_counter() - started)
+
+    def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method.rsplit(".", 1)[-1]  # "AccountService/GetAccount"
+
+        def wrap(behavior: Behavior, response_streaming: bool) -> Behavior:
+            if response_streaming:
+                def streaming(request, context) -> Iterator:
+                    started, raised = time.perf_counter(), True
+                    try:
+                        yield from behavior(request, context)
+                        raised = False
+                    finally:
+                        self._observe(method, context, started, raised)
+                return streaming
+
+            def unary(request, context):
+                started, raised = time.perf_counter(), True
+                try:
+                    response = behavior(request, context)
+                    raised = False
+                    return response
+                finally:
+                    self._observe(method, context, started, raised)
+            return unary
+
+        # (an unknown method has no handler: never counted, so a client cannot invent label values)
+        return _rewrap(continuation(handler_call_details), wrap)
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):

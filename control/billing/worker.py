@@ -30,6 +30,7 @@ from control.billing.ledger import Ledger
 from control.billing.payments import PAYMENTS_CHANNEL, push_pending
 from control.billing.reaper import Reaper
 from control.billing.restore import SETTLE_SECONDS, LiveState
+from control.metrics import ControlMetrics
 
 log = logging.getLogger("tollgate.billing")
 INVOICE_INTERVAL_SECONDS = 3600  # billing days pass at local midnights: hourly is soon enough for every zone
@@ -60,8 +61,10 @@ class Settings:
 
 
 class BillingWorker:
-    def __init__(self, pool: ConnectionPool, dsn: str, redis_url: str, namespace: str, settings: Settings):
+    def __init__(self, pool: ConnectionPool, dsn: str, redis_url: str, namespace: str, settings: Settings,
+                 metrics: ControlMetrics | None = None):
         self._pool = pool
+        self._metrics = metrics
         self._dsn = dsn  # the LISTEN connection's (a pooled one cannot wait for notifications)
         self._settings = settings
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
@@ -116,6 +119,8 @@ class BillingWorker:
             pushed = push_pending(conn, self.state)
             reaped = self.reaper.reap(conn, now)
             recorded = self.ledger.record(conn)
+        if self._metrics:
+            self._metrics.cdrs.inc(recorded)
         return Tick(restored, pushed, reaped, recorded, self.invoice_if_due())
 
     def invoice_if_due(self) -> int:
@@ -130,7 +135,14 @@ class BillingWorker:
                 made = invoices.generate_due(conn, datetime.now(UTC))
         except Exception:
             log.exception("invoicing failed; trying again in %d s", INVOICE_INTERVAL_SECONDS)
+            self._count_invoicing("failed", 0)
             return 0
+        self._count_invoicing("ok", len(made))
         if made:
             log.info("made %d invoice(s): %s", len(made), ", ".join(r["number"] for r in made))
         return len(made)
+
+    def _count_invoicing(self, result: str, made: int) -> None:
+        if self._metrics:
+            self._metrics.invoice_runs.labels(result).inc()
+            self._metrics.invoices.inc(made)

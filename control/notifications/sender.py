@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from control.metrics import ControlMetrics
 from control.notifications import compose, outbox
 
 log = logging.getLogger("tollgate.notifications")
@@ -73,9 +74,10 @@ class Outcome:
 
 
 class Sender:
-    def __init__(self, pool: ConnectionPool, dsn: str, settings: MailSettings):
+    def __init__(self, pool: ConnectionPool, dsn: str, settings: MailSettings, metrics: ControlMetrics | None = None):
         settings.check()
         self._pool = pool
+        self._metrics = metrics
         self._dsn = dsn  # the LISTEN connection's (a pooled one cannot wait for notifications)
         self.settings = settings
         self._stop = threading.Event()
@@ -122,8 +124,15 @@ class Sender:
         if messages:
             outcomes |= self._send(messages)
         self._record(rows, outcomes)
+        self._count(outcomes.values())
         self._failing = False
         return len(rows)
+
+    def _count(self, outcomes) -> None:
+        if self._metrics:
+            for outcome in outcomes:
+                result = "sent" if outcome.sent else "failed" if outcome.permanent else "retry"
+                self._metrics.mails.labels(result).inc()
 
     def _lease(self) -> list[dict]:
         with self._pool.connection() as conn, conn.transaction():
