@@ -164,11 +164,8 @@ def _listen(server: grpc.Server, config: Config) -> int:
         return 0
 
 
-<<<<<<< HEAD
-def _servicers(server: grpc.Server, database: db.Database, config: Config, simulator: Simulator) -> None:
-=======
-def _servicers(server: grpc.Server, database: db.Database, config: Config, metrics: ControlMetrics) -> None:
->>>>>>> issue-13-metrics
+def _servicers(server: grpc.Server, database: db.Database, config: Config, simulator: Simulator,
+               metrics: ControlMetrics) -> None:
     limiter = throttle.LoginThrottle(
         throttle.Policy(config.login_free_attempts, config.login_max_attempts, config.login_lock_seconds),
         throttle.Policy(config.login_source_free_attempts, config.login_source_max_attempts, config.login_lock_seconds),
@@ -215,12 +212,8 @@ def create_server(config: Config) -> RunningServer:
     options = [("grpc.max_receive_message_length", config.max_request_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=interceptors,
                          options=options)
-<<<<<<< HEAD
     simulator = Simulator(config.redis_url, config.redis_namespace)
-    _servicers(server, database, config, simulator)
-=======
-    _servicers(server, database, config, metrics)
->>>>>>> issue-13-metrics
+    _servicers(server, database, config, simulator, metrics)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -238,6 +231,7 @@ def create_server(config: Config) -> RunningServer:
         metrics_server = _serve_metrics(config, pool, metrics)
     except SystemExit:
         pool.close()
+        simulator.close()
         raise
     publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace,
                           metrics)
@@ -251,10 +245,7 @@ def create_server(config: Config) -> RunningServer:
     stop = threading.Event()
     threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
     threading.Thread(target=_housekeeping, args=(pool, config, stop), name="housekeeping", daemon=True).start()
-<<<<<<< HEAD
-    return RunningServer(server, port, pool, publisher, billing, notifier, simulator, stop)
-=======
-    return RunningServer(server, port, pool, publisher, billing, notifier, stop, metrics, metrics_server)
+    return RunningServer(server, port, pool, publisher, billing, notifier, simulator, stop, metrics, metrics_server)
 
 
 def _serve_metrics(config: Config, pool: ConnectionPool, metrics: ControlMetrics) -> MetricsServer | None:
@@ -265,7 +256,6 @@ def _serve_metrics(config: Config, pool: ConnectionPool, metrics: ControlMetrics
     client = redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
     metrics.watch(StateCollector(StateSources(pool, client, config.redis_namespace)))
     return serve(config.metrics_listen, metrics.registry, client)
->>>>>>> issue-13-metrics
 
 
 def main(argv: list[str] | None = None) -> None:

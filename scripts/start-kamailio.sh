@@ -11,16 +11,11 @@
 # = no limit: a flooding customer is shed at its share, the others keep the rest),
 # TOLLGATE_SIP_SECRETS (default /etc/tollgate/sip.secrets: the digest nonce secret and topology-hiding key,
 # made once; every node of a stack needs the same file), TOLLGATE_SIP_TLS_DIR (default /etc/tollgate/sip-tls:
-<<<<<<< HEAD
-# certificate.pem and key.pem, a self-signed pair is made when missing), TOLLGATE_SIP_ALLOCATOR (qm | tlsf, default qm: see below),
-# TOLLGATE_SIP_TOPOLOGY_HIDING (on | off,
-# default on: off leaves Kamailio's topoh out, every trunk then sees the caller's topology).
-=======
-# certificate.pem and key.pem, a self-signed pair is made when missing), TOLLGATE_SIP_TOPOLOGY_HIDING (on | off,
-# default on: off leaves Kamailio's topoh out, every trunk then sees the caller's topology),
+# certificate.pem and key.pem, a self-signed pair is made when missing), TOLLGATE_SIP_ALLOCATOR (qm | tlsf, default
+# qm: see below), TOLLGATE_SIP_TOPOLOGY_HIDING (on | off, default on: off leaves Kamailio's topoh out, every trunk
+# then sees the caller's topology),
 # TOLLGATE_SIP_METRICS_LISTEN (default 127.0.0.1:9465: HOST:PORT where the node serves Prometheus' /metrics over
 # plain HTTP, README "Metrics"; "off" = no metrics, Kamailio then loads no HTTP module at all).
->>>>>>> issue-13-metrics
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,15 +33,12 @@ SOURCE_MAX_CPS="${TOLLGATE_SIP_SOURCE_MAX_CPS:-0}"
 SECRETS="${TOLLGATE_SIP_SECRETS:-/etc/tollgate/sip.secrets}"
 TLS_DIR="${TOLLGATE_SIP_TLS_DIR:-/etc/tollgate/sip-tls}"
 TOPOLOGY_HIDING="${TOLLGATE_SIP_TOPOLOGY_HIDING:-on}"
-<<<<<<< HEAD
 # Kamailio's shared-memory allocator. qm, the default: Kamailio 5.6.3's tls module with Debian 12's OpenSSL 3 can
 # free a block twice (kamailio#3791); qm notices and carries on, TLSF has no such guard and crashes later anywhere
 # (seen here twice, in tm's timer). tlsf spends ~13 % less CPU per relayed call: for nodes without TLS.
 ALLOCATOR="${TOLLGATE_SIP_ALLOCATOR:-qm}"
-=======
 METRICS_LISTEN="${TOLLGATE_SIP_METRICS_LISTEN:-127.0.0.1:9465}"
 [[ "$METRICS_LISTEN" == off ]] && METRICS_LISTEN=""
->>>>>>> issue-13-metrics
 
 say() { printf '==> %s\n' "$*"; }
 
