@@ -109,11 +109,21 @@ def test_page_token_is_bound_to_its_filter(admin, tagged):
 
 
 @pytest.mark.parametrize("bad", ["colour = red", "type = ROBOT", "balance > lots", "company", "type = A AND",
-                                 "create_time > yesterday", "balance : 5", "company > x"])
+                                 "create_time > yesterday", "balance : 5", "company > x", "type == PROVIDER",
+                                 "balance => 1"])
 def test_bad_filters_name_the_filter_field(admin, bad):
     result = failure(lambda: admin.accounts.ListAccounts(pb.ListAccountsRequest(filter=bad),
                                                          metadata=admin.metadata))
     assert (result.code, result.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["filter"])
+
+
+@pytest.mark.parametrize("operator", ["==", "=>", "=<", "<>", "~"])
+def test_an_unknown_operator_is_named_not_read_as_part_of_the_value(admin, operator):
+    result = failure(lambda: admin.accounts.ListAccounts(pb.ListAccountsRequest(filter=f"type {operator} PROVIDER"),
+                                                         metadata=admin.metadata))
+    assert result.fields == ["filter"]
+    assert f"unknown operator '{operator}'" in result.message
+    assert "= != < <= > >= :" in result.message and "must be one of" not in result.message
 
 
 def test_negative_page_size_is_invalid(admin):

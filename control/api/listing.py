@@ -22,7 +22,10 @@ from control.api.errors import clip, invalid
 MAX_FILTER_LENGTH = 4096
 MAX_TERMS = 50
 
-_TERM = re.compile(r'\s*([a-z_]+)\s*(<=|>=|!=|=|<|>|:)\s*("(?:[^"\\]|\\.)*"|[^\s"]+)\s*')
+# The operator is read greedily and checked afterwards: `type == PROVIDER` must be refused for its operator,
+# not read as `type = "=PROVIDER"` and refused for a value the caller never typed.
+_TERM = re.compile(r'\s*([a-z_]+)\s*([=!<>:~]+)\s*("(?:[^"\\]|\\.)*"|[^\s"]+)\s*')
+_OPERATORS = ("=", "!=", "<", "<=", ">", ">=", ":")
 _AND = re.compile(r"AND\b", re.IGNORECASE)
 _COMPARE = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 # An account number, spelled in any case, as the stored spelling: account numbers are unique case-insensitively
@@ -79,6 +82,8 @@ def _value(name: str, column: Column, raw: str):
 
 
 def _term(fields: Mapping[str, Column], name: str, op: str, raw: str) -> Term:
+    if op not in _OPERATORS:
+        raise invalid("filter", f"unknown operator {clip(op)} in `{name} {op} …`; use one of {' '.join(_OPERATORS)}")
     column = fields.get(name)
     if column is None:
         raise invalid("filter", f"unknown field {clip(name)}; known: {', '.join(fields)}")
