@@ -323,6 +323,12 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
 
+FILTER_HELP = ("terms `field OP value` joined by AND, OP one of = != < <= > >= : (contains); fields: account_number "
+               "name company email type account_type status rate_group balance create_time; money in the company's "
+               "currency units, exact to 6 decimals (balance > 1 means 1.00); e.g. 'type = PROVIDER AND "
+               "email : \"@example.com\" AND balance < 5.50'")
+
+
 def add_filter_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--filter", metavar="F", help="e.g. 'type = PROVIDER AND email : \"@example.com\"'")
+    parser.add_argument("--filter", metavar="F", help=FILTER_HELP)
     parser.add_argument("--show-deleted", action="store_true", help="include soft-deleted accounts")

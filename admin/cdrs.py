@@ -112,7 +112,9 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         parser = verbs.add_parser(name, help=help, description=help, parents=[common])
         parser.set_defaults(handler=handler, stub=Stub)
         parser.add_argument("--filter", metavar="F",
-                            help="e.g. 'setup_time >= 2025-01-01T00:00:00Z AND sip_code = 200 AND trunk = fra1'")
+                            help="e.g. 'setup_time >= 2025-01-01T00:00:00Z AND sip_code = 200 AND trunk = fra1'; "
+                            "money (customer_cost, provider_cost, rate_per_min) in currency units: "
+                            "'customer_cost > 0.05'")
         parser.add_argument("--account", metavar="N", help="only this customer's calls: ANDs `account = N` in")
         return parser
 

@@ -147,7 +147,8 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("--as-of", metavar="RFC3339", help="as if it were this time, e.g. 2031-02-01T00:00:00Z")
     p.add_argument("--account", metavar="N", help="only this postpaid account")
     p = verb("list", list_, "list invoices by number, following all pages")
-    p.add_argument("--filter", metavar="F", help="e.g. 'issue_date >= 2031-01-01 AND total > 0'")
+    p.add_argument("--filter", metavar="F",
+                   help="e.g. 'issue_date >= 2031-01-01 AND total > 100.50' (money in currency units)")
     p.add_argument("--account", metavar="N", help="only this account's invoices: ANDs `account = N` in")
     p = verb("get", get, "show one invoice, money as decimals")
     p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")

@@ -73,7 +73,8 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         return parser
 
     p = verb("list", list_, "list receipts by number, following all pages")
-    p.add_argument("--filter", metavar="F", help="e.g. 'kind = CHARGE AND create_time >= 2031-01-01'")
+    p.add_argument("--filter", metavar="F",
+                   help="e.g. 'kind = CHARGE AND create_time >= 2031-01-01 AND amount < -10' (money in currency units)")
     p.add_argument("--account", metavar="N", help="only this account's receipts: ANDs `account = N` in")
     p = verb("get", get, "show one receipt, money as decimals")
     p.add_argument("number", metavar="NUMBER", help="RCT_000001 or receipts/RCT_000001")

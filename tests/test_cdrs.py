@@ -151,8 +151,8 @@ def test_ties_on_setup_time_go_by_account_then_call_id(admin, sample):
     ("sip_code = 486", ["a2"]),
     ("sip_code != 200", ["a2"]),
     ("billable_seconds > 60", ["a3"]),
-    ("customer_cost < 1230000", ["a2", "a5-x", "a5-y"]),
-    ("customer_cost >= 1230000 AND customer_cost <= 2460000", ["a1", "a3"]),
+    ("customer_cost < 1.23", ["a2", "a5-x", "a5-y"]),  # money in currency units, like everywhere people type it
+    ("customer_cost >= 1.23 AND customer_cost <= 2.46", ["a1", "a3"]),
     ("destination_sent : 4420", ["a3"]),
     ('destination_dialled : "+49"', ["a1"]),
     ("call_id : A5", ["a5-x", "a5-y"]),  # contains is case-insensitive

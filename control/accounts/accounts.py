@@ -365,7 +365,7 @@ FILTER_FIELDS = {
     "account_type": Column("a.account_type", "enum", ("PREPAID", "POSTPAID")),
     "status": Column("a.status", "enum", ("ACTIVE", "INACTIVE")),
     "rate_group": Column("a.rate_group_id", "text", prefix="rateGroups/"),
-    "balance": Column("a.balance", "int", unit="micros"),
+    "balance": Column("a.balance", "money"),
     "create_time": Column("a.created_at", "time"),
 }
 

@@ -56,7 +56,7 @@ FIELDS = {
     "due_date": Column("i.due_date", "time"),
     "period_start": Column("i.period_start", "time"),
     "period_end": Column("i.period_end", "time"),
-    "total": Column("i.total", "int", unit="micros"),
+    "total": Column("i.total", "money"),
 }
 
 

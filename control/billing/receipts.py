@@ -31,7 +31,7 @@ FIELDS = {
     "account": Column("r.account_number", "number", prefix=ACCOUNT_PREFIX),
     "number": Column("r.number", "text", prefix=NAME_PREFIX),
     "kind": Column("r.kind", "enum", ("PAYMENT", "CHARGE")),
-    "amount": Column("r.amount", "int", unit="micros"),
+    "amount": Column("r.amount", "money"),
     "create_time": Column("r.created_at", "time"),
 }
 
