@@ -23,9 +23,9 @@ SUMMARY_HEADERS = [
     "billable s",
     "SIP code",
     "ended",
-    "customer cost",
-    "provider cost",
 ]
+# (header, field): unset in a CDR when its caller may not see that side's money (an account token).
+COST_COLUMNS = (("customer cost", "customer_cost"), ("provider cost", "provider_cost"))
 
 
 def filter_text(args: argparse.Namespace) -> str:
@@ -55,7 +55,17 @@ def iter_cdrs(stub: Stub, args: argparse.Namespace) -> Iterator[cdr_pb2.Cdr]:
         request.page_token = response.next_page_token
 
 
-def summary_row(cdr: cdr_pb2.Cdr) -> list[str]:
+def shown_costs(cdrs: list[cdr_pb2.Cdr]) -> list[tuple[str, str]]:
+    """The cost columns some row may see: a customer's token never sees a provider cost, and a column of
+    "hidden" (or worse, of 0.00) would only look like data."""
+    return [(header, field) for header, field in COST_COLUMNS if not cdrs or any(c.HasField(field) for c in cdrs)]
+
+
+def cost_text(cdr: cdr_pb2.Cdr, field: str) -> str:
+    return format_money(getattr(cdr, field)) if cdr.HasField(field) else "hidden"
+
+
+def summary_row(cdr: cdr_pb2.Cdr, costs: list[tuple[str, str]]) -> list[str]:
     return [
         cdr.call_id,
         calls.last_segment(cdr.account),
@@ -65,8 +75,7 @@ def summary_row(cdr: cdr_pb2.Cdr) -> list[str]:
         str(cdr.billable_seconds),
         str(cdr.sip_code),
         f"{cdr.end_reason} ({cdr.stage})" if cdr.stage else cdr.end_reason,  # e.g. "refused (cps)"
-        format_money(cdr.customer_cost),
-        format_money(cdr.provider_cost),
+        *(cost_text(cdr, field) for _, field in costs),
     ]
 
 
@@ -75,7 +84,8 @@ def list_(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json([output.to_dict(cdr) for cdr in cdrs])
     else:
-        output.print_table((summary_row(cdr) for cdr in cdrs), SUMMARY_HEADERS)
+        costs = shown_costs(cdrs)
+        output.print_table((summary_row(cdr, costs) for cdr in cdrs), SUMMARY_HEADERS + [h for h, _ in costs])
     return EXIT_OK
 
 

@@ -19,7 +19,7 @@ from decimal import Context, Decimal, Inexact, InvalidOperation
 
 from psycopg import sql
 
-from control.api.errors import clip, invalid
+from control.api.errors import clip, invalid, permission_denied
 
 MAX_FILTER_LENGTH = 4096
 MAX_TERMS = 50
@@ -156,3 +156,14 @@ def parse_filter(text: str, fields: Mapping[str, Column]) -> list[Term]:
     """The terms of `text` over `fields`; a bad filter is INVALID_ARGUMENT on `filter`."""
     return [_term(fields, *parts) for parts in _split(text)]
 
+
+def require_own_number(text: str, fields: Mapping[str, Column], names: tuple[str, ...], number: str) -> None:
+    """An account token's filter may ask `account = N` (or `provider = N`) only for its own number: another
+    number is PERMISSION_DENIED rather than an empty list, which read as "that account has no calls". The
+    answer is the same whether N exists, so it tells a token nothing about other accounts."""
+    for name, op, raw in _split(text):
+        if name in names and op == "=":
+            value = _unquote(raw).removeprefix(fields[name].prefix)
+            if value.lower() != number.lower():
+                raise permission_denied(f"an account token sees only its own account's data; the filter asks "
+                                        f"for {name} {clip(value)}")
