@@ -263,9 +263,13 @@ def test_delete_many_is_one_call_and_json_lists_them(cli: Run) -> None:
 def test_delete_of_a_missing_account_deletes_nothing(cli: Run) -> None:
     tag = f"dela-{unique()}"
     number = create_customer(cli, tag)["account_number"]
-    result = cli("accounts", "delete", number, f"NOPE{unique()}", "--yes")
+    missing = f"NoPe{unique()}"
+    result = cli("accounts", "delete", number, missing, "--yes")
     assert result.returncode == 4, result.stderr
-    assert "NOT_FOUND" in result.stderr
+    # The number as typed (not lower-cased), in a sentence.
+    assert result.stderr.strip() == f"error: NOT_FOUND: account {missing} not found; nothing was deleted"
+    two = cli("accounts", "delete", missing, "GONE1234", "--yes")
+    assert f"accounts {missing}, GONE1234 not found; nothing was deleted" in two.stderr
     # All or none: the existing one is still alive.
     assert "delete_time" not in ok_json(cli("--json", "accounts", "get", number))
 
