@@ -41,6 +41,18 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """Each (sub)command refuses the arguments it does not know itself, so the error shows its own usage:
+    `accounts list --filtr x` prints `tollgate-admin accounts list`'s usage, not the top level's, which argparse
+    would print after handing the unknown flag up from the subcommand."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def global_options(top_level: bool) -> argparse.ArgumentParser:
     """The options every command takes. Below the top level they default to SUPPRESS, so
     `tollgate-admin accounts list --json` works and does not reset a `--json` given before the command."""
@@ -96,7 +108,8 @@ def global_options(top_level: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: a script's `--pass` must not silently become --password after a new flag appears.
-    parser = argparse.ArgumentParser(
+    # Subparsers are made of the parent's class, so every command level is a Parser.
+    parser = Parser(
         prog=PROG,
         description=__doc__.splitlines()[0],
         allow_abbrev=False,

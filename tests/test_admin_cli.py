@@ -315,6 +315,20 @@ def test_unreachable_server_exits_7(home: Path) -> None:
     assert result.stderr.startswith("error: UNAVAILABLE")
 
 
+@pytest.mark.parametrize(("argv", "usage", "unknown"), [
+    (["accounts", "list", "--filtr", "x"], "usage: tollgate-admin accounts list ", "--filtr x"),
+    (["trunks", "get", "t1", "--gatway", "x"], "usage: tollgate-admin trunks get ", "--gatway x"),
+    (["accounts", "--bogus", "list"], "usage: tollgate-admin accounts ", "--bogus"),
+    (["--bogus", "accounts", "list"], "usage: tollgate-admin [-h]", "--bogus"),
+])
+def test_a_wrong_flag_prints_the_usage_of_the_command_it_was_given_to(home: Path, argv: list[str], usage: str,
+                                                                       unknown: str) -> None:
+    result = run_cli(argv, clean_env(home))
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
+    assert f"error: unrecognized arguments: {unknown}" in result.stderr
+
+
 def test_too_many_decimals_is_a_usage_error(cli: Run) -> None:
     result = cli("accounts", "create", "--email", f"m-{unique()}@example.com", "--credit-limit", "1.1234567")
     assert result.returncode == 2
