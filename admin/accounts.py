@@ -10,7 +10,8 @@ from typing import BinaryIO
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from admin import calls, fields, output
-from admin.errors import EXIT_OK, EXIT_OTHER, UsageError
+from admin.confirm import ASKS, add_yes_flag, confirm
+from admin.errors import EXIT_OK, UsageError
 from admin.fields import Flag
 from admin.money import format_money
 from tollgate.v1 import account_pb2, account_pb2_grpc
@@ -208,17 +209,9 @@ def list_(stub: Stub, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def confirm(prompt: str) -> bool:
-    # The prompt goes to stderr so `--json` output on stdout stays parseable.
-    print(f"{prompt} [y/N] ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in {"y", "yes"}
-
-
 def delete(stub: Stub, args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(calls.account_name(number) for number in args.numbers))
-    if not args.yes and sys.stdin.isatty() and not confirm(f"Delete {len(names)} account(s): {', '.join(names)}?"):
-        print("aborted, nothing deleted", file=sys.stderr)
-        return EXIT_OTHER
+    confirm(args, f"delete {'account' if len(names) == 1 else f'{len(names)} accounts'}: {', '.join(names)}")
     # One call: the server deletes all or none (AIP-233), so a partial failure cannot happen here.
     response = stub.DeleteAccounts(account_pb2.DeleteAccountsRequest(names=names), **calls.options(args))
     if args.json:
@@ -314,9 +307,9 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("--page-size", type=fields.positive_int, metavar="N", help="accounts per request")
     p.add_argument("--limit", type=fields.positive_int, metavar="N", help="stop after N accounts")
 
-    p = verb("delete", delete, "soft-delete accounts, all or none")
+    p = verb("delete", delete, f"soft-delete accounts, all or none; {ASKS}")
     p.add_argument("numbers", nargs="+", metavar="NUMBER")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_yes_flag(p)
 
     p = verb("export", export, "write accounts as CSV")
     add_filter_flags(p)

@@ -26,7 +26,7 @@ from admin import (
     receipts,
     trunks,
 )
-from admin.errors import EXIT_OTHER, EXIT_USAGE, UsageError, report_rpc_error
+from admin.errors import EXIT_OTHER, EXIT_USAGE, Aborted, UsageError, report_rpc_error
 
 PROG = "tollgate-admin"
 
@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Aborted as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_OTHER
     except grpc.RpcError as err:
         return report_rpc_error(err)
     except KeyboardInterrupt:

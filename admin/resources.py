@@ -18,6 +18,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
 from admin import calls, fields, output
+from admin.confirm import ASKS, add_yes_flag, confirm
 from admin.errors import EXIT_OK, UsageError
 from admin.fields import Flag
 from tollgate.v1 import common_pb2
@@ -182,6 +183,7 @@ def list_(kind: Kind, stub: Any, args: argparse.Namespace) -> int:
 
 def delete(kind: Kind, stub: Any, args: argparse.Namespace) -> int:
     name = kind.name(args)
+    confirm(args, f"delete {name}")
     kind.call(stub, f"Delete{kind.message}", kind.request(f"Delete{kind.message}", name=name), args)
     if args.json:
         output.print_json({"deleted": name})
@@ -221,7 +223,7 @@ def add_parsers(kind: Kind, commands: argparse._SubParsersAction, common: argpar
         p.add_argument("--page-size", type=fields.positive_int, metavar="N", help="items per request")
         p.add_argument("--limit", type=fields.positive_int, metavar="N", help="stop after N items")
     if "delete" in kind.verbs:
-        verb("delete", delete, f"delete {kind.noun}")
+        add_yes_flag(verb("delete", delete, f"delete {kind.noun}; {ASKS}"))
     if kind.extra_verbs is not None:
         kind.extra_verbs(kind, verb)
 

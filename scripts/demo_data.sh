@@ -63,8 +63,10 @@ ensure 9000000002 customer \
 
 # The demo carrier's trunks, decks and localization come from the declarative example (idempotent):
 # provider CARRIER01 with trunks carrier-fra and carrier-ams and their termination decks.
+# --yes: the repository's file is the truth for the demo, also where a newer one leaves something out (apply
+# asks before deleting, and refuses without a terminal otherwise).
 say "applying examples/provider.yaml (demo carrier CARRIER01, its trunks and decks)"
-"$ADMIN" apply -f "$ROOT/examples/provider.yaml" | sed 's/^/    /'
+"$ADMIN" apply -f "$ROOT/examples/provider.yaml" --yes | sed 's/^/    /'
 
 # A retail rate group over those trunks, with its origination deck, for the demo customer.
 rc=0

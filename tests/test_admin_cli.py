@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
 import subprocess
 import sys
 import uuid
@@ -250,6 +252,55 @@ def test_delete_yes_then_get_shows_delete_time_and_list_omits_it(cli: Run) -> No
     assert [a["account_number"] for a in listed] == [kept]
     with_deleted = ok_json(cli("--json", "accounts", "list", "--show-deleted", "--filter", f"company = {tag}"))
     assert {a["account_number"] for a in with_deleted} == {gone, kept}
+
+
+def run_on_a_terminal(args: list[str], env: dict[str, str], typed: str) -> subprocess.CompletedProcess:
+    """The CLI with a pseudo-terminal as stdin, as a person at a shell runs it, answering `typed`."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "admin", *args], env=env, stdin=follower,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.write(leader, typed.encode())
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("stdin", ["", "n\n", "y\n"])
+def test_delete_without_a_terminal_needs_yes_whatever_stdin_says(cli: Run, stdin: str) -> None:
+    number = create_customer(cli, f"delp-{unique()}")["account_number"]
+    refused = cli("accounts", "delete", number, stdin=stdin)
+    assert refused.returncode == 2, refused.stderr
+    assert "stdin is not a terminal" in refused.stderr and "pass --yes" in refused.stderr
+    assert "delete_time" not in ok_json(cli("--json", "accounts", "get", number))
+
+
+def test_delete_at_a_terminal_asks_and_no_exits_non_zero(control_server, home: Path, cli: Run) -> None:
+    env = clean_env(home) | {"TOLLGATE_ADDRESS": control_server.address, "TOLLGATE_TOKEN": control_server.admin_token}
+    number = create_customer(cli, f"delt-{unique()}")["account_number"]
+    declined = run_on_a_terminal(["accounts", "delete", number], env, "n\n")
+    assert declined.returncode == 1, declined.stderr
+    assert f"Delete account: accounts/{number}? [y/N]" in declined.stderr and "aborted" in declined.stderr
+    assert "delete_time" not in ok_json(cli("--json", "accounts", "get", number))
+    accepted = run_on_a_terminal(["accounts", "delete", number], env, "y\n")
+    assert accepted.returncode == 0, accepted.stderr
+    assert ok_json(cli("--json", "accounts", "get", number)).get("delete_time")
+
+
+@pytest.mark.parametrize("argv", [
+    ["rate-groups", "delete", "some-group"], ["origination-rates", "delete", "some-group", "49"],
+    ["trunks", "delete", "some-trunk"], ["termination-rates", "delete", "some-trunk", "49"],
+    ["dids", "delete", "4930123"], ["caller-ids", "delete", "ACME01", "4930123"],
+    ["sip-devices", "delete", "someone"], ["ip-maps", "delete", "some-map"], ["localizations", "delete", "some-loc"],
+    ["operators", "delete", "someone"], ["operators", "revoke-token", "someone", "tok1"],
+])
+def test_every_destructive_command_needs_yes_without_a_terminal(cli: Run, argv: list[str]) -> None:
+    refused = cli(*argv, stdin="y\n")
+    assert refused.returncode == 2, refused.stderr
+    assert "refusing to" in refused.stderr and "pass --yes" in refused.stderr
+    assert "--yes" in ok(cli(*argv, "--help"))  # and its help says so
 
 
 def test_delete_many_is_one_call_and_json_lists_them(cli: Run) -> None:
