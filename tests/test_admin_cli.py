@@ -456,6 +456,22 @@ def test_login_prints_a_token_that_works_for_the_account(cli: Run, control_serve
     assert "UNAUTHENTICATED" in bad.stderr
 
 
+def test_login_without_a_terminal_says_how_to_give_the_password(cli: Run) -> None:
+    email = f"login-nt-{unique()}@example.com"
+    ok(cli("accounts", "create", "--email", email, "--password", "portal-pass-1"))
+    for stdin in ("", "portal-pass-1\n"):  # getpass would read a pipe, and crash on an empty one
+        refused = cli("login", email, stdin=stdin)
+        assert refused.returncode == 2, refused.stderr
+        assert "Traceback" not in refused.stderr and "EOFError" not in refused.stderr
+        assert "no terminal to ask for the password on: pass --password PASSWORD, or --password-stdin" \
+            in refused.stderr
+    assert ok(cli("login", email, "--password-stdin", stdin="portal-pass-1\n")).startswith("tgs_")
+    empty = cli("login", email, "--password-stdin", stdin="")
+    assert empty.returncode == 2 and "stdin held no password" in empty.stderr
+    changed = cli("password", stdin="")
+    assert changed.returncode == 2 and "pass --current and --new" in changed.stderr
+
+
 def test_console_script_is_installed(control_server, home: Path) -> None:
     env = clean_env(home)
     result = subprocess.run([str(VENV_SCRIPT), "--address", control_server.address, "--token",
