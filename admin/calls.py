@@ -4,6 +4,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from admin import config
+from admin.errors import UsageError
+
 # A command: (stub, parsed args) -> exit code. Only main() opens the channel the stub runs on.
 Handler = Callable[[Any, argparse.Namespace], int]
 
@@ -11,7 +14,12 @@ Handler = Callable[[Any, argparse.Namespace], int]
 def options(args: argparse.Namespace, auth: bool = True, min_timeout: float = 0.0) -> dict[str, Any]:
     """Keyword arguments for a stub call; `auth=False` only for Login, which must work without a token.
     `min_timeout` lengthens the deadline of calls that are slow by nature (a rate deck upload)."""
-    metadata = [("authorization", f"Bearer {args.token}")] if auth and args.token else []
+    if auth and not args.token:
+        # The server could only say "missing authorization metadata"; here we know where a token comes from.
+        raise UsageError(f"no token: give --token, set {config.ENV_TOKEN}, or write `token = \"...\"` into "
+                         f"{config.DEFAULT_CONFIG} (or the file --config or {config.ENV_CONFIG} names); "
+                         "`tollgate-admin login` prints an account's token")
+    metadata = [("authorization", f"Bearer {args.token}")] if auth else []
     return {"timeout": max(args.timeout, min_timeout), "metadata": metadata}
 
 

@@ -414,6 +414,13 @@ def test_flag_beats_environment_beats_config(control_server, home: Path, tmp_pat
     ok(run_cli(["--token", control_server.admin_token, "accounts", "list", "--limit", "1"], wrong_env))
 
 
+def test_a_missing_token_says_where_tokens_come_from(control_server, home: Path) -> None:
+    result = run_cli(["--address", control_server.address, "accounts", "list"], clean_env(home))
+    assert result.returncode == 2, result.stderr
+    for source in ("--token", "TOLLGATE_TOKEN", "~/.config/tollgate/admin.toml", "TOLLGATE_ADMIN_CONFIG", "login"):
+        assert source in result.stderr
+
+
 def test_missing_named_config_file_is_a_usage_error(home: Path, tmp_path: Path) -> None:
     result = run_cli(["--config", str(tmp_path / "nope.toml"), "accounts", "list"], clean_env(home))
     assert result.returncode == 2
