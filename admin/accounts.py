@@ -136,18 +136,28 @@ def update(stub: Stub, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def positive_amount(text: str) -> int:
+    """AMOUNT of `pay`: more than 0, the direction is --charge's to say. `pay X -5` used to take 5 away and
+    `--charge -1` to add 1, each printed like any payment."""
+    micros = fields.money_arg(text)
+    if micros <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text!r}: a payment adds AMOUNT to the "
+                                          "balance, --charge takes it away")
+    return micros
+
+
 def pay(stub: Stub, args: argparse.Namespace) -> int:
-    """A payment (a positive amount) or a non-call charge (--charge): the balance moves at once, the switch's
-    live balance within about a second; --request-id makes a retried command pay once."""
+    """A payment (AMOUNT added) or a non-call charge (--charge: AMOUNT taken): the balance moves at once, the
+    switch's live balance within about a second; --request-id makes a retried command pay once."""
     amount = -args.amount if args.charge else args.amount
-    if amount == 0:
-        raise UsageError("the amount must not be 0")
     request = account_pb2.PostPaymentRequest(account=calls.account_name(args.number), amount=amount,
                                              note=args.note or "", request_id=args.request_id or "")
     payment = stub.PostPayment(request, **calls.options(args))
     if args.json:
         output.print_json(output.to_dict(payment))
     else:
+        what = "charge of {} taken from" if payment.amount < 0 else "payment of {} added to"
+        print(what.format(format_money(abs(payment.amount))), f"{payment.account}\n")
         output.print_record(payment, {"amount", "balance_after"})
     return EXIT_OK
 
@@ -297,8 +307,10 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
     p = verb("pay", pay, "post a payment (or, with --charge, a non-call charge) to an account's balance")
     p.add_argument("number", metavar="NUMBER")
-    p.add_argument("amount", type=fields.money_arg, metavar="AMOUNT", help="in the company's currency, e.g. 25.00")
-    p.add_argument("--charge", action="store_true", help="take AMOUNT from the balance (a non-call charge)")
+    p.add_argument("amount", type=positive_amount, metavar="AMOUNT",
+                   help="more than 0, in the company's currency, e.g. 25.00: added to the balance (a payment)")
+    p.add_argument("--charge", action="store_true",
+                   help="take AMOUNT from the balance instead (a non-call charge); the JSON amount is then negative")
     p.add_argument("--note", metavar="TEXT", help="e.g. the bank reference; printed on the receipt")
     p.add_argument("--request-id", metavar="KEY", help="idempotency key: the same key never pays twice")
 

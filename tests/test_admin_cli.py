@@ -526,8 +526,15 @@ def test_pay_and_charge_move_the_balance_and_a_retry_pays_once(cli: Run) -> None
     charged = ok_json(cli("accounts", "pay", number, "0.50", "--charge", "--json"))
     assert (charged["amount"], charged["balance_after"]) == (str(-500_000), str(25_000_000))
     assert "25.00" in ok(cli("accounts", "get", number))
-    refused = cli("accounts", "pay", number, "0")
-    assert refused.returncode != 0 and "must not be 0" in refused.stderr
+    for amount in ("0", "-5", "-0.01"):  # the sign is --charge's to give, not AMOUNT's
+        for charge in ((), ("--charge",)):
+            refused = cli("accounts", "pay", number, amount, *charge)
+            assert refused.returncode == 2 and "must be more than 0" in refused.stderr, refused.stderr
+    assert "25.00" in ok(cli("accounts", "get", number))  # nothing moved
+    charged = ok(cli("accounts", "pay", number, "1", "--charge")).splitlines()[0]
+    assert charged.startswith("charge of 1.00") and charged.endswith(f"taken from accounts/{number}")
+    paid = ok(cli("accounts", "pay", number, "2")).splitlines()[0]
+    assert paid.startswith("payment of 2.00") and paid.endswith(f"added to accounts/{number}")
 
 
 def test_account_references_take_a_bare_id_or_a_resource_name(cli: Run) -> None:
