@@ -3,7 +3,7 @@
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,12 +13,13 @@ from admin import calls, fields, output
 from admin.confirm import ASKS, add_yes_flag, confirm
 from admin.errors import EXIT_OK, UsageError
 from admin.fields import Flag
-from admin.money import format_money
+from admin.money import format_rate
 from tollgate.v1 import account_pb2, account_pb2_grpc
 
 Stub = account_pb2_grpc.AccountServiceStub
 
-MONEY_PATHS = {"balance", "billing.credit_limit", "settings.lc_charge_per_min", "billing.low_balance_threshold"}
+AMOUNT_PATHS = ("balance", "billing.credit_limit", "billing.low_balance_threshold")
+RATE_PATHS = ("settings.lc_charge_per_min",)
 # Input-only fields are always empty in responses; the SIP password gets its own loud line instead.
 HIDDEN_PATHS = {"password", "create_sip_device", "sip_device_password"}
 INVOICE_WITH_CDR = {
@@ -99,11 +100,16 @@ ACCOUNT_FLAGS: tuple[Flag, ...] = (
 )
 
 
+def money_formats(args: argparse.Namespace) -> output.MoneyFormats:
+    amount = calls.amount_format(args)
+    return {path: amount for path in AMOUNT_PATHS} | {path: format_rate for path in RATE_PATHS}
+
+
 def show_account(account: account_pb2.Account, args: argparse.Namespace) -> None:
     if args.json:
         output.print_json(output.to_dict(account))
         return
-    output.print_record(account, MONEY_PATHS, HIDDEN_PATHS)
+    output.print_record(account, money_formats(args), HIDDEN_PATHS)
     if account.sip_device_password:
         # The server keeps only digest hashes: this is the operator's single chance to copy it.
         print(f"\nSIP device password (shown only once, store it now): {account.sip_device_password}")
@@ -156,9 +162,10 @@ def pay(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(output.to_dict(payment))
     else:
+        amount = calls.amount_format(args)
         what = "charge of {} taken from" if payment.amount < 0 else "payment of {} added to"
-        print(what.format(format_money(abs(payment.amount))), f"{payment.account}\n")
-        output.print_record(payment, {"amount", "balance_after"})
+        print(what.format(amount(abs(payment.amount))), f"{payment.account}\n")
+        output.print_record(payment, {"amount": amount, "balance_after": amount})
     return EXIT_OK
 
 
@@ -182,7 +189,7 @@ def iter_accounts(stub: Stub, args: argparse.Namespace) -> Iterator[account_pb2.
         request.page_token = response.next_page_token
 
 
-def summary_row(account: account_pb2.Account) -> list[str]:
+def summary_row(account: account_pb2.Account, amount: Callable[[int], str]) -> list[str]:
     profile, billing = account.profile, account.billing
     return [
         account.account_number,
@@ -192,7 +199,7 @@ def summary_row(account: account_pb2.Account) -> list[str]:
         account.email,
         account_pb2.BillingMode.Name(billing.account_type),
         account_pb2.AccountStatus.Name(account.status) + (" (deleted)" if account.HasField("delete_time") else ""),
-        format_money(account.balance),
+        amount(account.balance),
         billing.rate_group,
     ]
 
@@ -215,7 +222,8 @@ def list_(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json([output.to_dict(account) for account in accounts])
     else:
-        output.print_table((summary_row(account) for account in accounts), SUMMARY_HEADERS)
+        amount = calls.amount_format(args)
+        output.print_table((summary_row(account, amount) for account in accounts), SUMMARY_HEADERS)
     return EXIT_OK
 
 

@@ -3,13 +3,12 @@
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from admin import calls, fields, output
 from admin.accounts import write_chunks
 from admin.errors import EXIT_OK
-from admin.money import format_money
 from tollgate.v1 import account_pb2, cdr_pb2, cdr_pb2_grpc
 
 Stub = cdr_pb2_grpc.CdrServiceStub
@@ -61,11 +60,11 @@ def shown_costs(cdrs: list[cdr_pb2.Cdr]) -> list[tuple[str, str]]:
     return [(header, field) for header, field in COST_COLUMNS if not cdrs or any(c.HasField(field) for c in cdrs)]
 
 
-def cost_text(cdr: cdr_pb2.Cdr, field: str) -> str:
-    return format_money(getattr(cdr, field)) if cdr.HasField(field) else "hidden"
+def cost_text(cdr: cdr_pb2.Cdr, field: str, amount: Callable[[int], str]) -> str:
+    return amount(getattr(cdr, field)) if cdr.HasField(field) else "hidden"
 
 
-def summary_row(cdr: cdr_pb2.Cdr, costs: list[tuple[str, str]]) -> list[str]:
+def summary_row(cdr: cdr_pb2.Cdr, costs: list[tuple[str, str]], amount: Callable[[int], str]) -> list[str]:
     return [
         cdr.call_id,
         calls.last_segment(cdr.account),
@@ -75,7 +74,7 @@ def summary_row(cdr: cdr_pb2.Cdr, costs: list[tuple[str, str]]) -> list[str]:
         str(cdr.billable_seconds),
         str(cdr.sip_code),
         f"{cdr.end_reason} ({cdr.stage})" if cdr.stage else cdr.end_reason,  # e.g. "refused (cps)"
-        *(cost_text(cdr, field) for _, field in costs),
+        *(cost_text(cdr, field, amount) for _, field in costs),
     ]
 
 
@@ -84,8 +83,8 @@ def list_(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json([output.to_dict(cdr) for cdr in cdrs])
     else:
-        costs = shown_costs(cdrs)
-        output.print_table((summary_row(cdr, costs) for cdr in cdrs), SUMMARY_HEADERS + [h for h, _ in costs])
+        costs, amount = shown_costs(cdrs), calls.amount_format(args)
+        output.print_table((summary_row(cdr, costs, amount) for cdr in cdrs), SUMMARY_HEADERS + [h for h, _ in costs])
     return EXIT_OK
 
 

@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
                               cert_file=args.cert_file, key_file=args.key_file, plaintext=args.plaintext)
     args.token = settings.token
     with config.open_channel(settings) as channel:
+        args.channel = channel  # for what a command needs of another service (the company's decimals)
         return args.handler(args.stub(channel), args)
 
 

@@ -21,6 +21,7 @@ from admin import calls, fields, output
 from admin.confirm import ASKS, add_yes_flag, confirm
 from admin.errors import EXIT_OK, UsageError
 from admin.fields import Flag
+from admin.money import format_rate
 from tollgate.v1 import common_pb2
 
 # The status flags every configuration resource shares (create takes --inactive; update both).
@@ -113,7 +114,8 @@ def show(kind: Kind, resource: Message, args: argparse.Namespace) -> None:
     if args.json:
         output.print_json(output.to_dict(resource))
     else:
-        output.print_record(resource, set(kind.money_paths), set(kind.hidden_paths))
+        # Configuration carries prices (rates, fees), printed with every micro, never amounts.
+        output.print_record(resource, {path: format_rate for path in kind.money_paths}, set(kind.hidden_paths))
 
 
 def create(kind: Kind, stub: Any, args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from admin.accounts import RowCounter
-from admin.money import format_money, parse_money
+from admin.money import format_amount, format_rate, parse_money
 from tests.helpers import Run, clean_env, ok, ok_json, run_cli
 
 VENV_SCRIPT = Path(sys.executable).with_name("tollgate-admin")
@@ -130,14 +130,20 @@ def test_create_provider_shows_sip_password_once(cli_flags: Run) -> None:
     assert got.get("sip_device_password", "") == ""  # only ever in the create response
 
 
-def test_get_human_output_is_key_value_with_decimal_money(cli: Run) -> None:
+def test_get_human_output_is_key_value_with_decimal_money(cli: Run, company_decimals) -> None:
+    company_decimals(2)
     tag = f"kv-{unique()}"
-    number = create_customer(cli, tag, "--postpaid", "--credit-limit", "100.5")["account_number"]
+    number = create_customer(cli, tag, "--postpaid", "--credit-limit", "100.5",
+                             "--lc-charge-per-min", "0.0090")["account_number"]
     out = ok(cli("accounts", "get", number))
     rows = dict(line.split(None, 1) for line in out.splitlines() if len(line.split(None, 1)) == 2)
     assert rows["account_number"] == number
     assert rows["profile.company"] == tag
-    assert rows["billing.credit_limit"] == "100.50"
+    assert rows["billing.credit_limit"] == "100.50"  # an amount: the company's decimals
+    assert rows["settings.lc_charge_per_min"] == "0.009000"  # a price: every micro, 0.0090 not 0.009
+    company_decimals(4)
+    out = ok(cli("accounts", "get", number))
+    assert "100.5000" in out and "0.009000" in out
     assert rows["billing.account_type"] == "POSTPAID"
 
 
@@ -504,10 +510,11 @@ def test_parse_money_rejects(text: str) -> None:
         parse_money(text)
 
 
-def test_format_money() -> None:
-    assert [format_money(m) for m in (12_345_000, 100_500_000, 0, 1, -2_500_000)] == [
-        "12.345", "100.50", "0.00", "0.000001", "-2.50"
-    ]
+def test_amounts_print_with_the_decimals_given_and_prices_with_six() -> None:
+    assert [format_amount(m, 4) for m in (4_038, -210_000, 0, 12_345_678)] == ["0.0040", "-0.2100", "0.0000", "12.3457"]
+    assert [format_amount(m, 2) for m in (100_500_000, 5_000)] == ["100.50", "0.00"]  # half-even, as the exports
+    assert format_amount(7_000_000, 0) == "7"
+    assert [format_rate(m) for m in (9_000, 12_500, 1)] == ["0.009000", "0.012500", "0.000001"]
 
 
 def test_row_counter_ignores_newlines_inside_quotes_across_chunks() -> None:

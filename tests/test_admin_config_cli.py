@@ -144,7 +144,7 @@ def test_origination_rate_create_list_update_delete(cli: Run) -> None:
 
     table = ok(cli("origination-rates", "list", group))
     rows = {row[0]: row for row in table_rows(table)}
-    assert rows["4420"][1:5] == ["London", "0.01", "5", "0.0125"]  # money as decimals for people
+    assert rows["4420"][1:5] == ["London", "0.010000", "5", "0.012500"]  # prices with all 6 decimals, aligned
     assert set(rows) == {"44", "4420"}
     assert len(ok_json(cli("origination-rates", "list", group, "--json", "--limit", "1"))) == 1
 

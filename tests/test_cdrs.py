@@ -15,13 +15,12 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from psycopg import sql
 
 from tests.helpers import clean_env, failure, forged_page_tokens, ok, ok_json, run_cli, unique_email, unique_number
-from tollgate.v1 import account_pb2, auth_pb2, cdr_pb2, company_pb2
+from tollgate.v1 import account_pb2, auth_pb2, cdr_pb2
 
 BASE = datetime(2031, 5, 4, 10, 0, tzinfo=UTC)
 PASSWORD = "cdr-reader-pass"
@@ -314,18 +313,8 @@ def test_without_a_token_nothing(admin):
 
 
 @pytest.fixture
-def two_decimals(admin):
-    """The company prints money with 2 decimals for the test, and with what it had before afterwards."""
-    before = admin.company.GetCompany(company_pb2.GetCompanyRequest(), metadata=admin.metadata).decimals
-
-    def set_decimals(value: int) -> None:
-        admin.company.UpdateCompany(company_pb2.UpdateCompanyRequest(
-            company=company_pb2.Company(decimals=value), update_mask=field_mask_pb2.FieldMask(paths=["decimals"])),
-            metadata=admin.metadata)
-
-    set_decimals(2)
-    yield
-    set_decimals(before)
+def two_decimals(company_decimals):
+    company_decimals(2)
 
 
 def test_export_has_header_decimal_money_and_safe_cells(admin, sample, two_decimals):
@@ -377,7 +366,7 @@ def cli(control_server, tmp_path: Path):
     return lambda *args: run_cli(list(args), env)
 
 
-def test_cli_lists_a_table_following_pages(cli, sample):
+def test_cli_lists_a_table_following_pages(cli, sample, two_decimals):
     table = ok(cli("cdrs", "list", "--account", sample["a"], "--page-size", "2")).splitlines()
     for column in ("call id", "account", "setup time", "destination sent", "trunk", "billable s", "SIP code",
                    "ended", "customer cost", "provider cost"):
@@ -385,13 +374,13 @@ def test_cli_lists_a_table_following_pages(cli, sample):
     body = [line.split() for line in table[2:]]
     assert [cells[0] for cells in body] == ["a1", "a2", "a3", "a5-x", "a5-y"]
     assert body[0] == ["a1", sample["a"], "2031-05-04T10:00:00Z", "4940123", "fra1", "60", "200", "hangup", "1.23",
-                       "0.42"]
+                       "0.42"]  # the company's 2 decimals
     refused = ok(cli("cdrs", "list", "--account", sample["b"], "--filter", "end_reason = refused")).splitlines()
     assert "refused (cps)" in refused[2]
 
 
 def test_cli_with_an_account_token_hides_the_other_side_and_refuses_other_accounts(admin, parties, control_server,
-                                                                                   tmp_path: Path):
+                                                                                   tmp_path: Path, two_decimals):
     def as_account(account: account_pb2.Account, *args: str):
         token = admin.auth.Login(auth_pb2.LoginRequest(login=account.email, password=PASSWORD)).token
         env = clean_env(tmp_path) | {"TOLLGATE_ADDRESS": control_server.address, "TOLLGATE_TOKEN": token}
@@ -405,6 +394,13 @@ def test_cli_with_an_account_token_hides_the_other_side_and_refuses_other_accoun
     assert [line.split()[-1] for line in carried[2:]] == ["0.02", "0.04"]
     refused = as_account(parties["customer"], "cdrs", "list", "--account", parties["other"])
     assert refused.returncode == 6 and "PERMISSION_DENIED" in refused.stderr, refused.stderr
+
+
+def test_cli_money_has_the_company_decimals_in_every_row(cli, sample, company_decimals):
+    company_decimals(4)
+    table = ok(cli("cdrs", "list", "--account", sample["a"])).splitlines()
+    costs = [line.split()[-2:] for line in table[2:]]
+    assert costs and all(len(cost.rsplit(".", 1)[1]) == 4 for row in costs for cost in row), costs
 
 
 def test_cli_json_filter_account_and_limit(cli, sample):

@@ -319,7 +319,8 @@ def test_csv_detail_also_for_pdf_invoices_and_unknown_names_are_errors(admin, tw
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_generates_lists_shows_and_exports(cli, admin, control_server, tmp_path: Path):
+def test_cli_generates_lists_shows_and_exports(cli, admin, control_server, tmp_path: Path, company_decimals):
+    company_decimals(2)
     account = postpaid(admin, control_server.dsn, "2037-01-01T00:00:00", tax_number="VAT-9")
     insert(control_server.dsn, [call(account, "x1", "2037-01-02T00:00:00", customer_cost=1_230_000)])
     made = ok_json(cli("invoices", "generate", "--as-of", "2037-02-01T00:00:00Z", "--json"))

@@ -151,7 +151,8 @@ def test_an_account_token_sees_only_its_own_receipts(admin, two_accounts):
         assert (result.code, result.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["name"]), bad
 
 
-def test_cli_lists_and_shows_receipts_and_pay_names_the_receipt(cli, admin):
+def test_cli_lists_and_shows_receipts_and_pay_names_the_receipt(cli, admin, company_decimals):
+    company_decimals(2)
     account = customer(admin)
     shown = ok(cli("accounts", "pay", account.account_number, "12.50", "--note", "wire 88"))
     receipt_line = next(line for line in shown.splitlines() if line.startswith("receipt"))
