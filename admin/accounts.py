@@ -332,6 +332,7 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     add_yes_flag(p)
 
     p = verb("export", export, "write accounts as CSV")
+    p.description = f"write accounts as CSV. {CSV_NOTE}."
     add_filter_flags(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
@@ -340,6 +341,13 @@ FILTER_HELP = ("terms `field OP value` joined by AND, OP one of = != < <= > >= :
                "name company email type account_type status rate_group balance create_time; money in the company's "
                "currency units, exact to 6 decimals (balance > 1 means 1.00); e.g. 'type = PROVIDER AND "
                "email : \"@example.com\" AND balance < 5.50'")
+
+
+# What every CSV export's --help says about the leading apostrophe: people see it in "+4930…" cells and take
+# it for a bug (docs/DECISIONS.md explains the choice).
+CSV_NOTE = ("RFC 4180, UTF-8, with a header row. A text cell starting with = + - @, tab or CR (e.g. a number "
+            "typed as +4930…) gets a leading apostrophe (') so that a spreadsheet shows it as text instead of "
+            "running it as a formula; money cells are plain numbers with the company's decimals")
 
 
 def add_filter_flags(parser: argparse.ArgumentParser) -> None:

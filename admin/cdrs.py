@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from admin import calls, fields, output
-from admin.accounts import write_chunks
+from admin.accounts import CSV_NOTE, write_chunks
 from admin.errors import EXIT_OK
 from tollgate.v1 import account_pb2, cdr_pb2, cdr_pb2_grpc
 
@@ -132,4 +132,5 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("--limit", type=fields.positive_int, metavar="N", help="stop after N CDRs")
 
     p = verb("export", export, "write CDRs as CSV (money with the company's decimals)")
+    p.description = f"write CDRs as CSV. {CSV_NOTE}; rate_per_min with all 6."
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

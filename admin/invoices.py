@@ -7,6 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 
 from admin import calls, cdrs, documents, output
+from admin.accounts import CSV_NOTE
 from admin.errors import EXIT_OK, UsageError
 from tollgate.v1 import account_pb2, invoice_pb2, invoice_pb2_grpc
 
@@ -156,5 +157,6 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
     p.add_argument("-o", "--output", metavar="FILE", help="the file to write (default NUMBER.pdf; - for stdout)")
     p = verb("cdrs", export_cdrs, "write the invoice's CDRs as CSV")
+    p.description = f"write the invoice's CDRs as CSV, as `cdrs export` does. {CSV_NOTE}."
     p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

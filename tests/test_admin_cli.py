@@ -240,6 +240,12 @@ def test_export_to_file_is_csv_with_header_and_rows(cli: Run, tmp_path: Path) ->
     assert stdout.replace("\r\n", "\n") == target.read_text(encoding="utf-8").replace("\r\n", "\n")
 
 
+@pytest.mark.parametrize("command", [["accounts", "export"], ["cdrs", "export"], ["invoices", "cdrs"]])
+def test_export_help_explains_the_apostrophe_before_formula_like_cells(home: Path, command: list[str]) -> None:
+    text = " ".join(ok(run_cli([*command, "--help"], clean_env(home))).split())
+    assert "leading apostrophe (')" in text and "+4930" in text and "formula" in text
+
+
 # --- delete ----------------------------------------------------------------------------------------------
 
 
