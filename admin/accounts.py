@@ -3,21 +3,23 @@
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from admin import calls, fields, output
-from admin.errors import EXIT_OK, EXIT_OTHER, UsageError
+from admin.confirm import ASKS, add_yes_flag, confirm
+from admin.errors import EXIT_OK, UsageError
 from admin.fields import Flag
-from admin.money import format_money
+from admin.money import format_rate
 from tollgate.v1 import account_pb2, account_pb2_grpc
 
 Stub = account_pb2_grpc.AccountServiceStub
 
-MONEY_PATHS = {"balance", "billing.credit_limit", "settings.lc_charge_per_min", "billing.low_balance_threshold"}
+AMOUNT_PATHS = ("balance", "billing.credit_limit", "billing.low_balance_threshold")
+RATE_PATHS = ("settings.lc_charge_per_min",)
 # Input-only fields are always empty in responses; the SIP password gets its own loud line instead.
 HIDDEN_PATHS = {"password", "create_sip_device", "sip_device_password"}
 INVOICE_WITH_CDR = {
@@ -98,11 +100,16 @@ ACCOUNT_FLAGS: tuple[Flag, ...] = (
 )
 
 
+def money_formats(args: argparse.Namespace) -> output.MoneyFormats:
+    amount = calls.amount_format(args)
+    return {path: amount for path in AMOUNT_PATHS} | {path: format_rate for path in RATE_PATHS}
+
+
 def show_account(account: account_pb2.Account, args: argparse.Namespace) -> None:
     if args.json:
         output.print_json(output.to_dict(account))
         return
-    output.print_record(account, MONEY_PATHS, HIDDEN_PATHS)
+    output.print_record(account, money_formats(args), HIDDEN_PATHS)
     if account.sip_device_password:
         # The server keeps only digest hashes: this is the operator's single chance to copy it.
         print(f"\nSIP device password (shown only once, store it now): {account.sip_device_password}")
@@ -135,19 +142,30 @@ def update(stub: Stub, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def positive_amount(text: str) -> int:
+    """AMOUNT of `pay`: more than 0, the direction is --charge's to say. `pay X -5` used to take 5 away and
+    `--charge -1` to add 1, each printed like any payment."""
+    micros = fields.money_arg(text)
+    if micros <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text!r}: a payment adds AMOUNT to the "
+                                          "balance, --charge takes it away")
+    return micros
+
+
 def pay(stub: Stub, args: argparse.Namespace) -> int:
-    """A payment (a positive amount) or a non-call charge (--charge): the balance moves at once, the switch's
-    live balance within about a second; --request-id makes a retried command pay once."""
+    """A payment (AMOUNT added) or a non-call charge (--charge: AMOUNT taken): the balance moves at once, the
+    switch's live balance within about a second; --request-id makes a retried command pay once."""
     amount = -args.amount if args.charge else args.amount
-    if amount == 0:
-        raise UsageError("the amount must not be 0")
     request = account_pb2.PostPaymentRequest(account=calls.account_name(args.number), amount=amount,
                                              note=args.note or "", request_id=args.request_id or "")
     payment = stub.PostPayment(request, **calls.options(args))
     if args.json:
         output.print_json(output.to_dict(payment))
     else:
-        output.print_record(payment, {"amount", "balance_after"})
+        amount = calls.amount_format(args)
+        what = "charge of {} taken from" if payment.amount < 0 else "payment of {} added to"
+        print(what.format(amount(abs(payment.amount))), f"{payment.account}\n")
+        output.print_record(payment, {"amount": amount, "balance_after": amount})
     return EXIT_OK
 
 
@@ -171,7 +189,7 @@ def iter_accounts(stub: Stub, args: argparse.Namespace) -> Iterator[account_pb2.
         request.page_token = response.next_page_token
 
 
-def summary_row(account: account_pb2.Account) -> list[str]:
+def summary_row(account: account_pb2.Account, amount: Callable[[int], str]) -> list[str]:
     profile, billing = account.profile, account.billing
     return [
         account.account_number,
@@ -181,7 +199,7 @@ def summary_row(account: account_pb2.Account) -> list[str]:
         account.email,
         account_pb2.BillingMode.Name(billing.account_type),
         account_pb2.AccountStatus.Name(account.status) + (" (deleted)" if account.HasField("delete_time") else ""),
-        format_money(account.balance),
+        amount(account.balance),
         billing.rate_group,
     ]
 
@@ -204,21 +222,14 @@ def list_(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json([output.to_dict(account) for account in accounts])
     else:
-        output.print_table((summary_row(account) for account in accounts), SUMMARY_HEADERS)
+        amount = calls.amount_format(args)
+        output.print_table((summary_row(account, amount) for account in accounts), SUMMARY_HEADERS)
     return EXIT_OK
-
-
-def confirm(prompt: str) -> bool:
-    # The prompt goes to stderr so `--json` output on stdout stays parseable.
-    print(f"{prompt} [y/N] ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in {"y", "yes"}
 
 
 def delete(stub: Stub, args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(calls.account_name(number) for number in args.numbers))
-    if not args.yes and sys.stdin.isatty() and not confirm(f"Delete {len(names)} account(s): {', '.join(names)}?"):
-        print("aborted, nothing deleted", file=sys.stderr)
-        return EXIT_OTHER
+    confirm(args, f"delete {'account' if len(names) == 1 else f'{len(names)} accounts'}: {', '.join(names)}")
     # One call: the server deletes all or none (AIP-233), so a partial failure cannot happen here.
     response = stub.DeleteAccounts(account_pb2.DeleteAccountsRequest(names=names), **calls.options(args))
     if args.json:
@@ -304,8 +315,10 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
     p = verb("pay", pay, "post a payment (or, with --charge, a non-call charge) to an account's balance")
     p.add_argument("number", metavar="NUMBER")
-    p.add_argument("amount", type=fields.money_arg, metavar="AMOUNT", help="in the company's currency, e.g. 25.00")
-    p.add_argument("--charge", action="store_true", help="take AMOUNT from the balance (a non-call charge)")
+    p.add_argument("amount", type=positive_amount, metavar="AMOUNT",
+                   help="more than 0, in the company's currency, e.g. 25.00: added to the balance (a payment)")
+    p.add_argument("--charge", action="store_true",
+                   help="take AMOUNT from the balance instead (a non-call charge); the JSON amount is then negative")
     p.add_argument("--note", metavar="TEXT", help="e.g. the bank reference; printed on the receipt")
     p.add_argument("--request-id", metavar="KEY", help="idempotency key: the same key never pays twice")
 
@@ -314,15 +327,29 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("--page-size", type=fields.positive_int, metavar="N", help="accounts per request")
     p.add_argument("--limit", type=fields.positive_int, metavar="N", help="stop after N accounts")
 
-    p = verb("delete", delete, "soft-delete accounts, all or none")
+    p = verb("delete", delete, f"soft-delete accounts, all or none; {ASKS}")
     p.add_argument("numbers", nargs="+", metavar="NUMBER")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_yes_flag(p)
 
     p = verb("export", export, "write accounts as CSV")
+    p.description = f"write accounts as CSV. {CSV_NOTE}."
     add_filter_flags(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
 
 
+FILTER_HELP = ("terms `field OP value` joined by AND, OP one of = != < <= > >= : (contains); fields: account_number "
+               "name company email type account_type status rate_group balance create_time; money in the company's "
+               "currency units, exact to 6 decimals (balance > 1 means 1.00); e.g. 'type = PROVIDER AND "
+               "email : \"@example.com\" AND balance < 5.50'")
+
+
+# What every CSV export's --help says about the leading apostrophe: people see it in "+4930…" cells and take
+# it for a bug (docs/DECISIONS.md explains the choice).
+CSV_NOTE = ("RFC 4180, UTF-8, with a header row. A text cell starting with = + - @, tab or CR (e.g. a number "
+            "typed as +4930…) gets a leading apostrophe (') so that a spreadsheet shows it as text instead of "
+            "running it as a formula; money cells are plain numbers with the company's decimals")
+
+
 def add_filter_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--filter", metavar="F", help="e.g. 'type = PROVIDER AND email : \"@example.com\"'")
+    parser.add_argument("--filter", metavar="F", help=FILTER_HELP)
     parser.add_argument("--show-deleted", action="store_true", help="include soft-deleted accounts")

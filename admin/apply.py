@@ -5,7 +5,8 @@ differing fields, delete, import, unchanged) before changing anything; `--dry-ru
 in dependency order: localizations, the provider account, trunks, rate decks, DIDs, caller ids; deletes
 come last, in reverse (caller ids, DIDs, trunks). The first server error stops the run with its exit code
 (what was done before it is printed); a conflict found while planning (a trunk id of another provider,
-an account number that is a customer or was deleted) exits 1 before any change. A second apply of the
+an account number that is a customer or was deleted) exits 1 before any change. A plan that deletes asks
+first at a terminal and, without one (a script, a pipe), refuses unless --yes. A second apply of the
 same file plans only "unchanged".
 
 A trunk's deck is uploaded only when sha256(file bytes) differs from the deck_sha256 the server keeps for
@@ -27,6 +28,7 @@ from google.protobuf.message import Message
 
 from admin import calls, decks, fields, output
 from admin.apply_spec import Spec, SpecError, TrunkSpec, load
+from admin.confirm import confirm
 from admin.errors import EXIT_OK, EXIT_OTHER, UsageError
 from tollgate.v1 import (
     account_pb2,
@@ -393,6 +395,11 @@ def apply_command(stubs: Stubs, args: argparse.Namespace) -> int:
     if not todo:
         print("nothing to change", file=log)
         return EXIT_OK
+    deletes = [step for step in todo if step.action == DELETE]
+    if deletes:
+        # Creates and updates are what the file says; deletes are what it leaves out, which a trimmed file
+        # or a wrong one does too.
+        confirm(args, f"delete {len(deletes)} object(s) the file leaves out ({', '.join(s.name for s in deletes)})")
     for step in todo:
         step.run()  # a server error stops here; main() reports it with its exit code
         print(f"{PAST[step.action]} {step.kind} {step.name}", file=log, flush=True)
@@ -407,5 +414,7 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     )
     p.add_argument("-f", "--file", required=True, metavar="FILE.yaml", help="the provider file ('-' = stdin)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="apply a plan that deletes without asking; required then when stdin is not a terminal")
     p.set_defaults(handler=apply_command, stub=Stubs.connect)
 

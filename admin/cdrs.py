@@ -3,13 +3,12 @@
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from admin import calls, fields, output
-from admin.accounts import write_chunks
+from admin.accounts import CSV_NOTE, write_chunks
 from admin.errors import EXIT_OK
-from admin.money import format_money
 from tollgate.v1 import account_pb2, cdr_pb2, cdr_pb2_grpc
 
 Stub = cdr_pb2_grpc.CdrServiceStub
@@ -23,9 +22,9 @@ SUMMARY_HEADERS = [
     "billable s",
     "SIP code",
     "ended",
-    "customer cost",
-    "provider cost",
 ]
+# (header, field): unset in a CDR when its caller may not see that side's money (an account token).
+COST_COLUMNS = (("customer cost", "customer_cost"), ("provider cost", "provider_cost"))
 
 
 def filter_text(args: argparse.Namespace) -> str:
@@ -55,7 +54,17 @@ def iter_cdrs(stub: Stub, args: argparse.Namespace) -> Iterator[cdr_pb2.Cdr]:
         request.page_token = response.next_page_token
 
 
-def summary_row(cdr: cdr_pb2.Cdr) -> list[str]:
+def shown_costs(cdrs: list[cdr_pb2.Cdr]) -> list[tuple[str, str]]:
+    """The cost columns some row may see: a customer's token never sees a provider cost, and a column of
+    "hidden" (or worse, of 0.00) would only look like data."""
+    return [(header, field) for header, field in COST_COLUMNS if not cdrs or any(c.HasField(field) for c in cdrs)]
+
+
+def cost_text(cdr: cdr_pb2.Cdr, field: str, amount: Callable[[int], str]) -> str:
+    return amount(getattr(cdr, field)) if cdr.HasField(field) else "hidden"
+
+
+def summary_row(cdr: cdr_pb2.Cdr, costs: list[tuple[str, str]], amount: Callable[[int], str]) -> list[str]:
     return [
         cdr.call_id,
         calls.last_segment(cdr.account),
@@ -65,8 +74,7 @@ def summary_row(cdr: cdr_pb2.Cdr) -> list[str]:
         str(cdr.billable_seconds),
         str(cdr.sip_code),
         f"{cdr.end_reason} ({cdr.stage})" if cdr.stage else cdr.end_reason,  # e.g. "refused (cps)"
-        format_money(cdr.customer_cost),
-        format_money(cdr.provider_cost),
+        *(cost_text(cdr, field, amount) for _, field in costs),
     ]
 
 
@@ -75,7 +83,8 @@ def list_(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json([output.to_dict(cdr) for cdr in cdrs])
     else:
-        output.print_table((summary_row(cdr) for cdr in cdrs), SUMMARY_HEADERS)
+        costs, amount = shown_costs(cdrs), calls.amount_format(args)
+        output.print_table((summary_row(cdr, costs, amount) for cdr in cdrs), SUMMARY_HEADERS + [h for h, _ in costs])
     return EXIT_OK
 
 
@@ -112,7 +121,9 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         parser = verbs.add_parser(name, help=help, description=help, parents=[common])
         parser.set_defaults(handler=handler, stub=Stub)
         parser.add_argument("--filter", metavar="F",
-                            help="e.g. 'setup_time >= 2025-01-01T00:00:00Z AND sip_code = 200 AND trunk = fra1'")
+                            help="e.g. 'setup_time >= 2025-01-01T00:00:00Z AND sip_code = 200 AND trunk = fra1'; "
+                            "money (customer_cost, provider_cost, rate_per_min) in currency units: "
+                            "'customer_cost > 0.05'")
         parser.add_argument("--account", metavar="N", help="only this customer's calls: ANDs `account = N` in")
         return parser
 
@@ -121,4 +132,5 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("--limit", type=fields.positive_int, metavar="N", help="stop after N CDRs")
 
     p = verb("export", export, "write CDRs as CSV (money with the company's decimals)")
+    p.description = f"write CDRs as CSV. {CSV_NOTE}; rate_per_min with all 6."
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

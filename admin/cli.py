@@ -27,7 +27,7 @@ from admin import (
     route,
     trunks,
 )
-from admin.errors import EXIT_OTHER, EXIT_USAGE, UsageError, report_rpc_error
+from admin.errors import EXIT_OTHER, EXIT_USAGE, Aborted, UsageError, report_rpc_error
 
 PROG = "tollgate-admin"
 
@@ -40,6 +40,18 @@ def positive_seconds(text: str) -> float:
     if not value > 0:  # also rejects nan
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+class Parser(argparse.ArgumentParser):
+    """Each (sub)command refuses the arguments it does not know itself, so the error shows its own usage:
+    `accounts list --filtr x` prints `tollgate-admin accounts list`'s usage, not the top level's, which argparse
+    would print after handing the unknown flag up from the subcommand."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 def global_options(top_level: bool) -> argparse.ArgumentParser:
@@ -97,7 +109,8 @@ def global_options(top_level: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False: a script's `--pass` must not silently become --password after a new flag appears.
-    parser = argparse.ArgumentParser(
+    # Subparsers are made of the parent's class, so every command level is a Parser.
+    parser = Parser(
         prog=PROG,
         description=__doc__.splitlines()[0],
         allow_abbrev=False,
@@ -127,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
                               cert_file=args.cert_file, key_file=args.key_file, plaintext=args.plaintext)
     args.token = settings.token
     with config.open_channel(settings) as channel:
+        args.channel = channel  # for what a command needs of another service (the company's decimals)
         return args.handler(args.stub(channel), args)
 
 
@@ -138,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Aborted as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_OTHER
     except grpc.RpcError as err:
         return report_rpc_error(err)
     except KeyboardInterrupt:

@@ -45,7 +45,7 @@ def show_company(company: company_pb2.Company, args: argparse.Namespace) -> None
     if args.json:
         output.print_json(output.to_dict(company))
     else:
-        output.print_record(company, money_paths=set(), skip={"logo"})
+        output.print_record(company, money={}, skip={"logo"})
 
 
 def get(stub: Stub, args: argparse.Namespace) -> int:

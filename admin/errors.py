@@ -26,6 +26,10 @@ class UsageError(Exception):
     """A command line that argparse accepted but that makes no sense (e.g. `update` with nothing to set)."""
 
 
+class Aborted(Exception):
+    """The operator answered "no" to a confirmation: nothing was done, and the exit code says so (EXIT_OTHER)."""
+
+
 def exit_code_for(code: grpc.StatusCode | None) -> int:
     return EXIT_CODES.get(code, EXIT_OTHER) if code is not None else EXIT_OTHER
 

@@ -1,14 +1,14 @@
 """`invoices …` commands: postpaid invoices (SPEC §10), generated, listed, shown, and their CDRs as CSV."""
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2
 
 from admin import calls, cdrs, documents, output
+from admin.accounts import CSV_NOTE
 from admin.errors import EXIT_OK, UsageError
-from admin.money import format_money
 from tollgate.v1 import account_pb2, invoice_pb2, invoice_pb2_grpc
 
 Stub = invoice_pb2_grpc.InvoiceServiceStub
@@ -26,13 +26,13 @@ def _date(value: date_pb2.Date) -> str:
     return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
 
 
-def summary_row(invoice: invoice_pb2.Invoice) -> list[str]:
+def summary_row(invoice: invoice_pb2.Invoice, amount: Callable[[int], str]) -> list[str]:
     return [invoice.number, calls.last_segment(invoice.account), invoice.period_start.ToJsonString(),
             invoice.period_end.ToJsonString(), _date(invoice.issue_date), _date(invoice.due_date),
-            format_money(invoice.total)]
+            amount(invoice.total)]
 
 
-def detail_rows(invoice: invoice_pb2.Invoice) -> list[tuple[str, str]]:
+def detail_rows(invoice: invoice_pb2.Invoice, amount: Callable[[int], str]) -> list[tuple[str, str]]:
     """The invoice as people read it: money as decimals, usage one line per call type."""
     rows = [("number", invoice.number), ("account", calls.last_segment(invoice.account)),
             ("period", f"{invoice.period_start.ToJsonString()} .. {invoice.period_end.ToJsonString()}"),
@@ -41,10 +41,10 @@ def detail_rows(invoice: invoice_pb2.Invoice) -> list[tuple[str, str]]:
     for direction in DIRECTIONS:
         usage = getattr(invoice, direction)
         rows.append((f"{direction} usage",
-                     f"{usage.calls} calls, {usage.billable_seconds} s, {format_money(usage.amount)}"))
-    rows += [("charges", format_money(invoice.charges)), ("payments", format_money(invoice.payments)),
-             ("tax", f"{format_money(invoice.tax_amount)} ({invoice.tax_percent}%)"),
-             ("total", format_money(invoice.total)), ("tax number", invoice.tax_number),
+                     f"{usage.calls} calls, {usage.billable_seconds} s, {amount(usage.amount)}"))
+    rows += [("charges", amount(invoice.charges)), ("payments", amount(invoice.payments)),
+             ("tax", f"{amount(invoice.tax_amount)} ({invoice.tax_percent}%)"),
+             ("total", amount(invoice.total)), ("tax number", invoice.tax_number),
              ("invoice note", invoice.invoice_note),
              ("CDR detail", account_pb2.InvoiceWithCdr.Name(invoice.invoice_with_cdr).removeprefix(_CDR_PREFIX))]
     return rows
@@ -54,7 +54,8 @@ def show_many(invoices: list[invoice_pb2.Invoice], args: argparse.Namespace) -> 
     if args.json:
         output.print_json([output.to_dict(i) for i in invoices])
     else:
-        output.print_table((summary_row(i) for i in invoices), SUMMARY_HEADERS)
+        amount = calls.amount_format(args)
+        output.print_table((summary_row(i, amount) for i in invoices), SUMMARY_HEADERS)
 
 
 def _as_of(text: str) -> Timestamp:
@@ -116,7 +117,7 @@ def get(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(output.to_dict(invoice))
     else:
-        for key, value in detail_rows(invoice):
+        for key, value in detail_rows(invoice, calls.amount_format(args)):
             print(f"{key:<14} {value}")
     return EXIT_OK
 
@@ -147,7 +148,8 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("--as-of", metavar="RFC3339", help="as if it were this time, e.g. 2031-02-01T00:00:00Z")
     p.add_argument("--account", metavar="N", help="only this postpaid account")
     p = verb("list", list_, "list invoices by number, following all pages")
-    p.add_argument("--filter", metavar="F", help="e.g. 'issue_date >= 2031-01-01 AND total > 0'")
+    p.add_argument("--filter", metavar="F",
+                   help="e.g. 'issue_date >= 2031-01-01 AND total > 100.50' (money in currency units)")
     p.add_argument("--account", metavar="N", help="only this account's invoices: ANDs `account = N` in")
     p = verb("get", get, "show one invoice, money as decimals")
     p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
@@ -155,5 +157,6 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
     p.add_argument("-o", "--output", metavar="FILE", help="the file to write (default NUMBER.pdf; - for stdout)")
     p = verb("cdrs", export_cdrs, "write the invoice's CDRs as CSV")
+    p.description = f"write the invoice's CDRs as CSV, as `cdrs export` does. {CSV_NOTE}."
     p.add_argument("number", metavar="NUMBER", help="INV_000001 or invoices/INV_000001")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

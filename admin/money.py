@@ -28,8 +28,18 @@ def parse_money(text: str) -> int:
     return value
 
 
-def format_money(micros: int) -> str:
-    """12345000 -> "12.345", 100500000 -> "100.50": exact, at least two decimals, no trailing noise."""
-    sign = "-" if micros < 0 else ""
-    units, fraction = divmod(abs(micros), MICROS_PER_UNIT)
-    return f"{sign}{units}.{f'{fraction:06d}'.rstrip('0').ljust(2, '0')}"
+# Prices (per-minute rates, connect and local-call fees) are printed with every micro, the way the CDR export
+# prints rate_per_min: with the company's 2 decimals 0.0042 would read 0.00. Always 6, so a column lines up
+# and 0.0090 does not come back as 0.009.
+RATE_DECIMALS = 6
+
+
+def format_amount(micros: int, decimals: int) -> str:
+    """An amount of money with the company's decimals, rounded like the CSV exports and invoices
+    (control/accounts/export.py money()): 4038 micros with 4 decimals -> "0.0040". Display only."""
+    return str((Decimal(micros) / MICROS_PER_UNIT).quantize(Decimal(1).scaleb(-decimals)))
+
+
+def format_rate(micros: int) -> str:
+    """A price: 9000 -> "0.009000", exact."""
+    return format_amount(micros, RATE_DECIMALS)

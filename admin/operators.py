@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from google.protobuf import field_mask_pb2
 
 from admin import calls, output
+from admin.confirm import ASKS, add_yes_flag, confirm
 from admin.errors import EXIT_OK, UsageError
 from tollgate.v1 import operator_pb2, operator_pb2_grpc
 
@@ -116,6 +117,7 @@ def update(stub: Stub, args: argparse.Namespace) -> int:
 
 
 def delete(stub: Stub, args: argparse.Namespace) -> int:
+    confirm(args, f"delete {operator_name(args.operator_id)} and revoke all its tokens")
     _show_operator(stub.DeleteOperator(operator_pb2.DeleteOperatorRequest(name=operator_name(args.operator_id)),
                                        **calls.options(args)), args)
     return EXIT_OK
@@ -141,6 +143,7 @@ def tokens(stub: Stub, args: argparse.Namespace) -> int:
 
 def revoke_token(stub: Stub, args: argparse.Namespace) -> int:
     name = f"{operator_name(args.operator_id)}/tokens/{args.token_id}"
+    confirm(args, f"revoke {name}")
     token = stub.RevokeOperatorToken(operator_pb2.RevokeOperatorTokenRequest(name=name), **calls.options(args))
     if args.json:
         output.print_json(output.to_dict(token))
@@ -206,16 +209,19 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     p.add_argument("operator_id", **ident)
     p.add_argument("--role", choices=ROLES)
     p.add_argument("--description", metavar="TEXT")
-    verb(verbs, "delete", delete, "delete an operator and revoke all its tokens").add_argument("operator_id", **ident)
+    p = verb(verbs, "delete", delete, f"delete an operator and revoke all its tokens; {ASKS}")
+    p.add_argument("operator_id", **ident)
+    add_yes_flag(p)
     p = verb(verbs, "token", new_token, "make another token for an operator; prints it, never shown again")
     p.add_argument("operator_id", **ident)
     p.add_argument("--ttl-days", type=_positive_days, metavar="DAYS", help="lifetime (default: the server's)")
     p.add_argument("--description", metavar="TEXT", help="what it is for, e.g. the machine using it")
     verb(verbs, "tokens", tokens, "list an operator's tokens (never their secrets)").add_argument("operator_id",
                                                                                                **ident)
-    p = verb(verbs, "revoke-token", revoke_token, "revoke one token of an operator")
+    p = verb(verbs, "revoke-token", revoke_token, f"revoke one token of an operator; {ASKS}")
     p.add_argument("operator_id", **ident)
     p.add_argument("token_id", metavar="TOKEN_ID", help="the id shown by `operators tokens`")
+    add_yes_flag(p)
 
     group = commands.add_parser("logins", help="failed logins: counts and locks", parents=[common])
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")

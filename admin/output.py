@@ -2,7 +2,7 @@
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -10,7 +10,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from tabulate import tabulate
 
-from admin.money import format_money
+# How a record prints its money fields, by dotted path: an amount with the company's decimals, a price with
+# all six (admin/money.py). Fields not named print as they are.
+MoneyFormats = Mapping[str, Callable[[int], str]]
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -48,7 +50,7 @@ def item_text(item: Any) -> str:
     return str(item)
 
 
-def scalar(message: Message, field: FieldDescriptor, money_paths: set[str], path: str) -> str:
+def scalar(message: Message, field: FieldDescriptor, money: MoneyFormats, path: str) -> str:
     """One field as people read it: enum names, decimal money, RFC 3339 times, blank when unset."""
     value = getattr(message, field.name)
     if is_repeated(field):
@@ -58,15 +60,15 @@ def scalar(message: Message, field: FieldDescriptor, money_paths: set[str], path
     if field.enum_type is not None:
         known = field.enum_type.values_by_number.get(value)
         return known.name if known is not None else str(value)  # a value newer than these stubs
-    if path in money_paths:
-        return format_money(value)
+    if path in money:
+        return money[path](value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
 
 
 def flatten(
-    message: Message, money_paths: set[str], skip: set[str] = frozenset(), prefix: str = ""
+    message: Message, money: MoneyFormats, skip: set[str] = frozenset(), prefix: str = ""
 ) -> list[tuple[str, str]]:
     """Key/value rows of a resource; nested messages (other than Timestamps) become dotted keys."""
     rows: list[tuple[str, str]] = []
@@ -76,11 +78,11 @@ def flatten(
             continue
         is_nested = field.message_type is not None and field.message_type.full_name != "google.protobuf.Timestamp"
         if is_nested and not is_repeated(field):
-            rows.extend(flatten(getattr(message, field.name), money_paths, skip, path + "."))
+            rows.extend(flatten(getattr(message, field.name), money, skip, path + "."))
         else:
-            rows.append((path, scalar(message, field, money_paths, path)))
+            rows.append((path, scalar(message, field, money, path)))
     return rows
 
 
-def print_record(message: Message, money_paths: set[str], skip: set[str] = frozenset()) -> None:
-    print(tabulate(flatten(message, money_paths, skip), tablefmt="plain", disable_numparse=True))
+def print_record(message: Message, money: MoneyFormats, skip: set[str] = frozenset()) -> None:
+    print(tabulate(flatten(message, money, skip), tablefmt="plain", disable_numparse=True))

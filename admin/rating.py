@@ -6,7 +6,7 @@ import argparse
 
 from admin import calls, decks, fields, resources
 from admin.fields import Flag
-from admin.money import format_money
+from admin.money import format_rate
 from admin.resources import Column, Kind, Parent
 from tollgate.v1 import rating_pb2, rating_pb2_grpc
 
@@ -48,9 +48,9 @@ def rate_columns() -> tuple[Column, ...]:
     return (
         ("prefix", lambda r: r.prefix),
         ("description", lambda r: r.description),
-        ("connect fee", lambda r: format_money(r.connect_fee)),
+        ("connect fee", lambda r: format_rate(r.connect_fee)),
         ("included s", lambda r: str(r.included_seconds)),
-        ("rate/min", lambda r: format_money(r.rate_per_min)),
+        ("rate/min", lambda r: format_rate(r.rate_per_min)),
         ("increments", lambda r: increments(r.initial_increment, r.increment)),
         ("priority", lambda r: str(r.priority)),
     )

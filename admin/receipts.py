@@ -1,11 +1,10 @@
 """`receipts …` commands: the receipt of every payment and charge (SPEC §10), listed, shown and as a PDF."""
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from admin import calls, cdrs, documents, output
 from admin.errors import EXIT_OK
-from admin.money import format_money
 from tollgate.v1 import receipt_pb2, receipt_pb2_grpc
 
 Stub = receipt_pb2_grpc.ReceiptServiceStub
@@ -23,9 +22,9 @@ def kind_text(receipt: receipt_pb2.Receipt) -> str:
     return known.name.removeprefix(_KIND_PREFIX) if known else str(receipt.kind)
 
 
-def summary_row(receipt: receipt_pb2.Receipt) -> list[str]:
-    return [receipt.number, calls.last_segment(receipt.account), kind_text(receipt), format_money(receipt.amount),
-            format_money(receipt.balance_after), receipt.create_time.ToJsonString(), receipt.note]
+def summary_row(receipt: receipt_pb2.Receipt, amount: Callable[[int], str]) -> list[str]:
+    return [receipt.number, calls.last_segment(receipt.account), kind_text(receipt), amount(receipt.amount),
+            amount(receipt.balance_after), receipt.create_time.ToJsonString(), receipt.note]
 
 
 def iter_receipts(stub: Stub, args: argparse.Namespace) -> Iterator[receipt_pb2.Receipt]:
@@ -43,7 +42,8 @@ def list_(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json([output.to_dict(r) for r in found])
     else:
-        output.print_table((summary_row(r) for r in found), SUMMARY_HEADERS)
+        amount = calls.amount_format(args)
+        output.print_table((summary_row(r, amount) for r in found), SUMMARY_HEADERS)
     return EXIT_OK
 
 
@@ -52,7 +52,8 @@ def get(stub: Stub, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(output.to_dict(receipt))
     else:
-        output.print_record(receipt, {"amount", "balance_after"})
+        amount = calls.amount_format(args)
+        output.print_record(receipt, {"amount": amount, "balance_after": amount})
     return EXIT_OK
 
 
@@ -73,7 +74,8 @@ def add_parsers(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         return parser
 
     p = verb("list", list_, "list receipts by number, following all pages")
-    p.add_argument("--filter", metavar="F", help="e.g. 'kind = CHARGE AND create_time >= 2031-01-01'")
+    p.add_argument("--filter", metavar="F",
+                   help="e.g. 'kind = CHARGE AND create_time >= 2031-01-01 AND amount < -10' (money in currency units)")
     p.add_argument("--account", metavar="N", help="only this account's receipts: ANDs `account = N` in")
     p = verb("get", get, "show one receipt, money as decimals")
     p.add_argument("number", metavar="NUMBER", help="RCT_000001 or receipts/RCT_000001")

@@ -18,8 +18,10 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
 from admin import calls, fields, output
+from admin.confirm import ASKS, add_yes_flag, confirm
 from admin.errors import EXIT_OK, UsageError
 from admin.fields import Flag
+from admin.money import format_rate
 from tollgate.v1 import common_pb2
 
 # The status flags every configuration resource shares (create takes --inactive; update both).
@@ -112,7 +114,8 @@ def show(kind: Kind, resource: Message, args: argparse.Namespace) -> None:
     if args.json:
         output.print_json(output.to_dict(resource))
     else:
-        output.print_record(resource, set(kind.money_paths), set(kind.hidden_paths))
+        # Configuration carries prices (rates, fees), printed with every micro, never amounts.
+        output.print_record(resource, {path: format_rate for path in kind.money_paths}, set(kind.hidden_paths))
 
 
 def create(kind: Kind, stub: Any, args: argparse.Namespace) -> int:
@@ -182,6 +185,7 @@ def list_(kind: Kind, stub: Any, args: argparse.Namespace) -> int:
 
 def delete(kind: Kind, stub: Any, args: argparse.Namespace) -> int:
     name = kind.name(args)
+    confirm(args, f"delete {name}")
     kind.call(stub, f"Delete{kind.message}", kind.request(f"Delete{kind.message}", name=name), args)
     if args.json:
         output.print_json({"deleted": name})
@@ -221,7 +225,7 @@ def add_parsers(kind: Kind, commands: argparse._SubParsersAction, common: argpar
         p.add_argument("--page-size", type=fields.positive_int, metavar="N", help="items per request")
         p.add_argument("--limit", type=fields.positive_int, metavar="N", help="stop after N items")
     if "delete" in kind.verbs:
-        verb("delete", delete, f"delete {kind.noun}")
+        add_yes_flag(verb("delete", delete, f"delete {kind.noun}; {ASKS}"))
     if kind.extra_verbs is not None:
         kind.extra_verbs(kind, verb)
 

@@ -69,11 +69,13 @@ ensure 9000000002 customer \
 # The demo carrier's trunks, decks and localization come from the declarative example (idempotent):
 # provider CARRIER01 with trunks carrier-fra and carrier-ams and their termination decks; the example's gateways
 # are documentation addresses, so the demo applies a copy whose trunks all reach the demo carrier on loopback.
+# --yes: the repository's file is the truth for the demo, also where a newer one leaves something out (apply
+# asks before deleting, and refuses without a terminal otherwise).
 mkdir -p "$RUN"
 "$ROOT/.venv/bin/python" -m admin.demo.provider "$ROOT/examples/provider.yaml" --carrier "$CARRIER" \
     -o "$RUN/demo-provider.yaml"
 say "applying examples/provider.yaml, trunks sent to the demo carrier on udp:$CARRIER ($RUN/demo-provider.yaml)"
-"$ADMIN" apply -f "$RUN/demo-provider.yaml" | sed 's/^/    /'
+"$ADMIN" apply -f "$RUN/demo-provider.yaml" --yes | sed 's/^/    /'
 
 # A retail rate group over those trunks, with its origination deck, for the demo customer.
 rc=0

@@ -20,6 +20,7 @@ import grpc
 import psycopg
 import pytest
 import redis
+from google.protobuf import field_mask_pb2
 from psycopg import sql
 
 from callstate.store import CallState
@@ -31,6 +32,7 @@ from tests.helpers import Run, Simulate, Stubs, clean_env, run_cli, stubs_for
 from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_relay
 from tests.prometheus_harness import Prometheus, start_prometheus
 from tests.sip_wire import Gateway
+from tollgate.v1 import company_pb2
 
 PG_SERVER_DSN = os.environ.get("TOLLGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 # A Redis database apart from the demo stack's, and a namespace of this session's own, so that test
@@ -150,6 +152,21 @@ def admin(channel: grpc.Channel, control_server: ControlServer) -> Stubs:
 def simulate(admin: Stubs) -> Simulate:
     """The route simulator as the admin asks it: `simulate(account, number)` -> SimulateCallResponse."""
     return Simulate(admin)
+
+
+@pytest.fixture
+def company_decimals(admin: Stubs) -> Iterator[Callable[[int], None]]:
+    """`company_decimals(2)`: the company prints money with 2 decimals for this test, with what it had before
+    afterwards (the session shares one company)."""
+    before = admin.company.GetCompany(company_pb2.GetCompanyRequest(), metadata=admin.metadata).decimals
+
+    def set_decimals(value: int) -> None:
+        admin.company.UpdateCompany(company_pb2.UpdateCompanyRequest(
+            company=company_pb2.Company(decimals=value), update_mask=field_mask_pb2.FieldMask(paths=["decimals"])),
+            metadata=admin.metadata)
+
+    yield set_decimals
+    set_decimals(before)
 
 
 @pytest.fixture

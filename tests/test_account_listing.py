@@ -108,12 +108,34 @@ def test_page_token_is_bound_to_its_filter(admin, tagged):
         assert (result.code, result.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"]), forged[:40]
 
 
+def test_money_filters_take_currency_units(admin):
+    """`balance > 1` is one unit of the company's currency (1.00), not one micro."""
+    tag = uuid.uuid4().hex[:8]
+    account = admin.accounts.CreateAccount(pb.CreateAccountRequest(account=pb.Account(
+        email=unique_email(tag), profile=pb.Profile(company=tag))), metadata=admin.metadata)
+    admin.accounts.PostPayment(pb.PostPaymentRequest(account=account.name, amount=1_500_000),
+                               metadata=admin.metadata)
+    for clause, found in [("balance > 1", 1), ("balance = 1.50", 1), ("balance > 1.5", 0), ("balance >= 1.500001", 0),
+                          ("balance < 2", 1), ("balance > 1000", 0), ("balance != 1.5", 0)]:
+        assert len(list_all(admin, f"company = {tag} AND {clause}")) == found, clause
+
+
 @pytest.mark.parametrize("bad", ["colour = red", "type = ROBOT", "balance > lots", "company", "type = A AND",
-                                 "create_time > yesterday", "balance : 5", "company > x"])
+                                 "create_time > yesterday", "balance : 5", "company > x", "balance > 1.0000001",
+                                 "balance > 1e30", "balance > NaN", "type == PROVIDER", "balance => 1"])
 def test_bad_filters_name_the_filter_field(admin, bad):
     result = failure(lambda: admin.accounts.ListAccounts(pb.ListAccountsRequest(filter=bad),
                                                          metadata=admin.metadata))
     assert (result.code, result.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["filter"])
+
+
+@pytest.mark.parametrize("operator", ["==", "=>", "=<", "<>", "~"])
+def test_an_unknown_operator_is_named_not_read_as_part_of_the_value(admin, operator):
+    result = failure(lambda: admin.accounts.ListAccounts(pb.ListAccountsRequest(filter=f"type {operator} PROVIDER"),
+                                                         metadata=admin.metadata))
+    assert result.fields == ["filter"]
+    assert f"unknown operator '{operator}'" in result.message
+    assert "= != < <= > >= :" in result.message and "must be one of" not in result.message
 
 
 def test_negative_page_size_is_invalid(admin):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pty
 import subprocess
 import sys
 import uuid
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from admin.accounts import RowCounter
-from admin.money import format_money, parse_money
+from admin.money import format_amount, format_rate, parse_money
 from tests.helpers import Run, clean_env, ok, ok_json, run_cli
 
 VENV_SCRIPT = Path(sys.executable).with_name("tollgate-admin")
@@ -128,14 +130,20 @@ def test_create_provider_shows_sip_password_once(cli_flags: Run) -> None:
     assert got.get("sip_device_password", "") == ""  # only ever in the create response
 
 
-def test_get_human_output_is_key_value_with_decimal_money(cli: Run) -> None:
+def test_get_human_output_is_key_value_with_decimal_money(cli: Run, company_decimals) -> None:
+    company_decimals(2)
     tag = f"kv-{unique()}"
-    number = create_customer(cli, tag, "--postpaid", "--credit-limit", "100.5")["account_number"]
+    number = create_customer(cli, tag, "--postpaid", "--credit-limit", "100.5",
+                             "--lc-charge-per-min", "0.0090")["account_number"]
     out = ok(cli("accounts", "get", number))
     rows = dict(line.split(None, 1) for line in out.splitlines() if len(line.split(None, 1)) == 2)
     assert rows["account_number"] == number
     assert rows["profile.company"] == tag
-    assert rows["billing.credit_limit"] == "100.50"
+    assert rows["billing.credit_limit"] == "100.50"  # an amount: the company's decimals
+    assert rows["settings.lc_charge_per_min"] == "0.009000"  # a price: every micro, 0.0090 not 0.009
+    company_decimals(4)
+    out = ok(cli("accounts", "get", number))
+    assert "100.5000" in out and "0.009000" in out
     assert rows["billing.account_type"] == "POSTPAID"
 
 
@@ -232,6 +240,12 @@ def test_export_to_file_is_csv_with_header_and_rows(cli: Run, tmp_path: Path) ->
     assert stdout.replace("\r\n", "\n") == target.read_text(encoding="utf-8").replace("\r\n", "\n")
 
 
+@pytest.mark.parametrize("command", [["accounts", "export"], ["cdrs", "export"], ["invoices", "cdrs"]])
+def test_export_help_explains_the_apostrophe_before_formula_like_cells(home: Path, command: list[str]) -> None:
+    text = " ".join(ok(run_cli([*command, "--help"], clean_env(home))).split())
+    assert "leading apostrophe (')" in text and "+4930" in text and "formula" in text
+
+
 # --- delete ----------------------------------------------------------------------------------------------
 
 
@@ -252,6 +266,55 @@ def test_delete_yes_then_get_shows_delete_time_and_list_omits_it(cli: Run) -> No
     assert {a["account_number"] for a in with_deleted} == {gone, kept}
 
 
+def run_on_a_terminal(args: list[str], env: dict[str, str], typed: str) -> subprocess.CompletedProcess:
+    """The CLI with a pseudo-terminal as stdin, as a person at a shell runs it, answering `typed`."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "admin", *args], env=env, stdin=follower,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.write(leader, typed.encode())
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("stdin", ["", "n\n", "y\n"])
+def test_delete_without_a_terminal_needs_yes_whatever_stdin_says(cli: Run, stdin: str) -> None:
+    number = create_customer(cli, f"delp-{unique()}")["account_number"]
+    refused = cli("accounts", "delete", number, stdin=stdin)
+    assert refused.returncode == 2, refused.stderr
+    assert "stdin is not a terminal" in refused.stderr and "pass --yes" in refused.stderr
+    assert "delete_time" not in ok_json(cli("--json", "accounts", "get", number))
+
+
+def test_delete_at_a_terminal_asks_and_no_exits_non_zero(control_server, home: Path, cli: Run) -> None:
+    env = clean_env(home) | {"TOLLGATE_ADDRESS": control_server.address, "TOLLGATE_TOKEN": control_server.admin_token}
+    number = create_customer(cli, f"delt-{unique()}")["account_number"]
+    declined = run_on_a_terminal(["accounts", "delete", number], env, "n\n")
+    assert declined.returncode == 1, declined.stderr
+    assert f"Delete account: accounts/{number}? [y/N]" in declined.stderr and "aborted" in declined.stderr
+    assert "delete_time" not in ok_json(cli("--json", "accounts", "get", number))
+    accepted = run_on_a_terminal(["accounts", "delete", number], env, "y\n")
+    assert accepted.returncode == 0, accepted.stderr
+    assert ok_json(cli("--json", "accounts", "get", number)).get("delete_time")
+
+
+@pytest.mark.parametrize("argv", [
+    ["rate-groups", "delete", "some-group"], ["origination-rates", "delete", "some-group", "49"],
+    ["trunks", "delete", "some-trunk"], ["termination-rates", "delete", "some-trunk", "49"],
+    ["dids", "delete", "4930123"], ["caller-ids", "delete", "ACME01", "4930123"],
+    ["sip-devices", "delete", "someone"], ["ip-maps", "delete", "some-map"], ["localizations", "delete", "some-loc"],
+    ["operators", "delete", "someone"], ["operators", "revoke-token", "someone", "tok1"],
+])
+def test_every_destructive_command_needs_yes_without_a_terminal(cli: Run, argv: list[str]) -> None:
+    refused = cli(*argv, stdin="y\n")
+    assert refused.returncode == 2, refused.stderr
+    assert "refusing to" in refused.stderr and "pass --yes" in refused.stderr
+    assert "--yes" in ok(cli(*argv, "--help"))  # and its help says so
+
+
 def test_delete_many_is_one_call_and_json_lists_them(cli: Run) -> None:
     tag = f"delm-{unique()}"
     numbers = [create_customer(cli, tag)["account_number"] for _ in range(2)]
@@ -263,9 +326,13 @@ def test_delete_many_is_one_call_and_json_lists_them(cli: Run) -> None:
 def test_delete_of_a_missing_account_deletes_nothing(cli: Run) -> None:
     tag = f"dela-{unique()}"
     number = create_customer(cli, tag)["account_number"]
-    result = cli("accounts", "delete", number, f"NOPE{unique()}", "--yes")
+    missing = f"NoPe{unique()}"
+    result = cli("accounts", "delete", number, missing, "--yes")
     assert result.returncode == 4, result.stderr
-    assert "NOT_FOUND" in result.stderr
+    # The number as typed (not lower-cased), in a sentence.
+    assert result.stderr.strip() == f"error: NOT_FOUND: account {missing} not found; nothing was deleted"
+    two = cli("accounts", "delete", missing, "GONE1234", "--yes")
+    assert f"accounts {missing}, GONE1234 not found; nothing was deleted" in two.stderr
     # All or none: the existing one is still alive.
     assert "delete_time" not in ok_json(cli("--json", "accounts", "get", number))
 
@@ -311,6 +378,20 @@ def test_unreachable_server_exits_7(home: Path) -> None:
     assert result.stderr.startswith("error: UNAVAILABLE")
 
 
+@pytest.mark.parametrize(("argv", "usage", "unknown"), [
+    (["accounts", "list", "--filtr", "x"], "usage: tollgate-admin accounts list ", "--filtr x"),
+    (["trunks", "get", "t1", "--gatway", "x"], "usage: tollgate-admin trunks get ", "--gatway x"),
+    (["accounts", "--bogus", "list"], "usage: tollgate-admin accounts ", "--bogus"),
+    (["--bogus", "accounts", "list"], "usage: tollgate-admin [-h]", "--bogus"),
+])
+def test_a_wrong_flag_prints_the_usage_of_the_command_it_was_given_to(home: Path, argv: list[str], usage: str,
+                                                                       unknown: str) -> None:
+    result = run_cli(argv, clean_env(home))
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
+    assert f"error: unrecognized arguments: {unknown}" in result.stderr
+
+
 def test_too_many_decimals_is_a_usage_error(cli: Run) -> None:
     result = cli("accounts", "create", "--email", f"m-{unique()}@example.com", "--credit-limit", "1.1234567")
     assert result.returncode == 2
@@ -343,6 +424,13 @@ def test_flag_beats_environment_beats_config(control_server, home: Path, tmp_pat
     ok(run_cli(["accounts", "list", "--limit", "1"], env_token))
     wrong_env = env | {"TOLLGATE_TOKEN": "from-env-and-wrong"}
     ok(run_cli(["--token", control_server.admin_token, "accounts", "list", "--limit", "1"], wrong_env))
+
+
+def test_a_missing_token_says_where_tokens_come_from(control_server, home: Path) -> None:
+    result = run_cli(["--address", control_server.address, "accounts", "list"], clean_env(home))
+    assert result.returncode == 2, result.stderr
+    for source in ("--token", "TOLLGATE_TOKEN", "~/.config/tollgate/admin.toml", "TOLLGATE_ADMIN_CONFIG", "login"):
+        assert source in result.stderr
 
 
 def test_missing_named_config_file_is_a_usage_error(home: Path, tmp_path: Path) -> None:
@@ -387,6 +475,22 @@ def test_login_prints_a_token_that_works_for_the_account(cli: Run, control_serve
     assert "UNAUTHENTICATED" in bad.stderr
 
 
+def test_login_without_a_terminal_says_how_to_give_the_password(cli: Run) -> None:
+    email = f"login-nt-{unique()}@example.com"
+    ok(cli("accounts", "create", "--email", email, "--password", "portal-pass-1"))
+    for stdin in ("", "portal-pass-1\n"):  # getpass would read a pipe, and crash on an empty one
+        refused = cli("login", email, stdin=stdin)
+        assert refused.returncode == 2, refused.stderr
+        assert "Traceback" not in refused.stderr and "EOFError" not in refused.stderr
+        assert "no terminal to ask for the password on: pass --password PASSWORD, or --password-stdin" \
+            in refused.stderr
+    assert ok(cli("login", email, "--password-stdin", stdin="portal-pass-1\n")).startswith("tgs_")
+    empty = cli("login", email, "--password-stdin", stdin="")
+    assert empty.returncode == 2 and "stdin held no password" in empty.stderr
+    changed = cli("password", stdin="")
+    assert changed.returncode == 2 and "pass --current and --new" in changed.stderr
+
+
 def test_console_script_is_installed(control_server, home: Path) -> None:
     env = clean_env(home)
     result = subprocess.run([str(VENV_SCRIPT), "--address", control_server.address, "--token",
@@ -412,10 +516,11 @@ def test_parse_money_rejects(text: str) -> None:
         parse_money(text)
 
 
-def test_format_money() -> None:
-    assert [format_money(m) for m in (12_345_000, 100_500_000, 0, 1, -2_500_000)] == [
-        "12.345", "100.50", "0.00", "0.000001", "-2.50"
-    ]
+def test_amounts_print_with_the_decimals_given_and_prices_with_six() -> None:
+    assert [format_amount(m, 4) for m in (4_038, -210_000, 0, 12_345_678)] == ["0.0040", "-0.2100", "0.0000", "12.3457"]
+    assert [format_amount(m, 2) for m in (100_500_000, 5_000)] == ["100.50", "0.00"]  # half-even, as the exports
+    assert format_amount(7_000_000, 0) == "7"
+    assert [format_rate(m) for m in (9_000, 12_500, 1)] == ["0.009000", "0.012500", "0.000001"]
 
 
 def test_row_counter_ignores_newlines_inside_quotes_across_chunks() -> None:
@@ -434,8 +539,15 @@ def test_pay_and_charge_move_the_balance_and_a_retry_pays_once(cli: Run) -> None
     charged = ok_json(cli("accounts", "pay", number, "0.50", "--charge", "--json"))
     assert (charged["amount"], charged["balance_after"]) == (str(-500_000), str(25_000_000))
     assert "25.00" in ok(cli("accounts", "get", number))
-    refused = cli("accounts", "pay", number, "0")
-    assert refused.returncode != 0 and "must not be 0" in refused.stderr
+    for amount in ("0", "-5", "-0.01"):  # the sign is --charge's to give, not AMOUNT's
+        for charge in ((), ("--charge",)):
+            refused = cli("accounts", "pay", number, amount, *charge)
+            assert refused.returncode == 2 and "must be more than 0" in refused.stderr, refused.stderr
+    assert "25.00" in ok(cli("accounts", "get", number))  # nothing moved
+    charged = ok(cli("accounts", "pay", number, "1", "--charge")).splitlines()[0]
+    assert charged.startswith("charge of 1.00") and charged.endswith(f"taken from accounts/{number}")
+    paid = ok(cli("accounts", "pay", number, "2")).splitlines()[0]
+    assert paid.startswith("payment of 2.00") and paid.endswith(f"added to accounts/{number}")
 
 
 def test_account_references_take_a_bare_id_or_a_resource_name(cli: Run) -> None:

@@ -124,7 +124,7 @@ def test_rate_group_create_get_list_update_delete(cli: Run) -> None:
     assert reordered["trunks"] == [f"trunks/{first}"]
     assert ok_json(cli("--json", "rate-groups", "update", group, "--no-trunks"))["trunks"] == []
 
-    assert f"deleted rateGroups/{group}" in ok(cli("rate-groups", "delete", group))
+    assert f"deleted rateGroups/{group}" in ok(cli("rate-groups", "delete", group, "--yes"))
     assert "NOT_FOUND" in fails(cli("rate-groups", "get", group), 4)
 
 
@@ -144,7 +144,7 @@ def test_origination_rate_create_list_update_delete(cli: Run) -> None:
 
     table = ok(cli("origination-rates", "list", group))
     rows = {row[0]: row for row in table_rows(table)}
-    assert rows["4420"][1:5] == ["London", "0.01", "5", "0.0125"]  # money as decimals for people
+    assert rows["4420"][1:5] == ["London", "0.010000", "5", "0.012500"]  # prices with all 6 decimals, aligned
     assert set(rows) == {"44", "4420"}
     assert len(ok_json(cli("origination-rates", "list", group, "--json", "--limit", "1"))) == 1
 
@@ -153,7 +153,7 @@ def test_origination_rate_create_list_update_delete(cli: Run) -> None:
     assert (updated["rate_per_min"], updated["connect_fee"], updated["forced_trunks"]) == ("9000", "10000", [])
     assert ok_json(cli("--json", "origination-rates", "get", group, "4420"))["rate_per_min"] == "9000"
 
-    ok(cli("origination-rates", "delete", group, "4420"))
+    ok(cli("origination-rates", "delete", group, "4420", "--yes"))
     assert [r["prefix"] for r in ok_json(cli("--json", "origination-rates", "list", group))] == ["44"]
     assert ok_json(cli("--json", "rate-groups", "get", group))["rate_count"] == "1"
 
@@ -254,7 +254,7 @@ def test_trunk_create_get_list_update_delete(cli: Run) -> None:
     assert [(g["address"], g["transport"]) for g in updated["gateways"]] == [("192.0.2.2:5070", "TRANSPORT_TCP")]
     assert (updated["status"], updated["localization"], updated["max_concurrent_calls"]) == ("STATUS_ACTIVE", "", 30)
 
-    ok(cli("trunks", "delete", trunk))
+    ok(cli("trunks", "delete", trunk, "--yes"))
     fails(cli("trunks", "get", trunk), 4)
 
 
@@ -270,7 +270,7 @@ def test_termination_rate_create_list_update_delete_and_import(cli: Run, tmp_pat
     updated = ok_json(cli("--json", "termination-rates", "update", trunk, "4930", "--strip", "0", "--prepend", ""))
     assert (updated["strip"], updated["prepend"], updated["rate_per_min"]) == (0, "", "4000")
 
-    ok(cli("termination-rates", "delete", trunk, "4930"))
+    ok(cli("termination-rates", "delete", trunk, "4930", "--yes"))
     assert ok_json(cli("--json", "termination-rates", "list", trunk)) == []
 
     deck = tmp_path / "term.csv"
@@ -308,7 +308,7 @@ def test_did_create_get_list_update_delete(cli: Run) -> None:
                                                                             "STATUS_INACTIVE")
     assert ok_json(cli("--json", "dids", "list", "--account", owner)) == []
 
-    ok(cli("dids", "delete", number))
+    ok(cli("dids", "delete", number, "--yes"))
     fails(cli("dids", "get", number), 4)
 
 
@@ -323,7 +323,7 @@ def test_caller_ids_add_list_get_delete(cli: Run) -> None:
     assert {row[0] for row in table_rows(ok(cli("caller-ids", "list", account)))} == {first, second}
     assert ok_json(cli("--json", "caller-ids", "get", account, second))["number"] == second
 
-    ok(cli("caller-ids", "delete", account, first))
+    ok(cli("caller-ids", "delete", account, first, "--yes"))
     assert [c["number"] for c in ok_json(cli("--json", "caller-ids", "list", account))] == [second]
 
 
@@ -348,7 +348,7 @@ def test_sip_device_create_get_list_update_delete(cli: Run) -> None:
     updated = ok_json(cli("--json", "sip-devices", "update", username, "--password", "another-pass-1", "--inactive"))
     assert updated["status"] == "STATUS_INACTIVE"
 
-    ok(cli("sip-devices", "delete", username))
+    ok(cli("sip-devices", "delete", username, "--yes"))
     fails(cli("sip-devices", "get", username), 4)
 
 
@@ -368,7 +368,7 @@ def test_ip_map_create_get_list_update_delete(cli: Run) -> None:
     assert updated["tech_prefix"] == "" and updated["cidr"].startswith("198.51.100.7")
     assert updated["description"] == "office"
 
-    ok(cli("ip-maps", "delete", ident))
+    ok(cli("ip-maps", "delete", ident, "--yes"))
     fails(cli("ip-maps", "get", ident), 4)
 
 
@@ -394,5 +394,5 @@ def test_localization_create_get_list_update_delete(cli: Run) -> None:
     err = fails(cli("localizations", "update", ident, "--destination", "/([/x/"), 3)
     assert "destination" in err
 
-    ok(cli("localizations", "delete", ident))
+    ok(cli("localizations", "delete", ident, "--yes"))
     fails(cli("localizations", "get", ident), 4)

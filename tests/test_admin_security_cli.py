@@ -36,10 +36,10 @@ def test_operators_from_creation_to_revocation(cli: Run):
     tokens = ok_json(cli("--json", "operators", "tokens", name))
     assert len(tokens) == 2 and all(t["token"] == "" for t in tokens)  # secrets are never shown again
     first_id = tokens[0]["name"].rsplit("/", 1)[1]
-    ok(cli("operators", "revoke-token", name, first_id))
+    ok(cli("operators", "revoke-token", name, first_id, "--yes"))
     assert cli("company", "get", token=token).returncode == 6
     assert ok(cli("company", "get", token=second["token"]["token"]))
-    ok(cli("operators", "delete", name))
+    ok(cli("operators", "delete", name, "--yes"))
     assert cli("company", "get", token=second["token"]["token"]).returncode == 6
     assert name not in ok(cli("operators", "list")) and name in ok(cli("operators", "list", "--show-deleted"))
 

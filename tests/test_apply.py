@@ -130,7 +130,8 @@ caller_ids:
 
 
 def plan(cli: Run, setup: Setup, *extra: str) -> list[dict]:
-    return ok_json(cli("--json", "apply", "-f", str(setup.yaml), *extra))
+    """Apply (or with --dry-run plan) the file; --yes, because these plans may delete and stdin is no terminal."""
+    return ok_json(cli("--json", "apply", "-f", str(setup.yaml), "--yes", *extra))
 
 
 def changes(steps: list[dict]) -> set[tuple]:
@@ -261,6 +262,17 @@ def test_editing_the_file_plans_exactly_those_changes(cli: Run, setup: Setup) ->
     assert after["caller_ids"] == before["caller_ids"]
 
     assert {s["action"] for s in plan(cli, setup)} == {"unchanged"}
+
+
+def test_a_plan_that_deletes_needs_yes_without_a_terminal(cli: Run, setup: Setup) -> None:
+    plan(cli, setup)
+    setup.write(setup.text().replace(f'  - "{setup.dids[2]}"\n', ""))  # drop a DID: the plan deletes it
+    refused = cli("apply", "-f", str(setup.yaml))
+    assert refused.returncode == 2, refused.stderr
+    assert "refusing to delete 1 object(s) the file leaves out (dids/" in refused.stderr
+    assert "pass --yes" in refused.stderr
+    assert ok_json(cli("--json", "dids", "get", setup.dids[2]))  # still there
+    assert "deleted did" in ok(cli("apply", "-f", str(setup.yaml), "--yes"))
 
 
 def test_only_differing_account_fields_are_sent_and_sections_left_out_are_not_managed(

@@ -10,19 +10,17 @@ import csv
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
-from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from psycopg import sql
 
 from tests.helpers import clean_env, failure, forged_page_tokens, ok, ok_json, run_cli, unique_email, unique_number
-from tollgate.v1 import account_pb2, auth_pb2, cdr_pb2, company_pb2
+from tollgate.v1 import account_pb2, auth_pb2, cdr_pb2
 
 BASE = datetime(2031, 5, 4, 10, 0, tzinfo=UTC)
 PASSWORD = "cdr-reader-pass"
@@ -151,8 +149,8 @@ def test_ties_on_setup_time_go_by_account_then_call_id(admin, sample):
     ("sip_code = 486", ["a2"]),
     ("sip_code != 200", ["a2"]),
     ("billable_seconds > 60", ["a3"]),
-    ("customer_cost < 1230000", ["a2", "a5-x", "a5-y"]),
-    ("customer_cost >= 1230000 AND customer_cost <= 2460000", ["a1", "a3"]),
+    ("customer_cost < 1.23", ["a2", "a5-x", "a5-y"]),  # money in currency units, like everywhere people type it
+    ("customer_cost >= 1.23 AND customer_cost <= 2.46", ["a1", "a3"]),
     ("destination_sent : 4420", ["a3"]),
     ('destination_dialled : "+49"', ["a1"]),
     ("call_id : A5", ["a5-x", "a5-y"]),  # contains is case-insensitive
@@ -260,8 +258,17 @@ def test_an_account_token_sees_only_calls_it_placed_or_carried(admin, parties):
     # With no filter at all too: nothing of the rest of the session's CDRs leaks in.
     assert set(call_ids(list_all(admin, "", metadata=customer_token))) == {"both", "mine-elsewhere"}
     assert set(call_ids(list_all(admin, "", page_size=1, metadata=carrier_token))) == {"both", "carried"}
-    # Asking for someone else's calls finds nothing rather than an error.
-    assert list_all(admin, f"account = {parties['other']}", metadata=customer_token) == []
+    # Asking for someone else's calls is refused, not answered with an empty list that reads "no calls";
+    # a number nobody has gets the same answer, so the refusal tells nothing about other accounts.
+    for token, clause in [(customer_token, f"account = {parties['other']}"),
+                          (customer_token, f"account = accounts/{parties['other']}"),
+                          (customer_token, "account = Nobody123"), (carrier_token, f"provider = {number('Q')}"),
+                          (carrier_token, f"account = {parties['other']}")]:
+        refused = failure(lambda t=token, c=clause: list_all(admin, c, metadata=t))
+        assert refused.code == grpc.StatusCode.PERMISSION_DENIED, clause
+    # Its own number, in any case, is fine.
+    own = f"account = {parties['customer'].account_number.lower()} AND {window}"
+    assert call_ids(list_all(admin, own, metadata=customer_token)) == ["both", "mine-elsewhere"]
     # An admin sees all four (and whatever else other tests put in that window).
     assert {"both", "mine-elsewhere", "carried", "strangers"} <= set(call_ids(list_all(admin, window)))
 
@@ -272,17 +279,18 @@ def test_an_account_token_sees_only_its_side_of_a_call(admin, parties):
                                                   metadata=login_token(admin, customer.email))}
     mine = as_customer["both"]
     assert (mine.account, mine.customer_cost, mine.rate_group) == (customer.name, 50_000, "rateGroups/retail")
-    assert (mine.provider, mine.provider_cost, mine.trunk, mine.gateway) == ("", 0, "", "")
+    assert (mine.provider, mine.trunk, mine.gateway) == ("", "", "")
+    assert not mine.HasField("provider_cost")  # hidden, not a cost of 0
 
     carrier_token = login_token(admin, carrier.email)
     as_carrier = {c.call_id: c for c in list_all(admin, parties["filter"], metadata=carrier_token)}
     carried = as_carrier["carried"]
     assert (carried.provider, carried.provider_cost, carried.trunk) == (carrier.name, 40_000, "trunks/carrier-ams")
-    assert (carried.customer_cost, carried.rate_group, carried.prefix, carried.rate_per_min) == (0, "", "", 0)
+    assert (carried.rate_group, carried.prefix) == ("", "")
+    assert not carried.HasField("customer_cost") and not carried.HasField("rate_per_min")
     # Its leg only: not the operator's customer, nor what the customer sent before the switch rewrote it.
     assert (carried.account, carried.caller_id_received, carried.destination_dialled) == ("", "", "")
     assert (carried.caller_id_presented, carried.destination_sent) == ("4930111", "4940123")
-    assert list_all(admin, f"account = {parties['other']}", metadata=carrier_token) == []
     assert list_all(admin, 'destination_dialled : "0049"', metadata=carrier_token) == []
     # The filter reads the same view: the customer's price cannot be probed for.
     assert list_all(admin, "customer_cost > 0", metadata=carrier_token) == []
@@ -293,7 +301,7 @@ def test_an_account_token_sees_only_its_side_of_a_call(admin, parties):
     assert [(r["call_id"], r["provider"], r["provider_cost"]) for r in rows] == [
         ("both", carrier.account_number, "0.0200"), ("carried", carrier.account_number, "0.0400")]
     assert {(r["account_number"], r["caller_id_received"], r["destination_dialled"]) for r in rows} == {("", "", "")}
-    assert all(Decimal(r["customer_cost"]) == 0 and r["rate_group"] == "" for r in rows)
+    assert all(r["customer_cost"] == r["rate_per_min"] == r["rate_group"] == "" for r in rows)  # hidden: empty
 
 
 def test_without_a_token_nothing(admin):
@@ -305,18 +313,8 @@ def test_without_a_token_nothing(admin):
 
 
 @pytest.fixture
-def two_decimals(admin):
-    """The company prints money with 2 decimals for the test, and with what it had before afterwards."""
-    before = admin.company.GetCompany(company_pb2.GetCompanyRequest(), metadata=admin.metadata).decimals
-
-    def set_decimals(value: int) -> None:
-        admin.company.UpdateCompany(company_pb2.UpdateCompanyRequest(
-            company=company_pb2.Company(decimals=value), update_mask=field_mask_pb2.FieldMask(paths=["decimals"])),
-            metadata=admin.metadata)
-
-    set_decimals(2)
-    yield
-    set_decimals(before)
+def two_decimals(company_decimals):
+    company_decimals(2)
 
 
 def test_export_has_header_decimal_money_and_safe_cells(admin, sample, two_decimals):
@@ -368,7 +366,7 @@ def cli(control_server, tmp_path: Path):
     return lambda *args: run_cli(list(args), env)
 
 
-def test_cli_lists_a_table_following_pages(cli, sample):
+def test_cli_lists_a_table_following_pages(cli, sample, two_decimals):
     table = ok(cli("cdrs", "list", "--account", sample["a"], "--page-size", "2")).splitlines()
     for column in ("call id", "account", "setup time", "destination sent", "trunk", "billable s", "SIP code",
                    "ended", "customer cost", "provider cost"):
@@ -376,9 +374,33 @@ def test_cli_lists_a_table_following_pages(cli, sample):
     body = [line.split() for line in table[2:]]
     assert [cells[0] for cells in body] == ["a1", "a2", "a3", "a5-x", "a5-y"]
     assert body[0] == ["a1", sample["a"], "2031-05-04T10:00:00Z", "4940123", "fra1", "60", "200", "hangup", "1.23",
-                       "0.42"]
+                       "0.42"]  # the company's 2 decimals
     refused = ok(cli("cdrs", "list", "--account", sample["b"], "--filter", "end_reason = refused")).splitlines()
     assert "refused (cps)" in refused[2]
+
+
+def test_cli_with_an_account_token_hides_the_other_side_and_refuses_other_accounts(admin, parties, control_server,
+                                                                                   tmp_path: Path, two_decimals):
+    def as_account(account: account_pb2.Account, *args: str):
+        token = admin.auth.Login(auth_pb2.LoginRequest(login=account.email, password=PASSWORD)).token
+        env = clean_env(tmp_path) | {"TOLLGATE_ADDRESS": control_server.address, "TOLLGATE_TOKEN": token}
+        return run_cli(list(args), env)
+
+    window = ["--filter", parties["filter"]]
+    mine = ok(as_account(parties["customer"], "cdrs", "list", *window)).splitlines()
+    assert "customer cost" in mine[0] and "provider cost" not in mine[0]  # hidden, not a column of 0.00
+    carried = ok(as_account(parties["carrier"], "cdrs", "list", *window)).splitlines()
+    assert "provider cost" in carried[0] and "customer cost" not in carried[0]
+    assert [line.split()[-1] for line in carried[2:]] == ["0.02", "0.04"]
+    refused = as_account(parties["customer"], "cdrs", "list", "--account", parties["other"])
+    assert refused.returncode == 6 and "PERMISSION_DENIED" in refused.stderr, refused.stderr
+
+
+def test_cli_money_has_the_company_decimals_in_every_row(cli, sample, company_decimals):
+    company_decimals(4)
+    table = ok(cli("cdrs", "list", "--account", sample["a"])).splitlines()
+    costs = [line.split()[-2:] for line in table[2:]]
+    assert costs and all(len(cost.rsplit(".", 1)[1]) == 4 for row in costs for cost in row), costs
 
 
 def test_cli_json_filter_account_and_limit(cli, sample):

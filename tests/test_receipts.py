@@ -126,7 +126,7 @@ def test_listing_filters_and_pages_in_number_order(admin, two_accounts):
     assert [serial(r.number) for r in listed] == sorted(serial(r.number) for r in listed)
     assert list_all(admin, f"account = {mine.account_number} AND kind = CHARGE") == [listed[1]]
     assert list_all(admin, f"number = {listed[2].number}") == [listed[2]]
-    assert list_all(admin, f"account = {mine.account_number} AND amount >= 3000000") == [listed[0], listed[2]]
+    assert list_all(admin, f"account = {mine.account_number} AND amount >= 3") == [listed[0], listed[2]]  # units
     for bad in ("colour = red", "kind = REFUND", "amount > lots"):
         result = failure(lambda b=bad: list_all(admin, b))
         assert (result.code, result.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["filter"]), bad
@@ -138,6 +138,10 @@ def test_an_account_token_sees_only_its_own_receipts(admin, two_accounts):
     assert {r.account for r in own} == {mine.name} and len(own) == 3
     assert get(admin, own[0].name, token) == own[0]
     (other,) = list_all(admin, f"account = {theirs.account_number}")
+    # A filter asking for another account is refused, whether that account exists or not.
+    for number in (theirs.account_number, "Nobody123"):
+        refused = failure(lambda n=number: list_all(admin, f"account = {n}", metadata=token))
+        assert refused.code == grpc.StatusCode.PERMISSION_DENIED
     for name in (other.name, "receipts/RCT_999999"):
         result = failure(lambda n=name: get(admin, n, token))
         assert (result.code, result.message) == (grpc.StatusCode.NOT_FOUND,
@@ -147,7 +151,8 @@ def test_an_account_token_sees_only_its_own_receipts(admin, two_accounts):
         assert (result.code, result.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["name"]), bad
 
 
-def test_cli_lists_and_shows_receipts_and_pay_names_the_receipt(cli, admin):
+def test_cli_lists_and_shows_receipts_and_pay_names_the_receipt(cli, admin, company_decimals):
+    company_decimals(2)
     account = customer(admin)
     shown = ok(cli("accounts", "pay", account.account_number, "12.50", "--note", "wire 88"))
     receipt_line = next(line for line in shown.splitlines() if line.startswith("receipt"))

@@ -307,20 +307,21 @@ def delete_many(conn: psycopg.Connection, names: list[str]) -> list[account_pb2.
     """Soft-delete every named account or none: one unknown or already deleted name fails the batch."""
     if not names:
         raise invalid("names", "give at least one account")
-    numbers = []
+    typed: dict[str, str] = {}  # lower-cased -> as the caller spelled it, for the error
     for index, name in enumerate(names):
-        number = number_from_name(name, f"names[{index}]").lower()
-        if number not in numbers:
-            numbers.append(number)
+        number = number_from_name(name, f"names[{index}]")
+        typed.setdefault(number.lower(), number)
+    numbers = list(typed)
     rows = conn.execute(
         "SELECT id, account_number, deleted_at FROM accounts WHERE lower(account_number) = ANY(%s)"
         " ORDER BY id FOR UPDATE",
         (numbers,),
     ).fetchall()
     live = {r["account_number"].lower(): r for r in rows if r["deleted_at"] is None}
-    missing = [n for n in numbers if n not in live]
+    missing = [typed[n] for n in numbers if n not in live]
     if missing:
-        raise not_found(f"account(s) {', '.join(missing)} (nothing was deleted)")
+        noun = "account" if len(missing) == 1 else "accounts"
+        raise not_found(f"{noun} {', '.join(missing)}", "nothing was deleted")
     keys = {"ids": [r["id"] for r in live.values()], "numbers": [r["account_number"] for r in live.values()]}
     for statement in _DELETE_CASCADE:
         conn.execute(statement, keys)
@@ -365,7 +366,7 @@ FILTER_FIELDS = {
     "account_type": Column("a.account_type", "enum", ("PREPAID", "POSTPAID")),
     "status": Column("a.status", "enum", ("ACTIVE", "INACTIVE")),
     "rate_group": Column("a.rate_group_id", "text", prefix="rateGroups/"),
-    "balance": Column("a.balance", "int", unit="micros"),
+    "balance": Column("a.balance", "money"),
     "create_time": Column("a.created_at", "time"),
 }
 

@@ -69,8 +69,10 @@ def invalid(field: str, message: str) -> ApiError:
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message, reason="INVALID_ARGUMENT", field=field)
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(grpc.StatusCode.NOT_FOUND, f"{_cap(what, MAX_ECHO)} not found", reason="NOT_FOUND")
+def not_found(what: str, consequence: str = "") -> ApiError:
+    """ "account X not found", with what followed from it when it helps ("; nothing was deleted")."""
+    tail = f"; {consequence}" if consequence else ""
+    return ApiError(grpc.StatusCode.NOT_FOUND, f"{_cap(what, MAX_ECHO)} not found{tail}", reason="NOT_FOUND")
 
 
 def already_exists(field: str, message: str) -> ApiError:

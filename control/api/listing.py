@@ -1,7 +1,8 @@
 """The filter language shared by the list and export RPCs (accounts, CDRs, invoices, the audit log).
 
 Filter language (AIP-160 subset): terms joined by AND, each `field OP value`, OP one of
-= != < <= > >= and ':' (contains, case-insensitive). Values are bare words or "double quoted".
+= != < <= > >= and ':' (contains, case-insensitive). Values are bare words or "double quoted"; money in
+currency units (`balance > 1.50`), exact to 6 decimals, whatever the company's display decimals.
 Each caller describes its fields with a table of Column and passes it to parse_filter.
 
 A filter is at most MAX_FILTER_LENGTH characters and MAX_TERMS terms, checked before anything parses it: a
@@ -14,15 +15,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Context, Decimal, Inexact, InvalidOperation
 
 from psycopg import sql
 
-from control.api.errors import clip, invalid
+from control.api.errors import clip, invalid, permission_denied
 
 MAX_FILTER_LENGTH = 4096
 MAX_TERMS = 50
 
-_TERM = re.compile(r'\s*([a-z_]+)\s*(<=|>=|!=|=|<|>|:)\s*("(?:[^"\\]|\\.)*"|[^\s"]+)\s*')
+# The operator is read greedily and checked afterwards: `type == PROVIDER` must be refused for its operator,
+# not read as `type = "=PROVIDER"` and refused for a value the caller never typed.
+_TERM = re.compile(r'\s*([a-z_]+)\s*([=!<>:~]+)\s*("(?:[^"\\]|\\.)*"|[^\s"]+)\s*')
+_OPERATORS = ("=", "!=", "<", "<=", ">", ">=", ":")
 _AND = re.compile(r"AND\b", re.IGNORECASE)
 _COMPARE = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 # An account number, spelled in any case, as the stored spelling: account numbers are unique case-insensitively
@@ -41,14 +46,35 @@ class Column:
     """A filterable field: its SQL expression and how its values compare."""
 
     expression: str  # SQL over the listed table's alias
-    kind: str  # text | enum | int | time | number (an account number: = != compare it in any case, and :)
+    # text | enum | int | time | money (stored in micros, written in currency units: "1.50") | number (an
+    # account number: = != compare it in any case, and :)
+    kind: str
     choices: tuple[str, ...] = ()
     prefix: str = ""  # the resource-name prefix a value may carry ("rateGroups/"), dropped
-    unit: str = ""  # named when an int value does not parse ("micros")
 
 
+# Wide enough that scaling any amount that fits int64 micros is exact; Inexact traps the rest.
+_EXACT = Context(prec=100, traps=[Inexact, InvalidOperation])
 
 
+def _micros(name: str, value: str) -> int:
+    """A filter's amount in currency units ("1.50") as the micros the column stores. People read and type money
+    in currency units everywhere else (CLI, decks, exports): `balance > 1` meaning one micro was a trap."""
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite():
+        raise invalid("filter", f"{name} takes an amount in currency units like 1.50, not {clip(value)}")
+    try:
+        micros = amount.scaleb(6, context=_EXACT)
+    except (Inexact, InvalidOperation):
+        micros = None
+    if micros is None or micros.adjusted() > 18 or not -(2**63) <= micros < 2**63:
+        raise invalid("filter", f"{name}: amount out of range: {clip(value)}")
+    if micros != micros.to_integral_value():
+        raise invalid("filter", f"{name} takes at most 6 decimals (micros), not {clip(value)}")
+    return int(micros)
 def _unquote(raw: str) -> str:
     if raw.startswith('"'):
         return re.sub(r"\\(.)", r"\1", raw[1:-1])
@@ -61,14 +87,15 @@ def _value(name: str, column: Column, raw: str):
         if value.upper() not in column.choices:
             raise invalid("filter", f"{name} must be one of {', '.join(column.choices)}")
         return value.upper()
+    if column.kind == "money":
+        return _micros(name, value)
     if column.kind == "int":
-        unit = f" ({column.unit})" if column.unit else ""
         try:
             number = int(value)
         except ValueError:
-            raise invalid("filter", f"{name} takes an integer{unit}, not {clip(value)}") from None
+            raise invalid("filter", f"{name} takes an integer, not {clip(value)}") from None
         if not -(2**63) <= number < 2**63:
-            raise invalid("filter", f"{name} takes a 64-bit integer{unit}, not {clip(value)}")
+            raise invalid("filter", f"{name} takes a 64-bit integer, not {clip(value)}")
         return number
     if column.kind == "time":
         try:
@@ -79,6 +106,8 @@ def _value(name: str, column: Column, raw: str):
 
 
 def _term(fields: Mapping[str, Column], name: str, op: str, raw: str) -> Term:
+    if op not in _OPERATORS:
+        raise invalid("filter", f"unknown operator {clip(op)} in `{name} {op} …`; use one of {' '.join(_OPERATORS)}")
     column = fields.get(name)
     if column is None:
         raise invalid("filter", f"unknown field {clip(name)}; known: {', '.join(fields)}")
@@ -99,18 +128,19 @@ def _term(fields: Mapping[str, Column], name: str, op: str, raw: str) -> Term:
     return sql.SQL("{} {} %s").format(expression, sql.SQL(_COMPARE[op])), value
 
 
-def parse_filter(text: str, fields: Mapping[str, Column]) -> list[Term]:
-    """The terms of `text` over `fields`; a bad filter is INVALID_ARGUMENT on `filter`."""
+def _split(text: str) -> list[tuple[str, str, str]]:
+    """The (field, operator, raw value) of each term; a filter that does not read as terms is INVALID_ARGUMENT."""
     if len(text) > MAX_FILTER_LENGTH:
         raise invalid("filter", f"is longer than {MAX_FILTER_LENGTH} characters")
-    terms, pos, text = [], 0, text.strip()
+    parts: list[tuple[str, str, str]] = []
+    pos, text = 0, text.strip()
     while pos < len(text):
-        if len(terms) == MAX_TERMS:
+        if len(parts) == MAX_TERMS:
             raise invalid("filter", f"has more than {MAX_TERMS} terms")
         match = _TERM.match(text, pos)
         if not match:
             raise invalid("filter", f"expected `field OP value` at character {pos + 1}")
-        terms.append(_term(fields, *match.groups()))
+        parts.append(match.groups())
         pos = match.end()
         if pos < len(text):
             joiner = _AND.match(text, pos)
@@ -119,4 +149,21 @@ def parse_filter(text: str, fields: Mapping[str, Column]) -> list[Term]:
             pos = joiner.end()
             if pos >= len(text):
                 raise invalid("filter", "a term must follow AND")
-    return terms
+    return parts
+
+
+def parse_filter(text: str, fields: Mapping[str, Column]) -> list[Term]:
+    """The terms of `text` over `fields`; a bad filter is INVALID_ARGUMENT on `filter`."""
+    return [_term(fields, *parts) for parts in _split(text)]
+
+
+def require_own_number(text: str, fields: Mapping[str, Column], names: tuple[str, ...], number: str) -> None:
+    """An account token's filter may ask `account = N` (or `provider = N`) only for its own number: another
+    number is PERMISSION_DENIED rather than an empty list, which read as "that account has no calls". The
+    answer is the same whether N exists, so it tells a token nothing about other accounts."""
+    for name, op, raw in _split(text):
+        if name in names and op == "=":
+            value = _unquote(raw).removeprefix(fields[name].prefix)
+            if value.lower() != number.lower():
+                raise permission_denied(f"an account token sees only its own account's data; the filter asks "
+                                        f"for {name} {clip(value)}")

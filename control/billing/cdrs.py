@@ -3,9 +3,10 @@
 The filter language is control/api/listing.py's, over the CDR fields below. Rows come in order of setup_time,
 then account number and call id: the table's key, so the order is total and a page token can continue after
 any row. An admin sees every CDR. An account token sees the calls it placed (the customer) or carried (the
-provider), and of each only its own side: the other side's price, tariff and route read as empty or 0, in
-rows, exports and filters alike, so that a carrier cannot learn the operator's retail price (nor its margin)
-and a customer cannot learn which carrier it was routed over at what cost. A provider's view of a call it
+provider), and of each only its own side: the other side's price, tariff and route read as empty (its money as
+NULL: unset in messages, an empty CSV cell, matched by no comparison), in rows, exports and filters alike, so
+that a carrier cannot learn the operator's retail price (nor its margin) and a customer cannot learn which
+carrier it was routed over at what cost. A provider's view of a call it
 carried is its leg only: not the customer's account number, nor the caller id as received or the destination
 as dialled (the presented caller id and the destination sent are what reached the carrier anyway).
 """
@@ -27,7 +28,7 @@ from control.accounts.accounts import NAME_PREFIX
 from control.accounts.export import money, neutralise
 from control.api import paging
 from control.api.fields import timestamp
-from control.api.listing import Column, parse_filter
+from control.api.listing import Column, parse_filter, require_own_number
 from tollgate.v1 import account_pb2, cdr_pb2
 
 _EXPORT_ROWS_PER_CHUNK = 500
@@ -50,9 +51,9 @@ FIELDS = {
     "stage": Column("c.stage", "text"),
     "sip_code": Column("c.sip_code", "int"),
     "billable_seconds": Column("c.billable_seconds", "int"),
-    "rate_per_min": Column("c.rate_per_min", "int", unit="micros"),
-    "customer_cost": Column("c.customer_cost", "int", unit="micros"),
-    "provider_cost": Column("c.provider_cost", "int", unit="micros"),
+    "rate_per_min": Column("c.rate_per_min", "money"),
+    "customer_cost": Column("c.customer_cost", "money"),
+    "provider_cost": Column("c.provider_cost", "money"),
     "setup_time": Column("c.setup_time", "time"),
     "answer_time": Column("c.answer_time", "time"),
     "end_time": Column("c.end_time", "time"),
@@ -65,17 +66,19 @@ _COLUMNS = (
     "answer_time", "end_time", "billable_seconds", "sip_code", "sip_reason", "stage", "customer_cost",
     "provider_cost", "recorded", "end_reason", "recorded_at",
 )
-# What an account token sees only on its own side of a call, and what it reads instead.
-_CUSTOMER_SIDE = {"customer_cost": "0", "rate_group": "''", "prefix": "''", "rate_per_min": "0",
+# What an account token sees only on its own side of a call, and what it reads instead. Money reads as NULL, not
+# 0: a hidden cost shown as 0.00 looked like a free call.
+_CUSTOMER_SIDE = {"customer_cost": "NULL", "rate_group": "''", "prefix": "''", "rate_per_min": "NULL",
                   "account_number": "''", "caller_id_received": "''", "destination_dialled": "''"}
-_PROVIDER_SIDE = {"provider_cost": "0", "provider": "''", "trunk": "''", "gateway": "''"}
+_PROVIDER_SIDE = {"provider_cost": "NULL", "provider": "''", "trunk": "''", "gateway": "''"}
 _MONEY = {"customer_cost", "provider_cost"}
 # Copied to the message as they are.
 _PLAIN = (
     "call_id", "direction", "caller_id_received", "caller_id_presented", "destination_dialled", "destination_sent",
-    "prefix", "rate_per_min", "gateway", "billable_seconds", "sip_code", "sip_reason", "stage", "customer_cost",
-    "provider_cost", "recorded", "end_reason",
+    "prefix", "gateway", "billable_seconds", "sip_code", "sip_reason", "stage", "recorded", "end_reason",
 )
+# Copied when the caller may see them; NULL (another side's money) leaves the optional field unset.
+_HIDEABLE = ("rate_per_min", "customer_cost", "provider_cost")
 _TIMES = {"setup_time": "setup_time", "answer_time": "answer_time", "end_time": "end_time",
           "recorded_at": "create_time"}  # column -> message field
 _CSV_NAMES = {"recorded_at": "create_time"}  # the API's names where the table's differ
@@ -119,6 +122,8 @@ class CdrQuery:
     @classmethod
     def build(cls, principal: Principal, filter_text: str) -> CdrQuery:
         terms = parse_filter(filter_text, FIELDS)
+        if not principal.is_operator:
+            require_own_number(filter_text, FIELDS, ("account", "provider"), principal.account_number)
         source = _EVERYTHING if principal.is_operator else _visible_to(principal.account_number)
         where = sql.SQL(" AND ").join(t[0] for t in terms) if terms else sql.SQL("true")
         return cls(source, where, [t[1] for t in terms], paging.fingerprint("cdrs", filter_text))
@@ -160,6 +165,7 @@ def to_message(row: dict) -> cdr_pb2.Cdr:
         trunk=_name("trunks/", row["trunk"]),
         rate_group=_name("rateGroups/", row["rate_group"]),
         **{key: row[key] for key in _PLAIN},
+        **{key: row[key] for key in _HIDEABLE if row[key] is not None},
     )
     for column, field in _TIMES.items():
         if row[column] is not None:  # an unanswered call has no answer_time

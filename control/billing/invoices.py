@@ -38,7 +38,7 @@ from control.accounts.accounts import NAME_PREFIX as ACCOUNT_PREFIX
 from control.api import calls, paging
 from control.api.errors import failed_precondition, invalid, not_found
 from control.api.fields import timestamp
-from control.api.listing import Column, parse_filter
+from control.api.listing import Column, parse_filter, require_own_number
 from control.billing import cdrs
 from control.documents import parties
 from control.notifications import outbox
@@ -56,7 +56,7 @@ FIELDS = {
     "due_date": Column("i.due_date", "time"),
     "period_start": Column("i.period_start", "time"),
     "period_end": Column("i.period_end", "time"),
-    "total": Column("i.total", "int", unit="micros"),
+    "total": Column("i.total", "money"),
 }
 
 
@@ -372,6 +372,7 @@ def list_page(conn: psycopg.Connection, principal: Principal,
     terms = parse_filter(request.filter, FIELDS)
     conditions, params = [t[0] for t in terms], [t[1] for t in terms]
     if not principal.is_operator:
+        require_own_number(request.filter, FIELDS, ("account",), principal.account_number)
         conditions.append(sql.SQL("i.account_number = %s"))
         params.append(principal.account_number)
     fingerprint = paging.fingerprint("invoices", request.filter)

@@ -20,7 +20,7 @@ from control.accounts.accounts import NAME_PREFIX as ACCOUNT_PREFIX
 from control.api import paging
 from control.api.errors import invalid, not_found
 from control.api.fields import timestamp
-from control.api.listing import Column, parse_filter
+from control.api.listing import Column, parse_filter, require_own_number
 from control.documents import parties
 from tollgate.v1 import receipt_pb2
 
@@ -31,7 +31,7 @@ FIELDS = {
     "account": Column("r.account_number", "number", prefix=ACCOUNT_PREFIX),
     "number": Column("r.number", "text", prefix=NAME_PREFIX),
     "kind": Column("r.kind", "enum", ("PAYMENT", "CHARGE")),
-    "amount": Column("r.amount", "int", unit="micros"),
+    "amount": Column("r.amount", "money"),
     "create_time": Column("r.created_at", "time"),
 }
 
@@ -84,6 +84,7 @@ def list_page(conn: psycopg.Connection, principal: Principal,
     terms = parse_filter(request.filter, FIELDS)
     conditions, params = [t[0] for t in terms], [t[1] for t in terms]
     if not principal.is_operator:
+        require_own_number(request.filter, FIELDS, ("account",), principal.account_number)
         conditions.append(sql.SQL("r.account_number = %s"))
         params.append(principal.account_number)
     fingerprint = paging.fingerprint("receipts", request.filter)
