@@ -111,6 +111,7 @@ class Gateway:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tags: dict[str, str] = {}
+        self._cancelled: set[str] = set()  # Call-IDs whose ringing INVITE was cancelled: never answered 200
         if transport == "udp":
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         else:
@@ -203,6 +204,7 @@ class Gateway:
             threading.Thread(target=self._answer, args=(message, send, tag), daemon=True).start()
             return
         if method == "CANCEL":
+            self._cancelled.add(message.header("Call-ID") or "")
             send(response(message, 200, "OK"))
             invite = next((m for m in reversed(self.requests("INVITE")) if m.header("Call-ID") ==
                            message.header("Call-ID")), None)
@@ -221,6 +223,12 @@ class Gateway:
             return
         if self.behaviour == "ring":
             send(response(invite, 180, "Ringing", to_tag=tag, contact=contact))
-            time.sleep(self.ring_seconds)
+            deadline = time.monotonic() + self.ring_seconds
+            while time.monotonic() < deadline and not self._stop.is_set():
+                if invite.header("Call-ID") in self._cancelled:
+                    return
+                time.sleep(0.02)
+            if self._stop.is_set():
+                return
         send(response(invite, 200, "OK", to_tag=tag, contact=contact, body=sdp(),
                       extra=["Content-Type: application/sdp"]))

@@ -20,9 +20,10 @@ from tests.kamailio_harness import (
     events,
     invite,
     new_call_id,
+    node_address,
     update_trunk,
 )
-from tests.sip_wire import Peer
+from tests.sip_wire import Message, Peer, request, sdp
 from tollgate.v1 import account_pb2 as apb
 from tollgate.v1 import trunks_pb2
 
@@ -130,6 +131,39 @@ def test_a_300_ms_answered_call_is_billed_its_first_second(admin, money, fast, r
     assert float(cdr["end_time"]) - float(cdr["answer_time"]) < 1.0
     assert (cdr["billable_seconds"], cdr["customer_cost"]) == ("1", str(50_000 // 60 + 1))  # 0.05/min, rounded up
     assert money.available(customer.account, 0) == before - (50_000 // 60 + 1)
+
+
+def test_a_ringing_call_cancelled_by_the_caller_is_487_free_and_releases_everything(admin, money, fast, relay,
+                                                                                      carriers, redis_client,
+                                                                                      control_server):
+    """CANCEL is relayed natively: the caller's CANCEL gets 200, the gateway gets the CANCEL, the INVITE ends 487;
+    the call costs nothing, its reservation and concurrent-call slot are released, and its CDR says 487."""
+    gateway = carriers("ring", ring_seconds=5)
+    customer = customer_over(admin, money, fast, [gateway])
+    before = money.available(customer.account, 0)
+    with Peer() as caller:
+        call_id = new_call_id()
+        text = request("INVITE", f"sip:{customer.dialled()}@{relay.address}", via=caller.address, call_id=call_id,
+                       from_user=CALLER, from_host=caller.address[0], headers=["Content-Type: application/sdp"],
+                       body=sdp(caller.address[0]))
+        caller.send(text, node_address(relay))
+        ringing = [m for m in caller.collect(1.0) if m.status == 180]
+        assert ringing, "no 180 Ringing relayed"
+        assert money.open_calls(customer.account) == 1
+        sent = Message(text.encode())
+        branch = sent.header("Via").split("branch=", 1)[1].split(";", 1)[0]
+        cancel = request("CANCEL", f"sip:{customer.dialled()}@{relay.address}", via=caller.address,
+                         call_id=call_id, from_user=CALLER, from_host=caller.address[0], from_tag=sent.tag("From"),
+                         branch=branch)
+        caller.send(cancel, node_address(relay))
+        answers = caller.collect(2.0)
+    assert any(m.status == 200 and m.cseq_method == "CANCEL" for m in answers), [m.first_line for m in answers]
+    assert any(m.status == 487 and m.cseq_method == "INVITE" for m in answers), [m.first_line for m in answers]
+    assert gateway.wait_for("CANCEL"), "the gateway never got the CANCEL"
+    cdr = cdr_of(redis_client, control_server, customer.account, call_id)
+    assert (cdr["sip_code"], cdr["customer_cost"], cdr["billable_seconds"]) == ("487", "0", "0")
+    assert money.open_calls(customer.account) == 0
+    assert money.available(customer.account, 0) == before
 
 
 # ---------------------------------------------------------------------------------------------- refused
