@@ -12,7 +12,10 @@ from dataclasses import dataclass
 # "reserve:granted:admitted_at[:answered_at]"), settled call ids (ZSET scored by the second each settled, trimmed
 # to callstate.store.SETTLED_WINDOW_SECONDS), settled calls' events (STREAM), payments applied (SET), and the CPS
 # counter of one second (cps:<epoch second>).
-MONEY, CALLS, SETTLED, EVENTS, PAYMENTS = "money", "calls", "settled", "events", "payments"
+# "settled_at", not "settled": the settled ids were a plain SET under "settled" until they became a sorted set;
+# a new name lets a Redis upgraded in place keep working (a sorted-set command on the old SET is WRONGTYPE) while
+# the old sets expire on their own within their 7 days.
+MONEY, CALLS, SETTLED, EVENTS, PAYMENTS = "money", "calls", "settled_at", "events", "payments"
 
 
 @dataclass(frozen=True)

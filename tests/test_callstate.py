@@ -157,6 +157,15 @@ def test_settled_call_ids_are_remembered_for_the_window_only(admissions, redis_c
     assert admit(admissions, "recent").outcome == adm.DUPLICATE
 
 
+def test_an_account_with_settled_ids_from_before_the_sorted_set_still_calls(admissions, redis_client):
+    """A Redis upgraded in place holds the old plain SET of settled ids under the old name: admission and
+    settlement must not trip over it (WRONGTYPE answered every call 500 once)."""
+    redis_client.sadd(admissions.keys.account("1001", "settled"), "before-the-upgrade")
+    admissions.credit("1001", 10 * EUR)
+    assert admit(admissions, "c1").outcome == adm.ADMITTED
+    assert admissions.settle("1001", "c1", EUR, CallEvent(call_id="c1", account="1001"))
+
+
 def test_settlement_debits_exactly_once_and_queues_one_event(admissions, redis_client):
     admissions.credit("1001", 10 * EUR)
     admit(admissions, "c1", reserve=4 * EUR)
