@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import psycopg
 import redis
 
+from callstate.connection import connect
 from fastpath import snapshot_format as fmt
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class Publisher:
                  namespace: str = fmt.DEFAULT_NAMESPACE):
         self._dsn = dsn
         self._keys = fmt.Keys(namespace)
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self._redis = connect(redis_url, socket_timeout=10)
         self._swap = self._redis.register_script(_SWAP)
         self._interval = interval_seconds
         self._stop = threading.Event()
