@@ -47,3 +47,18 @@ def test_every_variant_of_the_cfg_is_one_kamailio_accepts(tmp_path, mode, varian
     assert checked.returncode == 0, checked.stderr[-2000:]
     assert ("topoh.so" in cfg.read_text().split("#!ifdef WITH_TOPOH", 1)[1]) and (
         ("#!define WITH_TOPOH" in cfg.read_text()) == (variant != "no-topology-hiding" and mode == "relay"))
+
+
+def test_a_cluster_url_puts_ndb_redis_in_cluster_mode_with_every_node_named_as_moved_names_it():
+    text = render(listen="udp:127.0.0.1:5060", rundir="/tmp", redis_url="redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001",
+                  namespace="tg", image_dir="/tmp")
+    assert 'modparam("ndb_redis", "server", "name=tollgate;addr=10.0.0.1;port=7000;pass=pw")' in text
+    assert 'modparam("ndb_redis", "cluster", 1)' in text
+    assert 'modparam("ndb_redis", "server", "name=10.0.0.2:7001;addr=10.0.0.2;port=7001;pass=pw")' in text
+    assert '#!define TOLLGATE_REDIS_URL "redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001"' in text
+
+
+def test_a_single_redis_leaves_ndb_redis_out_of_cluster_mode():
+    text = render(listen="udp:127.0.0.1:5060", rundir="/tmp", redis_url="redis://127.0.0.1:6379/0", namespace="tg",
+                  image_dir="/tmp")
+    assert '"cluster"' not in text and "allow_dynamic_nodes" not in text
