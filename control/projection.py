@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import psycopg
 import redis
 
+from callstate.connection import connect
 from control.metrics import ControlMetrics
 from fastpath import snapshot_format as fmt
 
@@ -131,7 +132,7 @@ class Publisher:
         self._dsn = dsn
         self._metrics = metrics
         self._keys = fmt.Keys(namespace)
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self._redis = connect(redis_url, socket_timeout=10)
         self._swap = self._redis.register_script(_SWAP)
         self._interval = interval_seconds
         self._stop = threading.Event()

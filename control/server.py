@@ -14,11 +14,11 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import ConnectionPool
 
+from callstate.connection import connect
 from control import db
 from control.access import throttle, tls
 from control.access.auth import PasswordGate, TokenAuthority
@@ -116,7 +116,7 @@ class RunningServer:
 def _watch_health(pool: ConnectionPool, redis_url: str, servicer: health.HealthServicer,
                   stop: threading.Event) -> None:
     """SERVING while PostgreSQL and Redis answer; NOT_SERVING otherwise, so load balancers can route away."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    client = connect(redis_url, socket_timeout=5)
     while True:
         try:
             with pool.connection(timeout=5) as conn:
@@ -253,7 +253,7 @@ def _serve_metrics(config: Config, pool: ConnectionPool, metrics: ControlMetrics
     if not config.metrics_listen:
         return None
     # Its own client with short timeouts: a scrape must not wait long on a Redis that does not answer.
-    client = redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = connect(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
     metrics.watch(StateCollector(StateSources(pool, client, config.redis_namespace)))
     return serve(config.metrics_listen, metrics.registry, client)
 

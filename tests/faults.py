@@ -210,6 +210,7 @@ class Placed:
     answer: int = 0  # the final answer's code (0: none)
     hung_up: bool = False  # the caller's BYE got its 200
     ended: float = 0.0  # when the caller's part ended (time.time())
+    started: float = 0.0  # when its INVITE went out (time.time())
 
 
 @dataclass
@@ -248,6 +249,7 @@ class CallLoad:
         with Peer() as caller:
             sent = request("INVITE", f"sip:{self.dialled}@{node.address}", via=caller.address, call_id=call.call_id,
                            body=sdp(), headers=["Content-Type: application/sdp"])
+            call.started = time.time()
             caller.send(sent, (node.host, node.port))
             final = caller.final(timeout=8, method="INVITE")
             call.answer = final.status if final is not None else 0

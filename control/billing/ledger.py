@@ -29,6 +29,7 @@ import psycopg
 import redis
 
 from callstate import dialogs
+from callstate.connection import AnyRedis, per_slot
 from callstate.events import REFUSED, CallEvent, provider_settlement_id
 from callstate.keys import EVENTS
 from callstate.store import CallState
@@ -84,7 +85,7 @@ class Ledger:
     """Records every settled call's event as its CDR and the ledger entries of the accounts whose money it
     moved, once, then acknowledges it (a job of control/billing/worker.py)."""
 
-    def __init__(self, state: CallState, client: redis.Redis):
+    def __init__(self, state: CallState, client: AnyRedis):
         self._state = state
         self._redis = client
         # Stable across restarts, so that a restarted service finds its own pending entries (read "0").
@@ -111,7 +112,7 @@ class Ledger:
         """XREADGROUP; a stream that lost its group (Redis restarted empty, the stream made anew by a call's
         settlement) gets it again and is read from its start."""
         try:
-            return self._redis.xreadgroup(GROUP, self._consumer, dict.fromkeys(streams, start), count=READ_COUNT)
+            return self._xreadgroup(streams, start)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -119,7 +120,19 @@ class Ledger:
             self._grouped.clear()
             for stream in streams:
                 self._ensure_group(stream)
-            return self._redis.xreadgroup(GROUP, self._consumer, dict.fromkeys(streams, start), count=READ_COUNT)
+            return self._xreadgroup(streams, start)
+
+    def _xreadgroup(self, streams: list[bytes], start: str) -> list:
+        """One XREADGROUP over every stream on a single Redis; on a cluster one per hash slot (each account's
+        stream has a slot of its own: a command naming two would be refused with CROSSSLOT), sent together in
+        one pipeline, which redis-py splits by node."""
+        groups = per_slot(self._redis, streams)
+        if len(groups) == 1:
+            return self._redis.xreadgroup(GROUP, self._consumer, dict.fromkeys(groups[0], start), count=READ_COUNT)
+        pipe = self._redis.pipeline(transaction=False)
+        for group in groups:
+            pipe.xreadgroup(GROUP, self._consumer, dict.fromkeys(group, start), count=READ_COUNT)
+        return [reply for replies in pipe.execute() for reply in replies or ()]
 
     def _write(self, conn: psycopg.Connection, entries: list[tuple[bytes, tuple[bytes, dict]]]) -> int:
         """One transaction for a batch; then the providers' live credits (once each); then XACK. A crash in

@@ -24,6 +24,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
+from callstate.connection import connect
 from callstate.store import CallState
 from control.billing import invoices
 from control.billing.ledger import Ledger
@@ -67,7 +68,7 @@ class BillingWorker:
         self._metrics = metrics
         self._dsn = dsn  # the LISTEN connection's (a pooled one cannot wait for notifications)
         self._settings = settings
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self._redis = connect(redis_url, socket_timeout=10)
         state = CallState(self._redis, namespace)
         self.live = LiveState(state, self._redis, settings.restore_settle_seconds)
         self.reaper = Reaper(state, grace_seconds=settings.reap_grace_seconds, ring_seconds=settings.max_ring_seconds,
