@@ -145,6 +145,11 @@ class Ledger:
                 calls.append(CallEvent.decode(fields))
             except (ValueError, TypeError, KeyError) as exc:
                 rejects.append((stream, entry_id, fields, exc))
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            # A statement before left a transaction open: in it this batch would be a mere savepoint, committed
+            # when the caller commits, while its entries are acknowledged and trimmed at once - a control
+            # service killed in between lost every batch of its round. The batch commits before its XACK.
+            conn.commit()
         with conn.transaction():
             if self._fence is not None:
                 self._fence(conn)

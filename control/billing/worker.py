@@ -138,6 +138,7 @@ class BillingWorker:
                 return Tick(restored)
             pushed = push_pending(conn, self.state)
             reaped = self.reaper.reap(conn, now)
+            conn.commit()  # each job's reads end here: the ledger's batches are transactions, not savepoints
             recorded = self.ledger.record(conn)
         if self._metrics:
             self._metrics.cdrs.inc(recorded)
