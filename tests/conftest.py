@@ -68,6 +68,19 @@ def database_dsn() -> Iterator[str]:
         yield dsn
 
 
+@pytest.fixture(scope="module")
+def module_database() -> Iterator[str]:
+    """A database of the test module's own, dropped after it: for control services that must share one."""
+    with _scratch_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis (TOLLGATE_TEST_REDIS); give each stack on it a namespace of its own."""
+    return REDIS_URL
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     """ARTIFACTS (TOLLGATE_TEST_ARTIFACTS, default run/test-artifacts/), created."""

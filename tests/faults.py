@@ -153,6 +153,9 @@ class ControlProcess:
         self.port = free_port()
         self.address = f"{LOOPBACK}:{self.port}"
         self.token = token
+        # A free metrics port unless told: the default 9464 is taken by a stack on this machine, or by the other
+        # control service of a test that runs two.
+        settings = {"metrics_listen": f"{LOOPBACK}:0"} | settings
         lines = [f'listen = "{self.address}"', f'dsn = "{dsn}"', f'redis_url = "{redis_url}"',
                  f'redis_namespace = "{namespace}"', f'admin_tokens = ["{token}"]', "plaintext = true",
                  *(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())]
