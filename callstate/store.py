@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import redis
 
 from callstate import scripts
+from callstate.connection import AnyRedis, clustered, load_everywhere
 from callstate.events import CallEvent, provider_settlement_id
 from callstate.keys import CALLS, EVENTS, MONEY, PAYMENTS, SETTLED, StateKeys
 
@@ -132,7 +133,7 @@ def grant_from_reply(reply: str | bytes) -> Grant:
 class CallState:
     """The per-call Redis side of one stack (namespace)."""
 
-    def __init__(self, client: redis.Redis, namespace: str):
+    def __init__(self, client: AnyRedis, namespace: str):
         self._redis = client
         self.keys = StateKeys(namespace)
         self._scripts = {script.name: client.register_script(script.text) for script in scripts.ALL}
@@ -141,9 +142,10 @@ class CallState:
         return self._scripts[script.name](keys=keys, args=args)
 
     def load_scripts(self) -> None:
-        """Load every script into Redis (redis-py loads them on first use; ndb_redis's EVALSHA cannot)."""
+        """Load every script into Redis (redis-py loads them on first use; ndb_redis's EVALSHA cannot): on every
+        node of a cluster, replicas too (callstate.connection.load_everywhere)."""
         for script in scripts.ALL:
-            self._redis.script_load(script.text)
+            load_everywhere(self._redis, script.text)
 
     # ------------------------------------------------------------------ money
     def available(self, account: str, credit_limit: int) -> int:
@@ -264,11 +266,23 @@ class CallState:
         """credit_provider() for each (provider, customer, call id, amount), in one round trip."""
         if not credits:
             return
+        try:
+            self._credit_providers(credits)
+        except redis.exceptions.NoScriptError:
+            # A cluster's pipeline cannot load a script a node lacks (a replica promoted since); each credit is
+            # once per settlement id, so the whole batch may simply run again.
+            load_everywhere(self._redis, scripts.CREDIT_PROVIDER.text)
+            self._credit_providers(credits)
+
+    def _credit_providers(self, credits: Sequence[tuple[str, str, str, int]]) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for provider, customer, call_id, amount in credits:
-            self._scripts[scripts.CREDIT_PROVIDER.name](
-                keys=[self.keys.account(provider, MONEY), self.keys.account(provider, SETTLED)],
-                args=[provider_settlement_id(customer, call_id), amount, SETTLED_WINDOW_SECONDS], client=pipe)
+            keys = [self.keys.account(provider, MONEY), self.keys.account(provider, SETTLED)]
+            args = [provider_settlement_id(customer, call_id), amount, SETTLED_WINDOW_SECONDS]
+            if clustered(self._redis):  # (a cluster pipeline refuses evalsha(): the raw command it takes)
+                pipe.execute_command("EVALSHA", scripts.CREDIT_PROVIDER.sha, len(keys), *keys, *args)
+            else:
+                self._scripts[scripts.CREDIT_PROVIDER.name](keys=keys, args=args, client=pipe)
         pipe.execute()
 
     def _money_keys(self, account: str) -> list[str]:

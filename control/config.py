@@ -69,6 +69,9 @@ class Config:
     # A Kamailio node that sent no heartbeat (every 5 s) for this long is dead: its calls are settled at what
     # they cost up to its last heartbeat and their slots freed. A node restarting sooner keeps its calls.
     node_dead_seconds: int = 60
+    # Several control services on one database: one leads (runs the billing jobs and the projection publisher),
+    # the others try to take the lead this often; a killed leader's work moves within about this long.
+    leader_poll_seconds: float = 1.0
     # E-mail notifications (control/notifications): the SMTP server they are sent through. Empty smtp_host = no
     # mail is sent; notifications wait in the outbox until one is configured.
     smtp_host: str = ""

@@ -6,6 +6,12 @@ up after Redis or this process was down), rebuilds each family whose counter is 
 holds, writes the new version in chunks (write_snapshot: JSON rows, or for a deck its image, laid out here
 once for every node), and swaps the pointer atomically with one script that also announces the version on
 the feed stream. Readers never see half a snapshot: they only ever follow the pointer to a complete one.
+
+Two control services on one database: only the leader publishes (control/leader.py), so a deck is laid out
+once. Should two publishers still overlap (an old leader that has not yet seen its lock go), they cannot
+interleave a snapshot: each writes its own version's key (the version is an INCR), and the swap is a
+compare-and-set on the source sequence - a version built from older data, or from the same data as the live
+one, is refused and deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import psycopg
 import redis
 
+from callstate.connection import connect
+from control.leader import Leadership
 from control.metrics import ControlMetrics
 from fastpath import snapshot_format as fmt
 
@@ -69,10 +77,12 @@ _QUERIES = {
 }
 
 # KEYS: pointer, sources, feed. ARGV: family, version, source seq, retired ttl, snapshot key prefix.
-# Refuses a version built from older data than the live one (two publishers racing).
+# Refuses a version built from older data than the live one, or from the same data while that is live (two
+# publishers racing: the pointer never goes back, and the same data is never announced twice).
 _SWAP = """
 local live = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
-if tonumber(ARGV[3]) < live then return 0 end
+local seq = tonumber(ARGV[3])
+if seq < live or (seq == live and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1) then return 0 end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
@@ -127,11 +137,13 @@ class Publisher:
     """Keeps Redis in step with PostgreSQL; one per control service process."""
 
     def __init__(self, dsn: str, redis_url: str, interval_seconds: float = 2.0,
-                 namespace: str = fmt.DEFAULT_NAMESPACE, metrics: ControlMetrics | None = None):
+                 namespace: str = fmt.DEFAULT_NAMESPACE, metrics: ControlMetrics | None = None,
+                 leadership: Leadership | None = None):
         self._dsn = dsn
         self._metrics = metrics
+        self._leadership = leadership  # None: always publishes (one service, a bench, a test)
         self._keys = fmt.Keys(namespace)
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self._redis = connect(redis_url, socket_timeout=10)
         self._swap = self._redis.register_script(_SWAP)
         self._interval = interval_seconds
         self._stop = threading.Event()
@@ -143,7 +155,7 @@ class Publisher:
     def start(self) -> None:
         """Catch Redis up once before serving (when it is reachable), then follow changes in a thread."""
         try:
-            self.reconcile()
+            self._reconcile_if_leading()
         except (psycopg.Error, redis.RedisError, OSError) as exc:
             self._report_failure(exc)
         self._thread = threading.Thread(target=self._run, name="projection-publisher", daemon=True)
@@ -166,7 +178,7 @@ class Publisher:
 
     def _loop(self, listener: psycopg.Connection) -> None:
         while not self._stop.is_set():
-            self.reconcile()
+            self._reconcile_if_leading()
             # Wake on the first NOTIFY, then drain a burst briefly so one publish covers many changes.
             if list(listener.notifies(timeout=self._interval, stop_after=1)):
                 list(listener.notifies(timeout=0.02))
@@ -182,6 +194,10 @@ class Publisher:
         self._failing = True
 
     # ------------------------------------------------------------------ publishing
+    def _reconcile_if_leading(self) -> None:
+        if self._leadership is None or self._leadership.leading:
+            self.reconcile()
+
     def reconcile(self) -> list[str]:
         """Publish every family Redis lags behind; return their names."""
         started = time.monotonic()  # (woken by a change's NOTIFY at its commit, or the periodic check)
@@ -230,7 +246,8 @@ class Publisher:
         )
         if not swapped:
             self._redis.delete(key)
-        log.info("published %s v%d (%d chunks) in %.3f s", family, version, chunks, time.monotonic() - started)
+        log.info("%s %s v%d (%d chunks) in %.3f s", "published" if swapped else "another publisher was ahead: dropped",
+                 family, version, chunks, time.monotonic() - started)
         return version
 
     def close(self) -> None:

@@ -14,11 +14,11 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import ConnectionPool
 
+from callstate.connection import connect
 from control import db
 from control.access import throttle, tls
 from control.access.auth import PasswordGate, TokenAuthority
@@ -31,6 +31,7 @@ from control.api.servicers.configuration import DirectoryService, RateGroupServi
 from control.api.servicers.routing import RouteService
 from control.billing.worker import BillingWorker, Settings
 from control.config import Config, describe, load_config
+from control.leader import Leadership
 from control.metrics import ControlMetrics, MetricsServer, StateCollector, StateSources, serve
 from control.notifications.sender import MailSettings, Sender
 from control.projection import Publisher
@@ -82,6 +83,9 @@ SERVICE_NAMES = (
     route_pb2.DESCRIPTOR.services_by_name["RouteService"].full_name,
 )
 _HEALTH_INTERVAL_SECONDS = 5.0
+# Health of this name: SERVING on the leader (control/leader.py), NOT_SERVING on a follower. Not a gRPC service:
+# only a way to ask a service whether it runs the billing jobs (load balancers check "", served by both).
+LEADER_HEALTH_NAME = "tollgate.control.Leader"
 
 
 @dataclass
@@ -95,6 +99,7 @@ class RunningServer:
     simulator: Simulator
     _stop_health: threading.Event
     metrics: ControlMetrics
+    leadership: Leadership
     metrics_server: MetricsServer | None = None  # None: metrics_listen is empty
 
     @property
@@ -110,13 +115,14 @@ class RunningServer:
         self.publisher.close()
         self.billing.stop()
         self.notifier.stop()
+        self.leadership.stop()  # after its jobs stopped: a follower takes over at its next poll
         self.pool.close()
 
 
 def _watch_health(pool: ConnectionPool, redis_url: str, servicer: health.HealthServicer,
                   stop: threading.Event) -> None:
     """SERVING while PostgreSQL and Redis answer; NOT_SERVING otherwise, so load balancers can route away."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    client = connect(redis_url, socket_timeout=5)
     while True:
         try:
             with pool.connection(timeout=5) as conn:
@@ -197,6 +203,18 @@ def mail_settings(config: Config) -> MailSettings:
                         config.notification_interval_seconds)
 
 
+def _lead(config: Config, servicer: health.HealthServicer) -> Leadership:
+    """Start contending for the leader lock; its health name follows (see LEADER_HEALTH_NAME)."""
+    def show(leading: bool) -> None:
+        servicer.set(LEADER_HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING if leading
+                     else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    show(False)
+    leadership = Leadership(config.dsn, config.leader_poll_seconds, show)
+    leadership.start()
+    return leadership
+
+
 def create_server(config: Config) -> RunningServer:
     mail_settings(config).check()  # before anything starts: a mail setup that cannot work stops the service
     db.migrate(config.dsn)
@@ -233,11 +251,12 @@ def create_server(config: Config) -> RunningServer:
         pool.close()
         simulator.close()
         raise
+    leadership = _lead(config, health_servicer)
     publisher = Publisher(config.dsn, config.redis_url, config.projection_interval_seconds, config.redis_namespace,
-                          metrics)
+                          metrics, leadership)
     publisher.start()
     billing = BillingWorker(pool, config.dsn, config.redis_url, config.redis_namespace, billing_settings(config),
-                            metrics)
+                            metrics, leadership)
     billing.start()
     notifier = Sender(pool, config.dsn, mail_settings(config), metrics)
     notifier.start()
@@ -245,7 +264,8 @@ def create_server(config: Config) -> RunningServer:
     stop = threading.Event()
     threading.Thread(target=_watch_health, args=(pool, config.redis_url, health_servicer, stop), daemon=True).start()
     threading.Thread(target=_housekeeping, args=(pool, config, stop), name="housekeeping", daemon=True).start()
-    return RunningServer(server, port, pool, publisher, billing, notifier, simulator, stop, metrics, metrics_server)
+    return RunningServer(server, port, pool, publisher, billing, notifier, simulator, stop, metrics, leadership,
+                         metrics_server)
 
 
 def _serve_metrics(config: Config, pool: ConnectionPool, metrics: ControlMetrics) -> MetricsServer | None:
@@ -253,7 +273,7 @@ def _serve_metrics(config: Config, pool: ConnectionPool, metrics: ControlMetrics
     if not config.metrics_listen:
         return None
     # Its own client with short timeouts: a scrape must not wait long on a Redis that does not answer.
-    client = redis.Redis.from_url(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = connect(config.redis_url, socket_timeout=2, socket_connect_timeout=2)
     metrics.watch(StateCollector(StateSources(pool, client, config.redis_namespace)))
     return serve(config.metrics_listen, metrics.registry, client)
 

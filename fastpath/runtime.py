@@ -20,6 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from callstate.connection import AnyRedis, connect
 from fastpath import engine_class
 from fastpath import snapshot_format as fmt
 from fastpath.deck_image import ImageCache
@@ -34,14 +35,14 @@ OUTAGE_POLL_SECONDS = 1.0
 RESYNC_SECONDS = 30.0
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client fit for a call's path: short timeouts and no retries, so an outage costs milliseconds."""
-    return redis.Redis.from_url(url, socket_connect_timeout=0.1, socket_timeout=0.5,
-                                retry=Retry(NoBackoff(), 0))
+def redis_client(url: str) -> AnyRedis:
+    """A client fit for a call's path: short timeouts and no retries, so an outage costs milliseconds. A
+    redis+cluster:// URL gives a Redis Cluster client (callstate.connection)."""
+    return connect(url, socket_connect_timeout=0.1, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
 
 
 class FastPath:
-    def __init__(self, client: redis.Redis, image_directory: str, namespace: str = fmt.DEFAULT_NAMESPACE,
+    def __init__(self, client: AnyRedis, image_directory: str, namespace: str = fmt.DEFAULT_NAMESPACE,
                  poll_seconds: float = 0.25):
         self._feed = ProjectionFeed(client, namespace)
         # One image directory per projection: two stacks' decks of the same name must not share files.

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
 from callstate import scripts
+from callstate.connection import cluster_credentials, cluster_nodes, is_cluster
 
 KEMI_DIR = Path(__file__).resolve().parent
 REPO_ROOT = KEMI_DIR.parent
@@ -28,8 +29,9 @@ PYTHON_MODULES = {"app_python3": "python_exec", "app_python3s": "app_python3s_ex
 _PLACEHOLDER = re.compile(r"\{\{([A-Z_0-9]+)\}\}")
 # What a value spliced into a quoted cfg string or a hiredis command format may hold.
 _FORMAT_SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
-# May render as nothing.
-_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE", "DIALOG_DB_DEFINE", "METRICS_DEFINE"})
+_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE", "DIALOG_DB_DEFINE", "METRICS_DEFINE",
+                       "NDB_REDIS_CLUSTER"})  # may render as nothing
+_CFG_LINES = frozenset({"NDB_REDIS_CLUSTER"})  # whole cfg lines made here (quotes and newlines of their own)
 
 
 def python_path() -> str:
@@ -38,7 +40,11 @@ def python_path() -> str:
 
 
 def ndb_redis_server(redis_url: str, name: str = NDB_SERVER_NAME) -> str:
-    """ndb_redis's "server" parameter for a redis:// or unix:// URL (host, port, db, password)."""
+    """ndb_redis's "server" parameter for a redis:// or unix:// URL (host, port, db, password); for a
+    redis+cluster:// URL, its first node (ndb_redis_cluster says how the others are reached)."""
+    if is_cluster(redis_url):
+        host, port = cluster_nodes(redis_url)[0]
+        return f"name={name};addr={host};port={port}{_ndb_password(cluster_credentials(redis_url)[1])}"
     url = urlparse(redis_url)
     db = (url.path or "/0").strip("/") or "0"
     if url.scheme == "unix":
@@ -50,11 +56,31 @@ def ndb_redis_server(redis_url: str, name: str = NDB_SERVER_NAME) -> str:
         raise ValueError(f"redis URL {redis_url!r}: Kamailio's ndb_redis speaks redis:// and unix:// only")
     if not db.isdigit():
         raise ValueError(f"redis URL {redis_url!r}: the database must be a number")
-    password = unquote(url.password or "")
-    if ";" in password:
+    return f"name={name};{where};db={db}{_ndb_password(unquote(url.password or ''))}"
+
+
+def _ndb_password(password: str | None) -> str:
+    if password and ";" in password:
         raise ValueError("redis URL: ndb_redis cannot carry a password containing ';'")
-    password = f";pass={password}" if password else ""
-    return f"name={name};{where};db={db}{password}"
+    return f";pass={password}" if password else ""
+
+
+def ndb_redis_cluster(redis_url: str) -> str:
+    """The cfg lines that put ndb_redis in cluster mode for a redis+cluster:// URL ('' otherwise).
+
+    ndb_redis (5.6 as 6.0) keeps no slot map: every command goes to the "tollgate" server (the URL's first
+    node), and a MOVED reply sends it on to the server named "host:port" in it. Each node of the URL is
+    declared under that name, so that a redirect reuses a connection with the password; a node the URL does
+    not name (a replica promoted, a node added) is added on its first MOVED (allow_dynamic_nodes, without a
+    password). Write the URL's nodes as the cluster announces them (IP:port), or each becomes a second
+    connection."""
+    if not is_cluster(redis_url):
+        return ""
+    password = _ndb_password(cluster_credentials(redis_url)[1])
+    lines = ['modparam("ndb_redis", "cluster", 1)', 'modparam("ndb_redis", "allow_dynamic_nodes", 1)']
+    lines += [f'modparam("ndb_redis", "server", "name={host}:{port};addr={host};port={port}{password}")'
+              for host, port in cluster_nodes(redis_url)]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -141,7 +167,8 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "NAMESPACE": namespace, "IMAGE_DIR": image_dir, "MODE": mode, "CHILDREN": str(children),
         "DEBUG": str(debug), "KEMI_SCRIPT": script or str(SCRIPT), "PYTHONPATH": pythonpath or python_path(),
         "FR_TIMER": str(int(fr_timer_ms)), "FR_INV_TIMER": str(int(fr_inv_timer_ms)),
-        "NDB_REDIS_SERVER": ndb_redis_server(redis_url), "SHED_FREE_PERCENT": str(int(shed_free_percent)),
+        "NDB_REDIS_SERVER": ndb_redis_server(redis_url), "NDB_REDIS_CLUSTER": ndb_redis_cluster(redis_url),
+        "SHED_FREE_PERCENT": str(int(shed_free_percent)),
         "RETRY_AFTER": str(int(retry_after_seconds)),
         "MODE_DEFINE": "#!define TOLLGATE_RELAY" if mode == "relay" else "",
         "TLS_DEFINE": "#!define WITH_TLS" if tls else "",
@@ -169,9 +196,9 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "METRICS_PORT": str(metrics[1]) if metrics else "0",
     }
     for name, value in values.items():
-        if (not value and name not in _OPTIONAL) or any(c in value for c in '"\r'):
+        if (not value and name not in _OPTIONAL) or (any(c in value for c in '"\r') and name not in _CFG_LINES):
             raise ValueError(f"{name}={value!r}: must be non-empty, without quotes")
-        if "\n" in value and name != "LISTEN":
+        if "\n" in value and name not in ("LISTEN", *_CFG_LINES):
             raise ValueError(f"{name}={value!r}: must be one line")
     for name in ("AUTH_SECRET", "TOPOH_KEY", "NODE_ID"):
         if not _FORMAT_SAFE.fullmatch(values[name]):

@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 import zlib
+from dataclasses import dataclass
 
 import KSR
 
@@ -50,6 +51,7 @@ _bootstrap_path()
 import redis  # noqa: E402  (importable only after the bootstrap)
 
 from callstate import events, store  # noqa: E402
+from callstate.connection import is_cluster  # noqa: E402
 from callstate.plan import RELAY_FAILED, CallPlan, Position, RoutePlan  # noqa: E402
 from callstate.store import CallState  # noqa: E402
 from fastpath.decision import BEFORE_BALANCE  # noqa: E402
@@ -62,6 +64,8 @@ RELAY, REDIRECT = "relay", "redirect"
 POSTPAID = "POSTPAID"
 LOAD_RETRY_SECONDS = 1.0  # while the first load of the projection fails, try again at most this often
 RETRY_AFTER_SECONDS = 5  # what a 503 for a call-state outage asks the caller to wait
+PENDING_MAX = 10_000  # settlements one process keeps through a cluster failover; past it they are the reaper's
+PENDING_RETRY_SECONDS = 0.5  # how often a process tries its kept settlements again (at its next entry)
 PLENTY = 1 << 62  # the `available` a decision is made with: the admission grants against the real one
 NDB_REPLY = "tollgate"  # the ndb_redis reply container of the scripts run through it
 NDB_REPLY_VALUE = f"$redis({NDB_REPLY}=>value)"
@@ -154,6 +158,19 @@ def mod_init():
     return Tollgate(settings)
 
 
+@dataclass(frozen=True)
+class PendingSettlement:
+    """A call's settlement as ksr_settle computed it at the call's end: run later, it bills the same."""
+
+    account: str
+    call_id: str
+    cost: int
+    event: events.CallEvent
+
+    def run(self, state: CallState) -> bool:
+        return state.settle(self.account, self.call_id, self.cost, self.event)
+
+
 class Tollgate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -166,6 +183,10 @@ class Tollgate:
         self.loaded = False
         self.next_load = 0.0
         self._trunks = None  # the world.trunks the node's topology-hiding table was built from
+        # Settlements that met a Redis Cluster failing over, kept by this process; None on a single Redis,
+        # where a settlement that fails is the reaper's (README "Redis Cluster").
+        self.pending: list[PendingSettlement] | None = [] if is_cluster(settings.redis_url) else None
+        self.next_retry = 0.0
 
     # ---------------------------------------------------------------------------------------- process
     def child_init(self, rank: int) -> int:
@@ -213,6 +234,8 @@ class Tollgate:
         """This process's fast path, following the projection, or None while it has never been loaded."""
         if self.pid != os.getpid():  # a process that child_init did not prepare
             self._open()
+        if self.pending:
+            self._retry_pending()
         if self.loaded:
             if self.fast.refresh():
                 self._sync_topology_hiding()
@@ -426,6 +449,8 @@ class Tollgate:
         prepare, such as the timer process that ends expired dialogs)."""
         if self.pid != os.getpid():
             self._open()
+        if self.pending:
+            self._retry_pending()
         return self.state
 
     def _admit(self, account: str, call_id: str, **admission) -> store.Grant | None:
@@ -488,12 +513,13 @@ class Tollgate:
                               stage=stage)
         state = self.state
         if settled.route is not None:
-            relay.release_trunk(state, plan, at.route)
+            self._release_trunk(plan, at.route)
         encoded = settled.event.encode()
         account, call_id = plan.account, plan.call_id
         first = _ndb_int(state.settle_command(account, settled.customer_cost), call_id, encoded)
         if first is None:  # (see _admit: the same fallback)
-            first = state.settle(account, call_id, settled.customer_cost, settled.event)
+            pending = PendingSettlement(account, call_id, settled.customer_cost, settled.event)
+            first = self._settle_now(pending) if self.pending is not None else pending.run(state)
         if not first:
             KSR.info(f"tollgate: call {call_id} already settled\n")
         elif counted:
@@ -509,6 +535,41 @@ class Tollgate:
             self.metrics.call(metrics.FAILED, code)
         else:
             self.metrics.call(metrics.UNANSWERED, code)
+
+    def _release_trunk(self, plan: CallPlan, route_index: int) -> None:
+        """The trunk channel the call held; on a cluster failing over, left to the reaper (it frees a seat at
+        its hold-until time), so that the settlement itself is not lost with it."""
+        try:
+            relay.release_trunk(self.state, plan, route_index)
+        except redis.RedisError as exc:
+            if self.pending is None:
+                raise
+            KSR.warn(f"tollgate: call {plan.call_id}'s trunk channel is freed by the reaper: {_one_line(exc)}\n")
+
+    def _settle_now(self, pending: PendingSettlement) -> bool:
+        """On a Redis Cluster: the settlement, or, while its master is failing over (no node serves the
+        account's slot yet), kept to be tried again by this process (True: not a repeat as far as we know)."""
+        try:
+            return pending.run(self.state)
+        except redis.RedisError as exc:
+            if len(self.pending) >= PENDING_MAX:
+                raise
+            KSR.warn(f"tollgate: call {pending.call_id} settles once Redis answers: {_one_line(exc)}\n")
+            self.pending.append(pending)
+            return True
+
+    def _retry_pending(self) -> None:
+        """The settlements kept while a cluster master failed over, tried again at most every
+        PENDING_RETRY_SECONDS from this process's next entries; once each (the script is idempotent)."""
+        if not self.pending or time.monotonic() < self.next_retry:
+            return
+        self.next_retry = time.monotonic() + PENDING_RETRY_SECONDS
+        while self.pending:
+            try:
+                self.pending[0].run(self.state)
+            except redis.RedisError:
+                return
+            KSR.info(f"tollgate: call {self.pending.pop(0).call_id} settled after the failover\n")
 
 
 def _refusal(grant: store.Grant, decision) -> tuple[int, str, str] | None:

@@ -31,6 +31,7 @@ from fastpath import snapshot_format as fmt
 from tests.helpers import Run, Simulate, Stubs, clean_env, run_cli, stubs_for
 from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_relay
 from tests.prometheus_harness import Prometheus, start_prometheus
+from tests.redis_cluster import RedisClusterProcesses
 from tests.sip_wire import Gateway
 from tollgate.v1 import company_pb2
 
@@ -65,6 +66,19 @@ def _scratch_database() -> Iterator[str]:
 def database_dsn() -> Iterator[str]:
     with _scratch_database() as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="module")
+def module_database() -> Iterator[str]:
+    """A database of the test module's own, dropped after it: for control services that must share one."""
+    with _scratch_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis (TOLLGATE_TEST_REDIS); give each stack on it a namespace of its own."""
+    return REDIS_URL
 
 
 @pytest.fixture(scope="session")
@@ -280,3 +294,17 @@ def carriers():
 def money(control_server, redis_client) -> CallState:
     """The call state in Redis (live balances, open calls, events) of the test session's namespace."""
     return CallState(redis_client, control_server.keys.namespace)
+
+
+# ---------------------------------------------------------------------------------------------- Redis Cluster
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcesses]:
+    """A 3-master / 3-replica Redis Cluster of the session's own on free loopback ports (tests/redis_cluster.py),
+    started when a test first asks (tests/test_cluster*.py), killed at the end."""
+    cluster = RedisClusterProcesses()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -153,6 +153,9 @@ class ControlProcess:
         self.port = free_port()
         self.address = f"{LOOPBACK}:{self.port}"
         self.token = token
+        # A free metrics port unless told: the default 9464 is taken by a stack on this machine, or by the other
+        # control service of a test that runs two.
+        settings = {"metrics_listen": f"{LOOPBACK}:0"} | settings
         lines = [f'listen = "{self.address}"', f'dsn = "{dsn}"', f'redis_url = "{redis_url}"',
                  f'redis_namespace = "{namespace}"', f'admin_tokens = ["{token}"]', "plaintext = true",
                  *(f"{key} = {value!r}".replace("'", '"') for key, value in settings.items())]
@@ -210,6 +213,7 @@ class Placed:
     answer: int = 0  # the final answer's code (0: none)
     hung_up: bool = False  # the caller's BYE got its 200
     ended: float = 0.0  # when the caller's part ended (time.time())
+    started: float = 0.0  # when its INVITE went out (time.time())
 
 
 @dataclass
@@ -248,6 +252,7 @@ class CallLoad:
         with Peer() as caller:
             sent = request("INVITE", f"sip:{self.dialled}@{node.address}", via=caller.address, call_id=call.call_id,
                            body=sdp(), headers=["Content-Type: application/sdp"])
+            call.started = time.time()
             caller.send(sent, (node.host, node.port))
             final = caller.final(timeout=8, method="INVITE")
             call.answer = final.status if final is not None else 0

@@ -152,6 +152,26 @@ def test_entries_read_but_not_acknowledged_are_recorded_after_a_restart(admin, c
     assert _balance(control_server.dsn, customer) == -70_000
 
 
+def test_a_batch_is_committed_before_its_entries_are_acknowledged(admin, control_server, redis_client, private,
+                                                                 worker, monkeypatch):
+    """Acknowledged entries are trimmed from Redis: PostgreSQL must hold them for good by then. (A round's batches
+    were savepoints of a transaction an earlier job had left open: a kill -9 mid-round lost them all.)"""
+    customer, provider = _account(admin), _account(admin, apb.PROVIDER)
+    money = CallState(redis_client, private)
+    worker.run_once(now=NOW)  # restores the new accounts
+    _settle_call(money, "committed-first", customer, provider, 30_000, 10_000)
+    seen_at_ack = []
+    acknowledge = worker.ledger._acknowledge
+
+    def check_then_acknowledge(*args):
+        seen_at_ack.append([row[0] for row in _cdrs(control_server.dsn, customer)])  # another session's view
+        acknowledge(*args)
+
+    monkeypatch.setattr(worker.ledger, "_acknowledge", check_then_acknowledge)
+    assert worker.run_once(now=NOW).recorded == 1
+    assert seen_at_ack == [["committed-first"]]
+
+
 def test_a_dead_nodes_call_is_charged_to_its_last_heartbeat_and_its_channel_freed(admin, control_server,
                                                                                   redis_client, private, worker):
     customer, provider = _account(admin), _account(admin, apb.PROVIDER)

@@ -61,3 +61,18 @@ def test_a_node_without_metrics_loads_no_http_module_and_one_with_them_listens_w
     for wrong in ("9465", "127.0.0.1:", "127.0.0.1:99999", 'a"b:1'):
         with pytest.raises(ValueError):
             metrics_address(wrong)
+
+
+def test_a_cluster_url_puts_ndb_redis_in_cluster_mode_with_every_node_named_as_moved_names_it():
+    text = render(listen="udp:127.0.0.1:5060", rundir="/tmp", redis_url="redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001",
+                  namespace="tg", image_dir="/tmp")
+    assert 'modparam("ndb_redis", "server", "name=tollgate;addr=10.0.0.1;port=7000;pass=pw")' in text
+    assert 'modparam("ndb_redis", "cluster", 1)' in text
+    assert 'modparam("ndb_redis", "server", "name=10.0.0.2:7001;addr=10.0.0.2;port=7001;pass=pw")' in text
+    assert '#!define TOLLGATE_REDIS_URL "redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001"' in text
+
+
+def test_a_single_redis_leaves_ndb_redis_out_of_cluster_mode():
+    text = render(listen="udp:127.0.0.1:5060", rundir="/tmp", redis_url="redis://127.0.0.1:6379/0", namespace="tg",
+                  image_dir="/tmp")
+    assert '"cluster"' not in text and "allow_dynamic_nodes" not in text

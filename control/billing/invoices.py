@@ -182,9 +182,12 @@ def _next_end(conn: psycopg.Connection, account: dict, start: datetime, now: dat
 
 def _invoice_account(conn: psycopg.Connection, number: str, end: datetime) -> dict | None:
     """The account's invoice ending at `end`, under its row lock: a second generator waits here, then finds it
-    made (its period starts at or after `end`)."""
-    locked = _rows(conn, _CANDIDATES.format(account="AND a.account_number = %s").replace(
-        "ORDER BY a.id", "FOR UPDATE OF a"), (number,))
+    made (its period starts at or after `end`). The period is read in a statement after the lock's: one
+    statement's subquery keeps the snapshot from before its wait (read committed), so it missed the invoice
+    the first generator had just made and the second failed on the unique period instead."""
+    if not _rows(conn, "SELECT 1 FROM accounts WHERE account_number = %s FOR UPDATE", (number,)):
+        return None
+    locked = _rows(conn, _CANDIDATES.format(account="AND a.account_number = %s"), (number,))
     if not locked:  # deleted or made prepaid meanwhile
         return None
     account = _rows(conn, "SELECT * FROM accounts WHERE account_number = %s", (number,))[0]

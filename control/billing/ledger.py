@@ -10,6 +10,12 @@ customer and call id, callstate/lua/credit_provider.lua), and only then acknowle
 While PostgreSQL or this service is down, entries wait in their streams; pending ones (read, not acknowledged:
 a crash in between) are read again first after a restart. None is lost, none is counted twice.
 
+Several control services share the streams (README "Scaling out"): the leader records (control/leader.py),
+as the one consumer CONSUMER, so that a new leader reads the pending entries of the one that died as its own;
+each batch commits only while the leader lock is held (`fence`); and a stream is trimmed only below its
+oldest pending entry, so that entries another reader holds are never deleted under it, even in the moment two
+services both believe they lead.
+
 A batch goes to PostgreSQL set-wise (COPY into a staging table, then one statement per target), so that the
 ledger keeps up with a switch refusing thousands of calls a second (bench/bench_ledger.py). A Call-ID the
 caller retries after a refusal is one call: its CDR says how the last attempt ended (a refusal's CDR gives way
@@ -21,14 +27,14 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
 import redis
 
 from callstate import dialogs
+from callstate.connection import AnyRedis, per_slot
 from callstate.events import REFUSED, CallEvent, provider_settlement_id
 from callstate.keys import EVENTS
 from callstate.store import CallState
@@ -36,6 +42,9 @@ from callstate.store import CallState
 log = logging.getLogger("tollgate.ledger")
 
 GROUP = "ledger"
+# One consumer name for every control service (it was the host's name): only the leader reads, and a new
+# leader must find the entries its predecessor read and did not acknowledge among its own pending ones.
+CONSUMER = "ledger"
 READ_COUNT = 500  # entries per stream per read
 STREAMS_PER_READ = 200  # streams per XREADGROUP (its key list)
 
@@ -84,18 +93,23 @@ class Ledger:
     """Records every settled call's event as its CDR and the ledger entries of the accounts whose money it
     moved, once, then acknowledges it (a job of control/billing/worker.py)."""
 
-    def __init__(self, state: CallState, client: redis.Redis):
+    def __init__(self, state: CallState, client: AnyRedis,
+                 fence: Callable[[psycopg.Connection], None] | None = None):
         self._state = state
         self._redis = client
-        # Stable across restarts, so that a restarted service finds its own pending entries (read "0").
-        self._consumer = socket.gethostname()
+        self._consumer = CONSUMER
+        self._fence = fence  # raises inside a batch's transaction when this service no longer leads
         self._grouped: set[bytes] = set()  # streams known to have the consumer group
+        self._adopted = False  # pending entries of other consumer names taken over (once per process)
 
     def record(self, conn: psycopg.Connection) -> int:
         """Every entry not yet recorded: pending ones (a previous run's crash) first, then new ones."""
         streams = list(self._streams())
         for stream in streams:
             self._ensure_group(stream)
+        if not self._adopted:
+            self._adopt(streams)
+            self._adopted = True
         recorded = 0
         for chunk in _chunks(streams, STREAMS_PER_READ):
             for start in ("0", ">"):  # "0": this consumer's pending entries; ">": never delivered ones
@@ -111,7 +125,7 @@ class Ledger:
         """XREADGROUP; a stream that lost its group (Redis restarted empty, the stream made anew by a call's
         settlement) gets it again and is read from its start."""
         try:
-            return self._redis.xreadgroup(GROUP, self._consumer, dict.fromkeys(streams, start), count=READ_COUNT)
+            return self._xreadgroup(streams, start)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -119,7 +133,19 @@ class Ledger:
             self._grouped.clear()
             for stream in streams:
                 self._ensure_group(stream)
-            return self._redis.xreadgroup(GROUP, self._consumer, dict.fromkeys(streams, start), count=READ_COUNT)
+            return self._xreadgroup(streams, start)
+
+    def _xreadgroup(self, streams: list[bytes], start: str) -> list:
+        """One XREADGROUP over every stream on a single Redis; on a cluster one per hash slot (each account's
+        stream has a slot of its own: a command naming two would be refused with CROSSSLOT), sent together in
+        one pipeline, which redis-py splits by node."""
+        groups = per_slot(self._redis, streams)
+        if len(groups) == 1:
+            return self._redis.xreadgroup(GROUP, self._consumer, dict.fromkeys(groups[0], start), count=READ_COUNT)
+        pipe = self._redis.pipeline(transaction=False)
+        for group in groups:
+            pipe.xreadgroup(GROUP, self._consumer, dict.fromkeys(group, start), count=READ_COUNT)
+        return [reply for replies in pipe.execute() for reply in replies or ()]
 
     def _write(self, conn: psycopg.Connection, entries: list[tuple[bytes, tuple[bytes, dict]]]) -> int:
         """One transaction for a batch; then the providers' live credits (once each); then XACK. A crash in
@@ -132,7 +158,14 @@ class Ledger:
                 calls.append(CallEvent.decode(fields))
             except (ValueError, TypeError, KeyError) as exc:
                 rejects.append((stream, entry_id, fields, exc))
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            # A statement before left a transaction open: in it this batch would be a mere savepoint, committed
+            # when the caller commits, while its entries are acknowledged and trimmed at once - a control
+            # service killed in between lost every batch of its round. The batch commits before its XACK.
+            conn.commit()
         with conn.transaction():
+            if self._fence is not None:
+                self._fence(conn)
             record_events(conn, calls)
             dialogs.forget(conn, self._state.keys.namespace, [c.call_id for c in calls if not c.refused])
             for stream, entry_id, fields, exc in rejects:
@@ -144,15 +177,45 @@ class Ledger:
         for stream, (entry_id, _fields) in entries:
             by_stream.setdefault(stream, []).append(entry_id)
             last[stream] = max(last.get(stream, entry_id), entry_id, key=_entry_order)
-        pipe = self._redis.pipeline(transaction=False)
-        for stream, ids in by_stream.items():
-            pipe.xack(stream, GROUP, *ids)
-            # Recorded entries go: PostgreSQL holds them now, and Redis's memory is what every node shares (the
-            # admission's refusal backlog counts what is left). Entries before the last one recorded are
-            # recorded too: pending ones are read first. Exact: approximate trimming keeps whole nodes of 100.
-            pipe.xtrim(stream, minid=_after(last[stream]), approximate=False)
-        pipe.execute()
+        self._acknowledge(by_stream, last)
         return len(entries)
+
+    def _acknowledge(self, by_stream: dict[bytes, list[bytes]], last: dict[bytes, bytes]) -> None:
+        """XACK, then trim what is recorded: PostgreSQL holds it now, and Redis's memory is what every node
+        shares (the admission's refusal backlog counts what is left). Entries before the last one recorded are
+        recorded too (pending ones are read first), except those still pending: another service read them in an
+        overlap of leaders and may not have written them. Entries delivered after the XPENDING below come after
+        the last one recorded, so trimming before it never reaches them. Exact: approximate trimming keeps whole
+        nodes of 100."""
+        streams = list(by_stream)
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xack(stream, GROUP, *by_stream[stream])
+            pipe.xpending(stream, GROUP)
+        replies = pipe.execute()
+        for stream, pending in zip(streams, replies[1::2], strict=True):
+            limit = _after(last[stream])
+            if pending["pending"]:
+                limit = min(limit, _str(pending["min"]), key=_entry_order)
+            pipe.xtrim(stream, minid=limit, approximate=False)
+        pipe.execute()
+
+    def _adopt(self, streams: list[bytes]) -> None:
+        """Take over entries pending under other consumer names (the host names of versions before CONSUMER):
+        read, never acknowledged, they would otherwise wait forever."""
+        pipe = self._redis.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xpending(stream, GROUP)
+        for stream, pending in zip(streams, pipe.execute(), strict=True):
+            others = [c for c in pending["consumers"] if _str(c["name"]) != self._consumer]
+            if not others:
+                continue
+            start = "0-0"
+            while True:
+                start, *_ = self._redis.xautoclaim(stream, GROUP, self._consumer, 0, start, count=READ_COUNT)
+                if _str(start) == "0-0":
+                    break
+            log.info("took over the pending entries of %s in %s", [_str(c["name"]) for c in others], _str(stream))
 
     def _streams(self) -> Iterator[bytes]:
         yield from self._redis.scan_iter(match=self._state.keys.account_pattern(EVENTS), count=1000,
@@ -206,12 +269,12 @@ def _str(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def _entry_order(entry_id: bytes) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition(b"-")
+def _entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    milliseconds, _, sequence = _str(entry_id).partition("-")
     return int(milliseconds), int(sequence or 0)
 
 
-def _after(entry_id: bytes) -> str:
+def _after(entry_id: bytes | str) -> str:
     """The smallest stream id after `entry_id`."""
     milliseconds, sequence = _entry_order(entry_id)
     return f"{milliseconds}-{sequence + 1}"

@@ -10,6 +10,10 @@
 
 Each job uses a connection of the service's pool. A failing store (PostgreSQL or Redis down) is logged once
 per outage; the loop goes on trying, and nothing waiting in Redis is lost meanwhile.
+
+With several control services on one database, only the leader runs the rounds (control/leader.py); the
+others wait, and the one that takes over invoices at its first round (the old leader may have died before
+its hourly run).
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
+from callstate.connection import connect
 from callstate.store import CallState
 from control.billing import invoices
 from control.billing.ledger import Ledger
 from control.billing.payments import PAYMENTS_CHANNEL, push_pending
 from control.billing.reaper import Reaper
 from control.billing.restore import SETTLE_SECONDS, LiveState
+from control.leader import Leadership, NotLeader
 from control.metrics import ControlMetrics
 
 log = logging.getLogger("tollgate.billing")
@@ -62,17 +68,19 @@ class Settings:
 
 class BillingWorker:
     def __init__(self, pool: ConnectionPool, dsn: str, redis_url: str, namespace: str, settings: Settings,
-                 metrics: ControlMetrics | None = None):
+                 metrics: ControlMetrics | None = None, leadership: Leadership | None = None):
         self._pool = pool
         self._metrics = metrics
+        self._leadership = leadership  # None: this worker always runs (one service, or a test's own worker)
+        self._leading = False
         self._dsn = dsn  # the LISTEN connection's (a pooled one cannot wait for notifications)
         self._settings = settings
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self._redis = connect(redis_url, socket_timeout=10)
         state = CallState(self._redis, namespace)
         self.live = LiveState(state, self._redis, settings.restore_settle_seconds)
         self.reaper = Reaper(state, grace_seconds=settings.reap_grace_seconds, ring_seconds=settings.max_ring_seconds,
                              node_dead_seconds=settings.node_dead_seconds)
-        self.ledger = Ledger(state, self._redis)
+        self.ledger = Ledger(state, self._redis, leadership.fence if leadership else None)
         self.state = state
         self._next_invoicing = 0.0  # time.monotonic() of the next invoicing round; 0 = at the first round
         self._stop = threading.Event()
@@ -96,7 +104,7 @@ class BillingWorker:
                 with psycopg.connect(self._dsn, autocommit=True) as listener:
                     listener.execute(f"LISTEN {PAYMENTS_CHANNEL}")
                     while not self._stop.is_set():
-                        self.run_once()
+                        self._round()
                         if self._failing:
                             log.info("billing jobs recovered")
                             self._failing = False
@@ -109,6 +117,19 @@ class BillingWorker:
                 self._stop.wait(self._settings.interval_seconds)
 
     # ------------------------------------------------------------------ one round
+    def _round(self) -> None:
+        """run_once() when this service leads; a round cut short by a lost lock is the new leader's to do."""
+        leading = self._leadership is None or self._leadership.leading
+        if leading and not self._leading:
+            self._next_invoicing = 0.0
+        self._leading = leading
+        if not leading:
+            return
+        try:
+            self.run_once()
+        except NotLeader as exc:
+            log.warning("billing round left to the new leader: %s", exc)
+
     def run_once(self, now: int | None = None) -> Tick:
         now = int(time.time()) if now is None else now
         with self._pool.connection() as conn:
@@ -118,15 +139,17 @@ class BillingWorker:
                 return Tick(restored)
             pushed = push_pending(conn, self.state)
             reaped = self.reaper.reap(conn, now)
+            conn.commit()  # each job's reads end here: the ledger's batches are transactions, not savepoints
             recorded = self.ledger.record(conn)
         if self._metrics:
             self._metrics.cdrs.inc(recorded)
         return Tick(restored, pushed, reaped, recorded, self.invoice_if_due())
 
     def invoice_if_due(self) -> int:
-        """At most once an hour, after the CDRs are recorded: the postpaid invoices due now (several control
-        services may do this at once, the account row lock makes one invoice). A failure is logged and tried
-        again an hour later: invoicing must never stop CDRs from being recorded."""
+        """At most once an hour, after the CDRs are recorded: the postpaid invoices due now. A failure is logged
+        and tried again an hour later: invoicing must never stop CDRs from being recorded. Only the leader runs
+        it; should an old leader that has not yet seen its lock go overlap it, the account row lock still makes
+        one invoice per period (generate_due)."""
         if time.monotonic() < self._next_invoicing:
             return 0
         self._next_invoicing = time.monotonic() + INVOICE_INTERVAL_SECONDS

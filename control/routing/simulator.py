@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import redis
 
 import fastpath
+from callstate.connection import connect
 from callstate.events import REFUSALS
 from callstate.store import CallState
 from fastpath import snapshot_format as fmt
@@ -86,7 +87,7 @@ class Simulator:
 
     def __init__(self, redis_url: str, namespace: str = fmt.DEFAULT_NAMESPACE) -> None:
         self._images = tempfile.mkdtemp(prefix="tollgate-simulator-")
-        client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        client = connect(redis_url, socket_timeout=5, socket_connect_timeout=2)  # a cluster URL too
         self._fast = FastPath(client, self._images, namespace)
         self._state = CallState(client, namespace)
         # One simulation at a time: following the projection replaces the World and the engine in place.
