@@ -29,7 +29,8 @@ _PLACEHOLDER = re.compile(r"\{\{([A-Z_0-9]+)\}\}")
 # What a value spliced into a quoted cfg string or a hiredis command format may hold.
 _FORMAT_SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
 # May render as nothing.
-_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE", "DIALOG_DB_DEFINE", "METRICS_DEFINE"})
+_OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE", "DIALOG_DB_DEFINE", "METRICS_DEFINE",
+                       "PYTHON3S_DEFINE"})
 
 
 def python_path() -> str:
@@ -154,6 +155,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "MARK_ANSWERED_SHA": scripts.MARK_ANSWERED.sha,
         "PYTHON_MODULE": f"{python_module}.so", "PYTHON_MODULE_NAME": python_module,
         "PYTHON_EXEC": PYTHON_MODULES[python_module],
+        "PYTHON3S_DEFINE": "#!define WITH_APP_PYTHON3S" if python_module == "app_python3s" else "",
         "NODE_ID": node_id or listen.partition(":")[2],
         "KA_INTERVAL": str(int(keepalive_seconds)),
         "MAX_CPS": str(max(int(max_cps), 0)),
