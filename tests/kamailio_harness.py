@@ -63,6 +63,10 @@ _FAULT = re.compile(r"Traceback|app_python3 \[|tollgate: \w+ failed:|Python exce
 # and the callee's BYE is not sent, with this error. Loopback makes that race frequent; see
 # test_prepaid_call_is_cut_at_the_granted_duration.
 DIALOG_BYE_RACE = "send_bye(): terminating non-confirmed dialogs not supported"
+# Kamailio 6.0 loses the same race (the caller's BYE answered and the dialog deleted before the callee's BYE is
+# sent) and says so as a WARNING (with "bye_reply_cb(): inconsistent dlg timer data" before it): the same
+# missing BYE, but no longer an error line.
+DIALOG_BYE_RACES = {"5.6": DIALOG_BYE_RACE, "6.0": "already in deleted state, BYE not sent"}
 
 
 # What scripts/start-kamailio.sh gives Kamailio: a clean environment, so that the test's own Python (a venv, a
@@ -223,6 +227,10 @@ class Kamailio:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def bye_races(self) -> int:
+        """How often this node lost the dialog module's BYE race so far (see DIALOG_BYE_RACES)."""
+        return self.log().count(DIALOG_BYE_RACES[self.version])
 
     def faults(self) -> list[str]:
         """Log lines that betray a Python exception or a Kamailio error (see _FAULT)."""
