@@ -29,8 +29,8 @@ mkdir -p "$LOG_DIR"
 ensure_mmdebstrap() {
     command -v mmdebstrap >/dev/null && return
     say "installing mmdebstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dpkg::Use-Pty=0 mmdebstrap >>"$LOG_DIR/apt.log" 2>&1 \
-        || die "apt-get install mmdebstrap failed (see $LOG_DIR/apt.log)"
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dpkg::Use-Pty=0 mmdebstrap; } \
+        >>"$LOG_DIR/apt.log" 2>&1 || die "apt-get install mmdebstrap failed (see $LOG_DIR/apt.log)"
 }
 
 # Made next to its final place and renamed when complete: an interrupted run leaves no half root behind.
@@ -62,8 +62,9 @@ extensions_fresh() {
 build_extensions() {
     extensions_fresh && { say "fastpath extensions for Python 3.13 up to date"; return; }
     say "building fastpath's Cython extensions for Debian 13's Python 3.13"
+    local BUILD=/tmp/tollgate-build-313  # (not the checkout's build/)
     "$REPO/scripts/kamailio60.sh" --run /bin/sh -c \
-        "cd '$REPO' && python3 setup.py -q build_ext --inplace --build-temp /tmp/tollgate-build-313" \
+        "cd '$REPO' && python3 setup.py -q build_ext --inplace --build-temp $BUILD --build-lib $BUILD/lib" \
         >>"$LOG_DIR/build313.log" 2>&1 || { tail -n 20 "$LOG_DIR/build313.log" >&2; die "build failed (see $LOG_DIR/build313.log)"; }
     extensions_fresh || die "the build left no cpython-313 extension in fastpath/"
 }
