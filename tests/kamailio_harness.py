@@ -129,7 +129,7 @@ def _prepare_kamailio60() -> None:
         raise RuntimeError(f"scripts/kamailio60-rootfs.sh failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
-def _environment(build: KamailioBuild, workdir: Path) -> dict[str, str]:
+def kamailio_environment(build: KamailioBuild, workdir: Path) -> dict[str, str]:
     """KAMAILIO_ENVIRONMENT, plus what scripts/kamailio60.sh needs: its root file system, and the work directory
     (cfg, log, pid file, images) mounted inside at its own path even when it is not under /tmp."""
     if build.version != "6.0":
@@ -299,7 +299,7 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
             # double free, TLSF does not)
             started = subprocess.run([*build.command, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
                                       "-m", "256", "-M", "16", "-x", "qm"], stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=log, timeout=timeout, env=_environment(build, workdir))
+                                     stderr=log, timeout=timeout, env=kamailio_environment(build, workdir))
         if started.returncode == 0 and pidfile.exists():
             break
         _kill_half_started(pidfile)
