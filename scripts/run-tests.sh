@@ -22,7 +22,7 @@ lint=0
 .venv/bin/ruff check . || lint=$?
 
 # The tests that start Kamailio and speak SIP to it: the ones that must pass on every Kamailio we support.
-WIRE_TESTS=(tests/test_kamailio*.py tests/test_sip_security.py)
+WIRE_TESTS=(tests/test_kamailio*.py tests/test_sip_security.py tests/test_metrics.py)
 
 say "pytest $*"
 tests=0
