@@ -22,7 +22,15 @@ from control.config import Config
 from control.server import create_server
 from tests.conftest import PG_SERVER_DSN
 from tests.helpers import stubs_for
-from tests.kamailio_harness import DESTINATION, KAMAILIO, LOOPBACK, Kamailio, free_udp_port, options_probe
+from tests.kamailio_harness import (
+    DESTINATION,
+    LOOPBACK,
+    Kamailio,
+    free_udp_port,
+    kamailio_build,
+    kamailio_environment,
+    options_probe,
+)
 
 BENCH = Path(__file__).resolve().parent
 KEMI_FLOOR_SCRIPT = BENCH / "kemi_floor.py"
@@ -76,20 +84,23 @@ def start_baseline(template: Path, workdir: Path, processes: Processes, *, accou
     log_path, pidfile, cfg = workdir / "kamailio.log", rundir / "kamailio.pid", workdir / "kamailio.cfg"
     url = urlparse(REDIS_URL)
     port = free_udp_port()
-    values = {"LISTEN": f"udp:{LOOPBACK}:{port}", "CHILDREN": str(CHILDREN), "RUNDIR": str(rundir),
+    build = kamailio_build()  # the bench's --kamailio: baselines run on the same Kamailio as tollgate
+    values = {"PYTHON_MODULE": build.python_module,
+              "LISTEN": f"udp:{LOOPBACK}:{port}", "CHILDREN": str(CHILDREN), "RUNDIR": str(rundir),
               "REDIS_HOST": url.hostname or "127.0.0.1", "REDIS_PORT": str(url.port or 6379),
               "REDIS_DB": (url.path or "/0").strip("/") or "0", "NAMESPACE": namespace, "ACCOUNT": account,
               "DESTINATION": DESTINATION, "GATEWAY": gateway, "KEMI_FLOOR": str(KEMI_FLOOR_SCRIPT)}
     cfg.write_text(re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: values[m.group(1)], template.read_text()))
     with log_path.open("ab") as log:
-        started = subprocess.run([KAMAILIO, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
+        started = subprocess.run([*build.command, "-f", str(cfg), "-P", str(pidfile), "-Y", str(rundir), "-E",
                                   # the allocator tollgate's nodes run with (scripts/start-kamailio.sh), so
                                   # that a baseline spends what they spend in malloc
                                   "-m", "256", "-M", "16", "-x", "qm"],
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=timeout)
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=timeout,
+                                 env=kamailio_environment(build, workdir))
     if started.returncode != 0 or not pidfile.exists():
         raise RuntimeError(f"{template.name} did not start (exit {started.returncode}):\n{log_path.read_text()}")
-    kamailio = Kamailio(LOOPBACK, port, workdir, int(pidfile.read_text()), log_path)
+    kamailio = Kamailio(LOOPBACK, port, workdir, int(pidfile.read_text()), log_path, version=build.version)
     processes.kamailios.append(kamailio)
     deadline = time.monotonic() + timeout
     while options_probe(LOOPBACK, port) != 200:

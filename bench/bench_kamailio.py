@@ -49,6 +49,7 @@ from fastpath.runtime import FastPath, redis_client
 from tests.kamailio_harness import (
     DESTINATION,
     EUR,
+    KAMAILIO_BUILDS,
     LOOPBACK,
     SCENARIOS,
     Kamailio,
@@ -58,6 +59,7 @@ from tests.kamailio_harness import (
     map_ip,
     number,
     start_kamailio,
+    use_kamailio,
     wait_routable,
 )
 from tollgate.v1 import common_pb2
@@ -382,7 +384,11 @@ def main() -> int:
                         help="prefixes of the deck whose memory per process is measured last (0: skip)")
     parser.add_argument("--only-memory", action="store_true", help="only the memory phase")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp statistics)")
+    parser.add_argument("--kamailio", choices=sorted(KAMAILIO_BUILDS), default="5.6",
+                        help="5.6 (Debian 12's, app_python3) or 6.0 (Debian 13's in its root file system, "
+                             "app_python3s): every node and baseline of the run")
     args = parser.parse_args()
+    use_kamailio(args.kamailio)
     args.rates = [int(r) for r in args.rates.split(",") if r]
     args.relay_rates = [int(r) for r in args.relay_rates.split(",") if r]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally clauses stop everything
@@ -401,7 +407,8 @@ def main() -> int:
         try:
             world = make_world(admin, client, namespace, dsn, work)
             rpid = redis_pid(client)
-            print(f"{CHILDREN} workers per node, qm allocator; Redis CPU {'measured' if rpid else 'not measurable'}")
+            print(f"Kamailio {args.kamailio}, {CHILDREN} workers per node, qm allocator; "
+                  f"Redis CPU {'measured' if rpid else 'not measurable'}")
             if args.only_memory:
                 lines += memory_phase(admin, work, world, processes, rpid, args.deck_rows)
             else:

@@ -1,4 +1,5 @@
-"""bench/native_redirect.cfg's request route in Python (app_python3): the floor any KEMI routing pays here.
+"""bench/native_redirect.cfg's request route in Python (app_python3 or app_python3s): the floor any KEMI routing
+pays here.
 
 Per INVITE: max-forwards, the method, the source address looked up in a dict (native: htable), one HMGET
 through ndb_redis, one branch and one header appended, 302. bench/kemi_floor.cfg loads it.
@@ -58,3 +59,22 @@ class Floor:
 
 def mod_init():
     return Floor()
+
+
+# app_python3s (Kamailio 6.0: bench_kamailio.py --kamailio 6.0) calls module-level functions, without the message.
+_floor: Floor | None = None
+
+
+def _the_floor() -> Floor:
+    global _floor
+    if _floor is None:
+        _floor = Floor()
+    return _floor
+
+
+def ksr_request_route():
+    return _the_floor().ksr_request_route(None)
+
+
+def ksr_reply_route():
+    return 1

@@ -30,7 +30,7 @@ _PLACEHOLDER = re.compile(r"\{\{([A-Z_0-9]+)\}\}")
 # What a value spliced into a quoted cfg string or a hiredis command format may hold.
 _FORMAT_SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
 _OPTIONAL = frozenset({"MODE_DEFINE", "TLS_DEFINE", "TOPOH_DEFINE", "DIALOG_DB_DEFINE", "METRICS_DEFINE",
-                       "NDB_REDIS_CLUSTER"})  # may render as nothing
+                       "PYTHON3S_DEFINE", "NDB_REDIS_CLUSTER"})  # may render as nothing
 _CFG_LINES = frozenset({"NDB_REDIS_CLUSTER"})  # whole cfg lines made here (quotes and newlines of their own)
 
 
@@ -181,6 +181,7 @@ def render(*, listen: str, rundir: str, redis_url: str, namespace: str, image_di
         "MARK_ANSWERED_SHA": scripts.MARK_ANSWERED.sha,
         "PYTHON_MODULE": f"{python_module}.so", "PYTHON_MODULE_NAME": python_module,
         "PYTHON_EXEC": PYTHON_MODULES[python_module],
+        "PYTHON3S_DEFINE": "#!define WITH_APP_PYTHON3S" if python_module == "app_python3s" else "",
         "NODE_ID": node_id or listen.partition(":")[2],
         "KA_INTERVAL": str(int(keepalive_seconds)),
         "MAX_CPS": str(max(int(max_cps), 0)),

@@ -621,7 +621,9 @@ def _ndb_int(command: str | None, *params: str) -> int | None:
 # Kamailio >= 5.7 also offers app_python3s, which calls module-level functions (app_python3s_exec("name" [,
 # param])) with the param only, instead of the methods of mod_init()'s object with the message first. Every
 # ksr_* method therefore also exists as a module-level function delegating to one handler per process, so the
-# same script runs under both modules.
+# same script runs under both modules. kamailio.cfg names ksr_script_init and ksr_child_init as its
+# script_init / script_child_init: the handler is made before the fork and each worker opens its own Redis
+# and loads the projection at start, as under app_python3.
 _handler = None
 
 
@@ -630,6 +632,17 @@ def _the_handler():
     if _handler is None:
         _handler = mod_init()
     return _handler
+
+
+def ksr_script_init() -> None:
+    """app_python3s's script_init: in the main process, before the workers are forked (app_python3: mod_init)."""
+    _the_handler()
+
+
+def ksr_child_init(rank: int) -> int:
+    """app_python3s's script_child_init: in every process after the fork (app_python3: the object's child_init)."""
+    handler = _the_handler()
+    return handler.child_init(rank) if handler is not None else 0
 
 
 def _module_level(name: str):

@@ -2,6 +2,7 @@
 # Make a Debian 12 machine ready for tollgate, and do nothing that is already done:
 #   - the Debian packages (PostgreSQL, Redis, Python build tools, Kamailio + its Python/Redis modules, SIPp,
 #     Prometheus for the metrics test);
+#   - Kamailio 6.0's Debian 13 root file system (scripts/kamailio60-rootfs.sh), for the wire tests on 6.0;
 #   - PostgreSQL and Redis running on 127.0.0.1, with 127.0.0.1 connections as user `postgres` allowed;
 #   - the virtualenv .venv with tollgate installed in editable mode (`pip install -e '.[test]'`).
 # Installing packages, starting PostgreSQL and editing pg_hba.conf need root; the rest does not.
@@ -16,6 +17,7 @@ PACKAGES=(
     python3-venv python3-dev build-essential
     kamailio kamailio-python3-modules kamailio-redis-modules kamailio-tls-modules kamailio-postgres-modules
     sip-tester openssl
+    mmdebstrap
     poppler-utils fonts-dejavu-core
     curl ca-certificates
     prometheus
@@ -145,6 +147,15 @@ else
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly yes --appendfsync everysec \
         --dir /var/lib/redis >/dev/null
     wait_for 15 "Redis" redis_ready
+fi
+
+# --- Kamailio 6.0 -----------------------------------------------------------------------------------
+# The wire tests run on Kamailio 6.0 too (scripts/run-tests.sh): Debian 13's, in a root file system of its own,
+# with fastpath's extensions for its Python 3.13. Made once (about a minute), then only checked.
+if [[ $EUID -eq 0 ]]; then
+    bash scripts/kamailio60-rootfs.sh
+else
+    say "not root: Kamailio 6.0's root file system left as it is (sudo bash scripts/kamailio60-rootfs.sh)"
 fi
 
 # --- Python virtualenv -------------------------------------------------------------------------------

@@ -29,7 +29,16 @@ from control.server import RunningServer, create_server
 from fastpath import runtime
 from fastpath import snapshot_format as fmt
 from tests.helpers import Run, Simulate, Stubs, clean_env, run_cli, stubs_for
-from tests.kamailio_harness import DIALOG_BYE_RACE, Kamailio, SippServer, free_udp_port, start_relay
+from tests.kamailio_harness import (
+    DIALOG_BYE_RACE,
+    KAMAILIO_BUILDS,
+    Kamailio,
+    SippServer,
+    free_udp_port,
+    selected_kamailio,
+    start_relay,
+    use_kamailio,
+)
 from tests.prometheus_harness import Prometheus, start_prometheus
 from tests.redis_cluster import RedisClusterProcesses
 from tests.sip_wire import Gateway
@@ -43,6 +52,22 @@ REDIS_NAMESPACE = f"tgtest{secrets.token_hex(4)}"
 # Files a person may want to look at after a run (rendered documents): kept, not cleaned up.
 ARTIFACTS = Path(os.environ.get("TOLLGATE_TEST_ARTIFACTS",
                                 Path(__file__).resolve().parents[1] / "run" / "test-artifacts"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kamailio", choices=sorted(KAMAILIO_BUILDS), default=None,
+                     help="the Kamailio the tests start: 5.6 (Debian 12's, app_python3) or 6.0 (Debian 13's in a "
+                          "chroot, app_python3s; scripts/kamailio60-rootfs.sh). Default: TOLLGATE_TEST_KAMAILIO or 5.6")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    version = config.getoption("--kamailio")
+    if version:
+        use_kamailio(version)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"kamailio: {selected_kamailio()}"
 
 
 def _dsn_for(database: str) -> str:
