@@ -20,6 +20,10 @@ creates a routable IP-mapped prepaid customer (provider, trunk, rate group, deck
    (a customer limited to 1 call/s, each INVITE a refusal with its CDR), on a node with max_cps = C and
    source_max_cps = C/2: the admitted calls' goodput, the refusal CDRs in PostgreSQL and the ledger's lag.
 
+5. Relay CPU breakdown (--breakdown-rate): the same calls through tollgate as the stack runs it, without
+   topology hiding, and also without dialogs in PostgreSQL, against the native relay: what each part costs.
+6. Memory (--deck-rows): each Kamailio process's PSS before and after a 1M-prefix deck is loaded.
+
 For every step: calls/s that succeeded, calls that failed (placed but not completed; a step is clean at
 <= 0.5 %), Kamailio CPU per call (utime + stime of all its processes, from /proc, over the step) and Redis
 CPU per call. Each goal is printed as measured / goal / met. This machine is shared and noisy (2 cores, sipp
@@ -275,6 +279,38 @@ def flood_phase(work: Path, world: World, processes: Processes, rpid: int | None
     return Flood(alone, calls, found["flood"], recorded, catch_up)
 
 
+def breakdown_phase(work: Path, world: World, processes: Processes, rpid: int | None, rate: int,
+                    seconds: int) -> list[str]:
+    """Where a relayed call's Kamailio CPU goes: tollgate as the stack runs it, then without topology hiding,
+    then also without dialogs in PostgreSQL, against the native relay, each at the same clean rate. What is left
+    over the native relay is tollgate's own: the Python entries (the INVITE's decision and admission, the call
+    end's settlement) and the script around them."""
+    variants = (("full", dict(dialog_dsn=world.dsn)), ("no-topoh", dict(dialog_dsn=world.dsn, topology_hiding=False)),
+                ("no-topoh-no-db", dict(topology_hiding=False)))
+    print(f"\n5. relay CPU breakdown at {rate}/s, {seconds} s each\n{HEADER}", flush=True)
+    cpu: dict[str, float] = {}
+    for name, options in variants:
+        node = start_kamailio(work / f"breakdown-{name}", redis_url=REDIS_URL, namespace=world.namespace,
+                              children=CHILDREN, mode="relay", **options)
+        processes.kamailios.append(node)
+        step = run_load(name, node, UAC_CALL, work, rate, seconds, processes, rpid, idle_cpu(node),
+                        values=call_values(world), uas=(UAS_ANSWER, world.gateway_port))
+        print(step_line(step), flush=True)
+        cpu[name] = step.net_cpu_us  # above the node's idle burn, which is large next to a low rate
+        drain(world)
+        node.stop()
+    native = start_baseline(NATIVE_RELAY_CFG, work / "breakdown-native", processes, account=world.account,
+                            namespace=world.namespace, gateway=world.gateway)
+    step = run_load("native-rly", native, UAC_CALL, work, rate, seconds, processes, rpid, idle_cpu(native),
+                    values=call_values(world), uas=(UAS_ANSWER, world.gateway_port))
+    print(step_line(step), flush=True)
+    native.stop()
+    return [f"relay CPU per call at {rate}/s: tollgate {cpu['full']:.0f} µs = topology hiding "
+            f"{cpu['full'] - cpu['no-topoh']:.0f} + dialogs in PostgreSQL {cpu['no-topoh'] - cpu['no-topoh-no-db']:.0f}"
+            f" + Python entries and script {cpu['no-topoh-no-db'] - step.net_cpu_us:.0f} + the native relay's "
+            f"{step.net_cpu_us:.0f} µs (tm, rr, dialog, one Redis call at setup and one at the end); net of idle"]
+
+
 def memory_phase(admin, work: Path, world: World, processes: Processes, rpid: int | None, rows: int) -> list[str]:
     """Each process's PSS on a fresh relay node before and after the customer's rate group gets a deck of `rows`
     prefixes (the published image, mapped by every process): what a big deck costs each worker."""
@@ -383,6 +419,8 @@ def main() -> int:
     parser.add_argument("--deck-rows", type=int, default=1_000_000,
                         help="prefixes of the deck whose memory per process is measured last (0: skip)")
     parser.add_argument("--only-memory", action="store_true", help="only the memory phase")
+    parser.add_argument("--breakdown-rate", type=int, default=150,
+                        help="calls/s of the relay CPU breakdown (0: skip it)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp statistics)")
     parser.add_argument("--kamailio", choices=sorted(KAMAILIO_BUILDS), default="5.6",
                         help="5.6 (Debian 12's, app_python3) or 6.0 (Debian 13's in its root file system, "
@@ -453,6 +491,8 @@ def all_phases(args: argparse.Namespace, work: Path, world: World, processes: Pr
                          f"{flood.refusals.rate:,}/s offered, {flood.refusals.succeeded:,} answered 503; "
                          f"{flood.recorded:,} refusal CDRs in PostgreSQL, the last {flood.catch_up:.1f} s "
                          f"after the flood ended")
+    if args.breakdown_rate:
+        lines += breakdown_phase(work, world, processes, rpid, args.breakdown_rate, args.seconds)
     if args.deck_rows:
         lines += memory_phase(admin, work, world, processes, rpid, args.deck_rows)
     return goals

@@ -267,7 +267,8 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
                    timeout: float = 10.0, attempts: int = 3, mode: str = "relay", fr_timer_ms: int = 3000,
                    shed_free_percent: int = 15, tls: bool = False, nonce_seconds: int = 30,
                    dialog_dsn: str | None = None, port: int | None = None, max_cps: int = 0,
-                   source_max_cps: int = 0, metrics_port: int | None = None, version: str | None = None) -> Kamailio:
+                   source_max_cps: int = 0, metrics_port: int | None = None, version: str | None = None,
+                   topology_hiding: bool = True) -> Kamailio:
     """Kamailio running tollgate's cfg on a free UDP port of `host` (TCP on the same port, TLS on another when
     `tls`), answering; raises with the log's end otherwise. Every node of a test session shares the digest
     and topology-hiding secrets, as the nodes of one stack do. With `dialog_dsn` the node keeps its dialogs
@@ -292,7 +293,8 @@ def start_kamailio(workdir: Path, *, redis_url: str, namespace: str, children: i
                               auth_secret=NODE_SECRETS[0], topoh_key=NODE_SECRETS[1], nonce_seconds=nonce_seconds,
                               dialog_db=dialog_db, max_cps=max_cps, source_max_cps=source_max_cps,
                               metrics_listen=f"{metrics[0]}:{metrics[1]}" if metrics else "",
-                              python_module=build.python_module, pythonpath=build.pythonpath))
+                              python_module=build.python_module, pythonpath=build.pythonpath,
+                              topology_hiding=topology_hiding))
         pidfile.unlink(missing_ok=True)
         with log_path.open("ab") as log:
             # The allocator the stack runs with (scripts/start-kamailio.sh: qm survives the 5.6 tls module's
