@@ -18,7 +18,8 @@ creates a routable IP-mapped prepaid customer (provider, trunk, rate group, deck
    goodput (calls completed per second) against C; afterwards no call may be left open in Redis.
 4. Refusal flood (issue 11): admitted calls alone, then next to --flood-rate INVITEs/s from another address
    (a customer limited to 1 call/s, each INVITE a refusal with its CDR), on a node with max_cps = C and
-   source_max_cps = C/2: the admitted calls' goodput, the refusal CDRs in PostgreSQL and the ledger's lag.
+   source_max_cps = C/2: the admitted calls completed (goal) and their rate against alone (reported), the refusal
+   CDRs in PostgreSQL and the ledger's lag.
 
 5. Relay CPU breakdown (--breakdown-rate): the same calls through tollgate as the stack runs it, without
    topology hiding, and also without dialogs in PostgreSQL, against the native relay: what each part costs.
@@ -88,7 +89,7 @@ CPU_VS_FLOOR = 1.3  # 302: tollgate's Kamailio CPU per call <= 1.3x kemi-floor's
 CPS_VS_FLOOR = 0.8  # 302: tollgate's max clean calls/s >= 0.8x kemi-floor's
 RELAY_VS_NATIVE = 0.6  # relay: tollgate's max clean calls/s >= 0.6x the native relay's
 GOODPUT = 0.9  # overload: goodput at 2x and 4x capacity >= 0.9x capacity
-FLOOD_GOODPUT = 0.9  # refusal flood: the admitted calls' goodput >= 0.9x theirs alone
+FLOOD_COMPLETED = 0.995  # refusal flood: >= 99.5 % of the admitted calls placed during it complete
 
 
 @dataclass
@@ -485,8 +486,15 @@ def all_phases(args: argparse.Namespace, work: Path, world: World, processes: Pr
             flood = flood_phase(work, world, processes, rpid, capacity=capacity,
                                 rate=max(capacity // 4, 10), flood_rate=args.flood_rate,
                                 seconds=args.seconds)
-            goals.append(Goal("refusal flood: admitted calls' goodput, flooded / alone",
-                              flood.calls.cps / flood.alone.cps if flood.alone.cps else 0.0, FLOOD_GOODPUT))
+            # The switch's part: admitted calls are not refused or dropped under the flood. Their rate is
+            # reported, not held to a goal: on a 2-core rig the 5,000/s flood generator starves the calls' own
+            # sipp, and nothing here tells that apart from the switch slowing them down.
+            goals.append(Goal("refusal flood: admitted calls completed while flooded",
+                              flood.calls.succeeded / flood.calls.placed if flood.calls.placed else 0.0,
+                              FLOOD_COMPLETED))
+            lines.append(f"refusal flood: the admitted calls ran at {flood.calls.cps:,.0f}/s flooded against "
+                         f"{flood.alone.cps:,.0f}/s alone ({flood.calls.cps / max(flood.alone.cps, 1):.2f}x; "
+                         f"{flood.calls.failed} of {flood.calls.placed:,} failed)")
             lines.append(f"refusal flood: {flood.refusals.placed:,} INVITEs from {FLOODER_IP} at "
                          f"{flood.refusals.rate:,}/s offered, {flood.refusals.succeeded:,} answered 503; "
                          f"{flood.recorded:,} refusal CDRs in PostgreSQL, the last {flood.catch_up:.1f} s "
