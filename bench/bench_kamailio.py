@@ -20,7 +20,6 @@ creates a routable IP-mapped prepaid customer (provider, trunk, rate group, deck
    (a customer limited to 1 call/s, each INVITE a refusal with its CDR), on a node with max_cps = C and
    source_max_cps = C/2: the admitted calls completed (goal) and their rate against alone (reported), the refusal
    CDRs in PostgreSQL and the ledger's lag.
-
 5. Relay CPU breakdown (--breakdown-rate): the same calls through tollgate as the stack runs it, without
    topology hiding, and also without dialogs in PostgreSQL, against the native relay: what each part costs.
 6. Memory (--deck-rows): each Kamailio process's PSS before and after a 1M-prefix deck is loaded.
