@@ -2,7 +2,8 @@
 # Make a Debian 12 machine ready for tollgate, and do nothing that is already done:
 #   - the Debian packages (PostgreSQL, Redis, Python build tools, Kamailio + its Python/Redis modules, SIPp,
 #     Prometheus for the metrics test);
-#   - Kamailio 6.0's Debian 13 root file system (scripts/kamailio60-rootfs.sh), for the wire tests on 6.0;
+#   - Kamailio 6.0's Debian 13 root file system (scripts/kamailio60-rootfs.sh), for the wire tests on 6.0, when
+#     TOLLGATE_BOOTSTRAP_KAMAILIO60=yes (run-tests.sh sets it; the stack itself runs Debian 12's 5.6);
 #   - PostgreSQL and Redis running on 127.0.0.1, with 127.0.0.1 connections as user `postgres` allowed;
 #   - the virtualenv .venv with tollgate installed in editable mode (`pip install -e '.[test]'`).
 # Installing packages, starting PostgreSQL and editing pg_hba.conf need root; the rest does not.
@@ -151,8 +152,11 @@ fi
 
 # --- Kamailio 6.0 -----------------------------------------------------------------------------------
 # The wire tests run on Kamailio 6.0 too (scripts/run-tests.sh): Debian 13's, in a root file system of its own,
-# with fastpath's extensions for its Python 3.13. Made once (about a minute), then only checked.
-if [[ $EUID -eq 0 ]]; then
+# with fastpath's extensions for its Python 3.13. Made once (about a minute, ~550 MB), then only checked; only
+# for the tests (run-tests.sh asks for it): start-stack.sh runs 5.6 and need not wait for it.
+if [[ "${TOLLGATE_BOOTSTRAP_KAMAILIO60:-no}" != yes ]]; then
+    :
+elif [[ $EUID -eq 0 ]]; then
     bash scripts/kamailio60-rootfs.sh
 else
     say "not root: Kamailio 6.0's root file system left as it is (sudo bash scripts/kamailio60-rootfs.sh)"
