@@ -78,17 +78,19 @@ class Stack:
 def stack(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("faults")
     pg, cache = PrivatePostgres(), PrivateRedis(workdir / "redis")
-    pg.init()
-    cache.start()
     token = "tga_" + secrets.token_urlsafe(16)
     control = ControlProcess(workdir / "control", dsn=pg.dsn, redis_url=cache.url, namespace=NAMESPACE, token=token,
                              ledger_interval_seconds=LEDGER_SECONDS, projection_interval_seconds=0.5,
                              node_dead_seconds=NODE_DEAD_SECONDS, reap_grace_seconds=20, max_ring_seconds=30)
-    control.start()
     gateway = Gateway("answer")
     nodes: list[Kamailio] = []
     channel = grpc.insecure_channel(control.address)
     try:
+        # Inside the try: a part that fails to start must not leave the others running (a control service that
+        # could not bind its port left this PostgreSQL and Redis behind).
+        pg.init()
+        cache.start()
+        control.start()
         admin = stubs_for(channel, token)
         client = redis.Redis.from_url(cache.url)
         state = CallState(client, NAMESPACE)
