@@ -318,9 +318,11 @@ class CallState:
     def node_heartbeats(self) -> dict[str, float]:
         return {_text(node): float(at) for node, at in self._redis.hgetall(self.keys.nodes).items()}
 
-    def node_started(self, node: str, at: float) -> None:
-        """A Kamailio node started (kamailio.cfg does this natively at its first heartbeat; the tests here)."""
-        self._redis.eval(scripts.NODE_STARTED.text, 2, self.keys.nodes, self.keys.node_starts, node, f"{at:.0f}")
+    def node_started(self, node: str, at: float, started: float | None = None) -> None:
+        """A Kamailio node's first heartbeat at `at`, its process started at `started` (default: `at`);
+        kamailio.cfg does this natively, the tests here."""
+        self._redis.eval(scripts.NODE_STARTED.text, 2, self.keys.nodes, self.keys.node_starts, node, f"{at:.0f}",
+                         f"{at if started is None else started:.0f}")
 
     def node_restarts(self) -> dict[str, NodeStart]:
         """Each node's latest start: when, and its last heartbeat before it."""

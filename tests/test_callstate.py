@@ -367,6 +367,23 @@ def test_a_restarted_node_keeps_the_calls_it_loaded_and_the_others_are_charged_t
     assert (event.call_id, event.billable_seconds, event.end_reason) == ("too-young", 28, ORPHANED)  # 2 -> 30
 
 
+def test_calls_admitted_before_a_restarted_node_s_first_heartbeat_are_of_its_new_life(admissions):
+    """The node notes its start at its first heartbeat, up to an interval after the process started: the start
+    it notes is the process's, so a call it admitted in between (ringing, not yet in its dialog table) is not
+    taken for an orphan of its previous life (one was reaped as such, its CDR 'orphaned' instead of 408)."""
+    admissions.credit("3003", 10 * EUR)
+    admissions.heartbeat("node-s", NOW + 30)  # its previous life; it restarts at NOW + 50
+    grant = admissions.admit_call("3003", "early", now=NOW + 52, cps=0, max_calls=0, credit_limit=0,
+                                  terms=(0, 0, 600_000, 1, 1), max_call_seconds=300, node="node-s")
+    assert grant.outcome == adm.ADMITTED
+    admissions.node_started("node-s", NOW + 54, started=NOW + 50)  # its first heartbeat
+    restarts = admissions.node_restarts()
+    assert restarts == {"node-s": adm.NodeStart(NOW + 50, NOW + 30)}
+    assert admissions.reap("3003", now=NOW + 56, grace_seconds=180, nodes=admissions.node_heartbeats(),
+                           node_dead_seconds=60, restarts=restarts, survivors=set()) == []
+    assert admissions.open_call("3003", "early")
+
+
 def test_reap_charges_orphans_up_to_the_last_moment_they_were_known_alive(admissions, redis_client):
     """SPEC §9: a call whose node died is charged up to its node's last heartbeat (at least one second, at most
     its grant), never free; its provider's cost rides on the event. A node's calls wait `node_dead` seconds
