@@ -16,7 +16,6 @@ from decimal import Decimal
 
 import psycopg
 from google.protobuf import struct_pb2
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from control.access.principals import system
@@ -109,19 +108,10 @@ def _struct(changes: dict) -> struct_pb2.Struct:
 def list_page(conn: psycopg.Connection, request: audit_pb2.ListAuditEventsRequest
               ) -> audit_pb2.ListAuditEventsResponse:
     """Newest first; the page token holds the id to continue below."""
-    size = paging.page_size(request.page_size)
+    paging.page_size(request.page_size)  # a bad size is refused before the filter is read
     terms = parse_filter(request.filter, FIELDS)
-    conditions, params = [t[0] for t in terms], [t[1] for t in terms]
-    fingerprint = paging.fingerprint("audit", request.filter)
-    after = paging.decode_token(request.page_token, fingerprint)
-    if after is not None:
-        conditions.append(sql.SQL("e.id < %s"))
-        params.append(after)
-    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
-    rows = conn.execute(sql.SQL("SELECT e.* FROM audit_events e WHERE {} ORDER BY e.id DESC LIMIT %s").format(where),
-                        [*params, size + 1]).fetchall()
-    response = audit_pb2.ListAuditEventsResponse(audit_events=[to_message(r) for r in rows[:size]])
-    if len(rows) > size:
-        response.next_page_token = paging.encode_token(rows[size - 1]["id"], fingerprint)
-    return response
+    rows, token = paging.rows_by_id(conn, table="audit_events", alias="e", family="audit", filter_text=request.filter,
+                                    page_token=request.page_token, requested_size=request.page_size,
+                                    conditions=[t[0] for t in terms], params=[t[1] for t in terms], newest_first=True)
+    return audit_pb2.ListAuditEventsResponse(audit_events=[to_message(r) for r in rows], next_page_token=token)
 

@@ -16,6 +16,7 @@ import secrets
 
 import psycopg
 from cryptography.fernet import Fernet, InvalidToken
+from psycopg import sql
 
 from control.api import calls
 from control.api.errors import invalid
@@ -82,3 +83,26 @@ def decode_token(token: str, issued_for: str):
     if not token:
         return None
     return _tokens().open(token, issued_for)
+
+
+def rows_by_id(conn: psycopg.Connection, *, table: str, alias: str, family: str, filter_text: str,
+               page_token: str, requested_size: int, conditions: list, params: list,
+               newest_first: bool = False) -> tuple[list, str]:
+    """One page of `table`'s rows in id order with `conditions` ANDed (the caller's parsed filter and scope):
+    keyset paging, the token holding the last id returned, sealed and bound to `family` and the filter text.
+    (the rows, the next page's token or "")."""
+    size = page_size(requested_size)
+    issued_for = fingerprint(family, filter_text)
+    after = decode_token(page_token, issued_for)
+    conditions, params = list(conditions), list(params)
+    column = sql.SQL("{}.id").format(sql.Identifier(alias))
+    if after is not None:
+        conditions.append(sql.SQL("{} {} %s").format(column, sql.SQL("<" if newest_first else ">")))
+        params.append(after)
+    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+    query = sql.SQL("SELECT {alias}.* FROM {table} {alias} WHERE {where} ORDER BY {column} {order} LIMIT %s").format(
+        alias=sql.Identifier(alias), table=sql.Identifier(table), where=where, column=column,
+        order=sql.SQL("DESC" if newest_first else "ASC"))
+    rows = conn.execute(query, [*params, size + 1]).fetchall()
+    token = encode_token(rows[size - 1]["id"], issued_for) if len(rows) > size else ""
+    return rows[:size], token

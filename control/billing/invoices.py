@@ -371,22 +371,14 @@ def cdr_query(principal: Principal, invoice_id: int) -> cdrs.CdrQuery:
 
 def list_page(conn: psycopg.Connection, principal: Principal,
               request: invoice_pb2.ListInvoicesRequest) -> invoice_pb2.ListInvoicesResponse:
-    size = paging.page_size(request.page_size)
+    paging.page_size(request.page_size)  # a bad size is refused before the filter is read
     terms = parse_filter(request.filter, FIELDS)
     conditions, params = [t[0] for t in terms], [t[1] for t in terms]
     if not principal.is_operator:
         require_own_number(request.filter, FIELDS, ("account",), principal.account_number)
         conditions.append(sql.SQL("i.account_number = %s"))
         params.append(principal.account_number)
-    fingerprint = paging.fingerprint("invoices", request.filter)
-    after = paging.decode_token(request.page_token, fingerprint)
-    if after is not None:
-        conditions.append(sql.SQL("i.id > %s"))
-        params.append(after)
-    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
-    query = sql.SQL("SELECT i.* FROM invoices i WHERE {} ORDER BY i.id LIMIT %s").format(where)
-    rows = conn.execute(query, [*params, size + 1]).fetchall()
-    response = invoice_pb2.ListInvoicesResponse(invoices=[to_message(r) for r in rows[:size]])
-    if len(rows) > size:
-        response.next_page_token = paging.encode_token(rows[size - 1]["id"], fingerprint)
-    return response
+    rows, token = paging.rows_by_id(conn, table="invoices", alias="i", family="invoices", filter_text=request.filter,
+                                    page_token=request.page_token, requested_size=request.page_size,
+                                    conditions=conditions, params=params)
+    return invoice_pb2.ListInvoicesResponse(invoices=[to_message(r) for r in rows], next_page_token=token)

@@ -80,22 +80,14 @@ def fetch(conn: psycopg.Connection, principal: Principal, name: str) -> dict:
 
 def list_page(conn: psycopg.Connection, principal: Principal,
               request: receipt_pb2.ListReceiptsRequest) -> receipt_pb2.ListReceiptsResponse:
-    size = paging.page_size(request.page_size)
+    paging.page_size(request.page_size)  # a bad size is refused before the filter is read
     terms = parse_filter(request.filter, FIELDS)
     conditions, params = [t[0] for t in terms], [t[1] for t in terms]
     if not principal.is_operator:
         require_own_number(request.filter, FIELDS, ("account",), principal.account_number)
         conditions.append(sql.SQL("r.account_number = %s"))
         params.append(principal.account_number)
-    fingerprint = paging.fingerprint("receipts", request.filter)
-    after = paging.decode_token(request.page_token, fingerprint)
-    if after is not None:
-        conditions.append(sql.SQL("r.id > %s"))
-        params.append(after)
-    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
-    rows = conn.execute(sql.SQL("SELECT r.* FROM receipts r WHERE {} ORDER BY r.id LIMIT %s").format(where),
-                        [*params, size + 1]).fetchall()
-    response = receipt_pb2.ListReceiptsResponse(receipts=[to_message(r) for r in rows[:size]])
-    if len(rows) > size:
-        response.next_page_token = paging.encode_token(rows[size - 1]["id"], fingerprint)
-    return response
+    rows, token = paging.rows_by_id(conn, table="receipts", alias="r", family="receipts", filter_text=request.filter,
+                                    page_token=request.page_token, requested_size=request.page_size,
+                                    conditions=conditions, params=params)
+    return receipt_pb2.ListReceiptsResponse(receipts=[to_message(r) for r in rows], next_page_token=token)

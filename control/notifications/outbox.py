@@ -92,18 +92,11 @@ def to_message(row: dict) -> notification_pb2.Notification:
 def list_page(conn: psycopg.Connection, request: notification_pb2.ListNotificationsRequest
               ) -> notification_pb2.ListNotificationsResponse:
     """Newest first; the page token holds the id to continue below."""
-    size = paging.page_size(request.page_size)
+    paging.page_size(request.page_size)  # a bad size is refused before the filter is read
     terms = parse_filter(request.filter, FIELDS)
-    conditions, params = [t[0] for t in terms], [t[1] for t in terms]
-    fingerprint = paging.fingerprint("notifications", request.filter)
-    after = paging.decode_token(request.page_token, fingerprint)
-    if after is not None:
-        conditions.append(sql.SQL("n.id < %s"))
-        params.append(after)
-    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
-    rows = conn.execute(sql.SQL("SELECT n.* FROM notifications n WHERE {} ORDER BY n.id DESC LIMIT %s").format(where),
-                        [*params, size + 1]).fetchall()
-    response = notification_pb2.ListNotificationsResponse(notifications=[to_message(r) for r in rows[:size]])
-    if len(rows) > size:
-        response.next_page_token = paging.encode_token(rows[size - 1]["id"], fingerprint)
-    return response
+    rows, token = paging.rows_by_id(conn, table="notifications", alias="n", family="notifications",
+                                    filter_text=request.filter, page_token=request.page_token,
+                                    requested_size=request.page_size, conditions=[t[0] for t in terms],
+                                    params=[t[1] for t in terms], newest_first=True)
+    return notification_pb2.ListNotificationsResponse(notifications=[to_message(r) for r in rows],
+                                                      next_page_token=token)
